@@ -1,0 +1,54 @@
+"""nox sessions: `nox` reproduces every study and regenerates reports/; `nox -s tests` tests.
+
+Every session installs with `-c constraints.txt` (exact versions, torch==2.13.0 CPU).
+`nox -R` reuses the environments and skips installs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["reproduce"]
+nox.options.reuse_existing_virtualenvs = False
+
+CONSTRAINTS = ("-c", "constraints.txt")
+STUDIES = ("mlp_vanishing",)
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    """Install gradbench itself (a regular, non-editable install: the wheel's configs are tested)."""
+    session.install(*CONSTRAINTS, f".[{','.join(extras)}]" if extras else ".")
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Run every study under the quick profile (resuming finished runs), then write reports/."""
+    _install(session)
+    jobs = os.environ.get("GRADBENCH_JOBS", str(os.cpu_count() or 1))
+    for study in STUDIES:
+        session.run("gradbench", "study", study, "--jobs", jobs, *session.posargs)
+    session.run("gradbench", "report", "--results", "results", "--out", "reports")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (hypothesis profile from HYPOTHESIS_PROFILE, default ci)."""
+    _install(session, "test")
+    session.env.setdefault("HYPOTHESIS_PROFILE", "ci")
+    session.run("pytest", "-m", "not bench", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint with ruff."""
+    session.install(*CONSTRAINTS, "ruff")
+    session.run("ruff", "check", "suite", "tasks", "tests", "examples", "noxfile.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark): probe overhead as a ratio against a bare PyTorch loop."""
+    _install(session, "test")
+    session.run("pytest", "tests/bench", "-m", "bench", "--benchmark-only", *session.posargs)

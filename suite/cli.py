@@ -1,0 +1,147 @@
+"""The ``gradbench`` command: run (the Hydra app), study, report, list.
+
+User errors (unknown names, mitigations that cannot apply, bad values) print one line and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from suite.errors import UserError
+
+USAGE = """usage: gradbench <command> [args]
+
+commands:
+  run [overrides...]        train one configuration (a Hydra app: -m for multirun, --cfg job, --help)
+  study NAME [overrides...] run every cell of a study, skipping finished runs (see `gradbench study -h`)
+  report                    turn records into reports/ (see `gradbench report -h`)
+  list                      registered tasks, mitigations, probes, studies
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    commands = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "list": cmd_list}
+    try:
+        if command not in commands:
+            raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
+        return commands[command](rest) or 0
+    except UserError as exc:
+        print(f"gradbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gradbench: interrupted; finished records are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_run(argv: list[str]) -> int:
+    from suite.config import check_overrides, searchpath_override
+
+    check_overrides([a for a in argv if not a.startswith("-")])
+    sys.argv = ["gradbench run", *argv, *searchpath_override()]
+    _hydra_app()
+    return 0
+
+
+def _hydra_app() -> None:
+    import hydra
+
+    from suite.config import conf_dir
+
+    @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+    def app(cfg) -> None:
+        from suite.config import prepare
+        from suite.runner import run
+
+        try:
+            record = run(prepare(cfg))
+        except UserError as exc:
+            print(f"gradbench: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        print(_one_line(record))
+        if record["status"] == "failed":
+            sys.exit(1)
+
+    app()
+
+
+def _one_line(record: dict) -> str:
+    s = record["summary"]
+    verdict = (record.get("diagnosis") or {}).get("verdict", "-")
+
+    def fmt(key: str) -> str:
+        return "n/a" if s.get(key) is None else f"{s[key]:.4g}"
+
+    mitigations = "+".join(record["mitigations"]) or "baseline"
+    path = os.path.join(record["config"]["results_dir"], record["run_id"])
+    text = (
+        f"{record['task']} {mitigations} seed={record['seed']}: {record['status']}, diagnosis {verdict}; "
+        f"grad_ratio_init {fmt('grad_ratio_init')}, final_train_loss {fmt('final_train_loss')}; record {path}"
+    )
+    return text + (f"\nerror: {record['error']}" if record["error"] else "")
+
+
+def cmd_study(argv: list[str]) -> int:
+    from suite.study import check_study, run_study
+
+    parser = argparse.ArgumentParser(prog="gradbench study", description="Run a study's grid, skipping finished runs.")
+    parser.add_argument("name", help="study name (conf/study/<name>.yaml); `gradbench list` shows them")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell, e.g. results_dir=out")
+    parser.add_argument("--profile", default="quick", help="budget profile: quick (default) or full")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: CPU count)")
+    parser.add_argument(
+        "--with", dest="with_sets", action="append", default=[], metavar="M1,M2",
+        help="add a mitigation set to the study (repeatable), e.g. --with agc",
+    )
+    args = parser.parse_intermixed_args(argv)
+    check_study(args.name)
+    with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
+    run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
+    return 0
+
+
+def cmd_report(argv: list[str]) -> int:
+    from suite.report import write_report
+
+    parser = argparse.ArgumentParser(prog="gradbench report", description="Turn records into tables and figures.")
+    parser.add_argument("--results", default="results", help="records directory (default: results)")
+    parser.add_argument("--out", default="reports", help="output directory (default: reports)")
+    parser.add_argument("--profile", default="quick", help="profile whose study grids to report (default: quick)")
+    parser.add_argument("--study", action="append", default=None, help="report only these studies (repeatable)")
+    args = parser.parse_args(argv)
+    write_report(args.results, args.out, args.profile, args.study)
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    from suite.config import group_options
+    from suite.registry import MITIGATIONS, PROBES, TASKS
+
+    def first_line(obj) -> str:
+        return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+    print("tasks:")
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        print(f"  {name:18s} knobs: {', '.join(cls.knobs)}")
+    print("mitigations:")
+    for name in MITIGATIONS.names():
+        print(f"  {name:18s} {first_line(MITIGATIONS.get(name))}")
+    print("probes:")
+    for name in PROBES.names():
+        print(f"  {name:18s} {first_line(PROBES.get(name))}")
+    print("studies:")
+    for name in group_options("study"):
+        print(f"  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in mitigations, one module per hook family."""

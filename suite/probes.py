@@ -1,0 +1,190 @@
+"""Probes: observers of forward, backward and step that emit tidy rows (step, metric, layer, value).
+
+Probes run only on sampled steps (``log_schedule``); between samples no hook is attached
+and nothing is computed. Values stay tensors until the run ends (``Rows.to_records``), so a
+sample costs a few fused kernels (``torch._foreach_norm``) and no ``.item()`` per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from suite.nn import RECTIFIERS, SATURATING
+from suite.registry import PROBES
+from suite.task import Layer, ProbedModel, Task
+
+
+def log_schedule(steps: int, samples: int) -> list[int]:
+    """Step 0, the last step, and ``samples`` log-spaced steps in between (sorted, unique)."""
+    if steps <= 0:
+        return []
+    points = {0, steps - 1}
+    for i in range(samples):
+        points.add(min(steps - 1, int(round(math.exp(i * math.log(steps) / max(samples - 1, 1)))) - 1))
+    return sorted(points)
+
+
+class Rows:
+    """Buffer of probe values, kept as tensors until the run ends."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[int, str, list[str], torch.Tensor]] = []
+
+    def add(self, step: int, metric: str, layers: list[str], values: torch.Tensor) -> None:
+        self._chunks.append((step, metric, layers, values.detach().reshape(-1).float()))
+
+    def to_records(self) -> list[tuple[int, str, str, float]]:
+        if not self._chunks:
+            return []
+        flat = torch.cat([v.cpu() for *_, v in self._chunks]).tolist()  # one transfer for the whole run
+        out, i = [], 0
+        for step, metric, layers, values in self._chunks:
+            for layer in layers:
+                out.append((step, metric, layer, flat[i]))
+                i += 1
+        return out
+
+
+@dataclass
+class ProbeContext:
+    task: Task
+    model: ProbedModel
+    layers: list[Layer]
+    params: list[torch.nn.Parameter]
+    rows: Rows
+    step: int = 0
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+
+class Probe:
+    """Base class; override the hooks you need. ``applies`` decides if a model can serve it."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]] = ()  # metric names this probe may emit
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return True
+
+    def before_forward(self, ctx: ProbeContext) -> None:
+        pass
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        """Gradients as backward left them (before clipping)."""
+
+    def after_transform(self, ctx: ProbeContext) -> None:
+        """Gradients as the optimiser will see them (after clipping)."""
+
+    def after_step(self, ctx: ProbeContext) -> None:
+        pass
+
+
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    return [p.grad for p in params if p.grad is not None]
+
+
+def emit_flow(ctx: ProbeContext, metric: str, names: list[str], values: torch.Tensor, hidden: list[bool]) -> None:
+    """Emit a per-depth (or per-time) series, and ``grad_ratio`` (first/last hidden entry) when
+    this series is the task's declared gradient-flow metric."""
+    ctx.rows.add(ctx.step, metric, names, values)
+    if ctx.task.flow_metric == metric:
+        idx = [i for i, h in enumerate(hidden) if h]
+        if len(idx) >= 1:
+            ctx.rows.add(ctx.step, "grad_ratio", [""], values[idx[0]] / values[idx[-1]])
+
+
+@PROBES.register("grad_norm")
+class GradNorm(Probe):
+    """Per-layer weight-gradient L2 norm and global gradient norm before/after clipping."""
+
+    metrics = ("grad_norm", "grad_norm_global", "grad_norm_global_clipped", "grad_ratio")
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        layers = [layer for layer in ctx.layers if layer.weight.grad is not None]
+        norms = torch.stack(torch._foreach_norm([layer.weight.grad for layer in layers]))
+        emit_flow(ctx, "grad_norm", [layer.name for layer in layers], norms, [layer.hidden for layer in layers])
+        ctx.rows.add(ctx.step, "grad_norm_global", [""], global_norm(_grads(ctx.params)))
+
+    def after_transform(self, ctx: ProbeContext) -> None:
+        ctx.rows.add(ctx.step, "grad_norm_global_clipped", [""], global_norm(_grads(ctx.params)))
+
+
+@PROBES.register("activation")
+class ActivationStats(Probe):
+    """Per-layer activation mean/std plus saturated fraction (sigmoid, tanh: derivative below a
+    tenth of its maximum) or dead fraction (ReLU family: units inactive on the whole batch)."""
+
+    metrics = ("act_mean", "act_std", "act_saturated", "act_dead")
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return any(layer.activation is not None for layer in model.layers())
+
+    def before_forward(self, ctx: ProbeContext) -> None:
+        stats: list[tuple[str, torch.Tensor, str]] = []
+        handles = []
+        for layer in ctx.layers:
+            if layer.activation is None:
+                continue
+
+            def hook(module, inputs, out, name=layer.name):
+                stats.append((name, _activation_stats(module.kind, out.detach()), module.kind))
+
+            handles.append(layer.activation.register_forward_hook(hook))
+        ctx.scratch["activation"] = (stats, handles)
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        stats, handles = ctx.scratch.pop("activation")
+        for h in handles:
+            h.remove()
+        if not stats:
+            return
+        names = [name for name, _, _ in stats]
+        values = torch.stack([v for _, v, _ in stats])  # (layers, 3)
+        ctx.rows.add(ctx.step, "act_mean", names, values[:, 0])
+        ctx.rows.add(ctx.step, "act_std", names, values[:, 1])
+        kinds = [kind for *_, kind in stats]
+        for metric, group in (("act_saturated", SATURATING), ("act_dead", RECTIFIERS)):
+            idx = [i for i, k in enumerate(kinds) if k in group]
+            if idx:
+                ctx.rows.add(ctx.step, metric, [names[i] for i in idx], values[idx, 2])
+
+
+def _activation_stats(kind: str, out: torch.Tensor) -> torch.Tensor:
+    """(mean, std, fraction) of one activation tensor; units on dim 1 for (B, C, H, W), else last."""
+    units = out.transpose(1, -1) if out.dim() == 4 else out
+    units = units.reshape(-1, units.shape[-1])  # (samples, units)
+    if kind == "sigmoid":
+        frac = ((units < 0.0257) | (units > 0.9743)).float().mean()  # sigma' < 1/40
+    elif kind == "tanh":
+        frac = (units.abs() > 0.9487).float().mean()  # tanh' < 1/10
+    elif kind in RECTIFIERS:
+        frac = (units <= 0).all(dim=0).float().mean()  # dead on this batch
+    else:
+        frac = torch.zeros((), device=out.device)
+    return torch.stack([units.mean(), units.std(), frac])
+
+
+@PROBES.register("update_ratio")
+class UpdateRatio(Probe):
+    """Per-layer ||W_new - W_old|| / ||W_new||, the step's relative size (Karpathy's 1e-3 rule)."""
+
+    metrics = ("update_ratio",)
+
+    def after_transform(self, ctx: ProbeContext) -> None:
+        ctx.scratch["weights"] = [layer.weight.detach().clone() for layer in ctx.layers]
+
+    def after_step(self, ctx: ProbeContext) -> None:
+        old = ctx.scratch.pop("weights")
+        new = [layer.weight.detach() for layer in ctx.layers]
+        delta = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old)))
+        ratio = delta / torch.stack(torch._foreach_norm(new)).clamp_min(1e-30)
+        ctx.rows.add(ctx.step, "update_ratio", [layer.name for layer in ctx.layers], ratio)

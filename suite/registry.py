@@ -1,0 +1,92 @@
+"""Registries of tasks, mitigations and probes, keyed by stable snake_case names.
+
+One decorator registers a class under its name (timm style); lookups of unknown names fail
+loudly with the list of valid names. Built-ins are imported explicitly by ``load_all``;
+third-party packages add theirs through the ``gradbench.plugins`` entry-point group (the
+entry point names a module to import or a callable to call) and ship Hydra configs through
+the ``gradbench.conf`` group (the entry point names a package holding ``mitigation/``,
+``task/``, ``study/`` ... folders).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from importlib.metadata import entry_points
+from typing import Callable, Generic, TypeVar
+
+from suite.errors import UserError
+
+T = TypeVar("T", bound=type)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+BUILTIN_MODULES = (
+    "tasks.deep_mlp",
+    "suite.mitigations.architecture",
+    "suite.mitigations.gradients",
+    "suite.mitigations.optimisation",
+    "suite.probes",
+)
+PLUGIN_GROUP = "gradbench.plugins"
+CONF_GROUP = "gradbench.conf"
+
+
+class Registry(Generic[T]):
+    """Name -> class mapping for one kind of extension point."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        if not _NAME.match(name):
+            raise ValueError(f"{self.kind} name {name!r} is not snake_case")
+
+        def decorate(cls: T) -> T:
+            if name in self._items and self._items[name] is not cls:
+                raise ValueError(f"duplicate {self.kind} name {name!r}")
+            cls.name = name
+            self._items[name] = cls
+            return cls
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        load_all()
+        if name not in self._items:
+            raise UserError(f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        load_all()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        load_all()
+        return name in self._items
+
+
+TASKS: Registry = Registry("task")
+MITIGATIONS: Registry = Registry("mitigation")
+PROBES: Registry = Registry("probe")
+
+_loaded = False
+
+
+def load_all() -> None:
+    """Import the built-in modules and every installed plugin (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        obj = ep.load()
+        if callable(obj):
+            obj()
+
+
+def plugin_conf_packages() -> list[str]:
+    """Packages that third-party plugins declare as extra Hydra config roots."""
+    return sorted(ep.value for ep in entry_points(group=CONF_GROUP))

@@ -1,0 +1,193 @@
+"""The reporter: records -> ``reports/`` (Markdown summary, tidy CSV, seaborn figures).
+
+For each study, the grid is expanded exactly as ``gradbench study`` does, so each cell is
+matched to its record by ``run_id``; cells without a record are listed as missing, never
+invented. Tables show mean +- std over seeds and the majority diagnosis.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.config import group_options
+from suite.errors import UserError
+from suite.records import load_run, record_dir
+from suite.registry import TASKS
+from suite.study import plan
+
+KEY_METRICS = ("grad_ratio_init", "final_train_loss", "test_accuracy", "loss_ratio_baseline", "copy_accuracy")
+
+
+def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(cells: one row per study cell with its record, probes: tidy probe rows, records)."""
+    cells, probes, records = [], [], {}
+    for study in studies:
+        for planned in plan(study, profile, [f"results_dir={results}"]):
+            run = load_run(record_dir(results, planned.run_id))
+            c = planned.cell
+            row = {"study": study, "task": c.task, "mitigations": c.label, "overrides": ";".join(c.overrides),
+                   "seed": c.seed, "run_id": planned.run_id, "status": run["status"] if run else "missing"}
+            cells.append(row)
+            if run is None:
+                continue
+            records[planned.run_id] = run
+            row["verdict"] = (run.get("diagnosis") or {}).get("verdict")
+            row.update({k: v for k, v in run["summary"].items() if isinstance(v, (int, float))})
+            df = pd.read_csv(record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False,
+                             dtype={"layer": str})
+            df["value"] = pd.to_numeric(df["value"])
+            probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed")}))
+    swept = {o.split("=")[0] for row in cells for o in row["overrides"].split(";") if o}
+    for row in cells:  # the value every swept setting took in each run, defaults included
+        for key in swept:
+            row["config_" + key] = _select(records[row["run_id"]]["config"], key) if row["run_id"] in records else None
+    probes_df = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
+    return pd.DataFrame(cells), probes_df, list(records.values())
+
+
+def _select(config: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def tidy_summary(cells: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: study, task, mitigations, overrides, seed, metric, value."""
+    ids = ["study", "task", "mitigations", "overrides", "seed"]
+    found = cells[cells["status"] != "missing"]
+    value_cols = [c for c in found.columns if c not in ids and c != "run_id" and not c.startswith("config_")]
+    long = found.melt(id_vars=ids, value_vars=value_cols, var_name="metric", value_name="value").dropna(subset=["value"])
+    return long.sort_values(ids + ["metric"], kind="stable").reset_index(drop=True)
+
+
+def _mean_std(values: pd.Series, scientific: bool) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return "n/a"
+    fmt = "{:.2e}" if scientific else "{:.3f}"
+    return fmt.format(values.mean()) + (" ± " + fmt.format(values.std()) if len(values) > 1 else "")
+
+
+def study_table(cells: pd.DataFrame) -> str:
+    metrics = [m for m in KEY_METRICS if m in cells.columns and cells[m].notna().any()]
+    header = ["mitigations", "overrides", "runs", *metrics, "diagnosis (majority)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (mitigations, overrides), group in cells.groupby(["mitigations", "overrides"], sort=False):
+        done = group[group["status"] != "missing"]
+        statuses = Counter(done["status"])
+        runs = f"{len(done)}/{len(group)}" + "".join(f" ({n} {s})" for s, n in statuses.items() if s != "completed")
+        verdicts = Counter(v for v in done.get("verdict", pd.Series(dtype=object)).dropna())
+        verdict = f"{verdicts.most_common(1)[0][0]} ({verdicts.most_common(1)[0][1]}/{len(done)})" if verdicts else "n/a"
+        values = [_mean_std(done[m], m == "grad_ratio_init") if m in done else "n/a" for m in metrics]
+        lines.append("| " + " | ".join([mitigations, overrides or "-", runs, *values, verdict]) + " |")
+    return "\n".join(lines)
+
+
+def _sweep_figures(study: str, task: str, cells: pd.DataFrame, out: Path, sns: Any, plt: Any) -> list[Path]:
+    """Headline metrics against each swept setting (e.g. task.depth), one line per mitigation set."""
+    figures = []
+    keys = sorted({o.split("=")[0] for o in cells["overrides"] for o in o.split(";") if o})
+    metrics = [m for m in TASKS.get(task).headline_metrics if m in cells.columns]
+    for key in keys:
+        column = "config_" + key
+        if column not in cells or cells[column].nunique() < 3 or not metrics:
+            continue
+        swept_sets = cells.loc[cells["overrides"].str.contains(key + "=", regex=False), "mitigations"]
+        swept = cells[cells["mitigations"].isin(swept_sets)]
+        long = swept.melt(id_vars=["mitigations", column], value_vars=metrics, var_name="metric")
+        g = sns.relplot(data=long, x=column, y="value", hue="mitigations", col="metric", kind="line",
+                        marker="o", errorbar="sd", height=3.2, facet_kws={"sharey": False})
+        g.set_axis_labels(key, "")
+        ticks = sorted(long[column].dropna().unique())
+        for ax in g.axes.flat:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+        figures.append(_save(g.figure, out / f"{study}_{key.replace('.', '_')}.png", plt))
+    return figures
+
+
+def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    figures = []
+    data = probes[probes["study"] == study]
+    flow_metric = TASKS.get(task).flow_metric
+    flow = data[(data["metric"] == flow_metric) & (data["step"] == 0)].copy()
+    if not flow.empty:
+        flow["position"] = flow.groupby(["mitigations", "overrides", "seed"]).cumcount()
+        flow = flow[flow["value"] > 0]  # log scale: exact zeros (float32 underflow) cannot be drawn
+        g = sns.relplot(data=flow, x="position", y="value", hue="mitigations", col="overrides", col_wrap=3,
+                        kind="line", marker="o", errorbar=None, height=3.2, facet_kws={"sharex": False})
+        g.set(yscale="log")
+        g.set_axis_labels("layer (input → output)" if flow_metric == "grad_norm" else "time step",
+                          f"{flow_metric} at step 0")
+        figures.append(_save(g.figure, out / f"{study}_gradient_flow.png", plt))
+    figures += _sweep_figures(study, task, cells, out, sns, plt)
+    loss = data[data["metric"] == "train_loss"]
+    if not loss.empty:
+        g = sns.relplot(data=loss, x="step", y="value", hue="mitigations", col="overrides", col_wrap=3,
+                        kind="line", errorbar=None, height=3.2)
+        g.set(xscale="symlog", yscale="log")
+        g.set_axis_labels("step", "training loss (mean since last sample)")
+        figures.append(_save(g.figure, out / f"{study}_loss.png", plt))
+    return figures
+
+
+def _save(figure: Any, path: Path, plt: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return path
+
+
+def _provenance(records: list[dict]) -> str:
+    keys = ("gradbench", "torch", "python", "git_commit", "lock_file_sha256", "cpu", "threads")
+    lines = []
+    for key in keys:
+        values = Counter(str(r["provenance"].get(key)) for r in records)
+        lines.append(f"- {key}: " + ", ".join(f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.items()))
+    wall = sum(r["provenance"]["wall_time_s"] for r in records)
+    lines.append(f"- total training wall time: {wall:.0f} s over {len(records)} runs")
+    return "\n".join(lines)
+
+
+def write_report(results: str, out: str, profile: str, studies: list[str] | None) -> Path:
+    valid = group_options("study")
+    studies = studies or valid
+    for s in studies:
+        if s not in valid:
+            raise UserError(f"unknown study '{s}'; valid studies: {', '.join(valid)}")
+    if not Path(results).is_dir():
+        raise UserError(f"no records directory '{results}'; run `gradbench study NAME` (or `nox`) first")
+    cells, probes, records = collect(results, profile, studies)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tidy_summary(cells).to_csv(out_dir / "summary.csv", index=False)
+    parts = [f"# gradbench report ({profile} profile)\n",
+             "Generated by `gradbench report` from the records in "
+             f"`{results}/`; regenerate with `nox`. Do not edit by hand.\n"]
+    for study in studies:
+        study_cells = cells[cells["study"] == study]
+        task = study_cells["task"].iloc[0]
+        parts.append(f"## Study `{study}` (task `{task}`)\n")
+        parts.append(study_table(study_cells) + "\n")
+        for fig in write_figures(study, task, study_cells, probes, out_dir / "figures") if not probes.empty else []:
+            parts.append(f"![{fig.stem}](figures/{fig.name})\n")
+    parts.append("## Provenance\n")
+    parts.append(_provenance(records) + "\n" if records else "no records\n")
+    path = out_dir / "summary.md"
+    path.write_text("\n".join(parts))
+    missing = int((cells["status"] == "missing").sum())
+    print(f"report: {path} ({len(records)} records, {missing} cells missing)", file=sys.stderr)
+    return path

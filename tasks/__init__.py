@@ -1,0 +1,1 @@
+"""Built-in tasks, one module each. Every task registers itself with ``suite.registry.TASKS``."""

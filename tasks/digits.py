@@ -1,0 +1,65 @@
+"""scikit-learn's bundled handwritten digits (1,797 8x8 images), standardised, split once.
+
+The data ship inside scikit-learn, so nothing is downloaded. The split and the
+standardisation statistics depend only on ``split_seed`` and ``test_fraction``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Digits:
+    x_train: torch.Tensor  # (N_train, 64) standardised pixels
+    y_train: torch.Tensor  # (N_train,) int64 labels 0..9
+    x_test: torch.Tensor  # (N_test, 64)
+    y_test: torch.Tensor  # (N_test,)
+    n_classes: int = 10
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled mini-batches; each epoch is a fresh permutation from ``generator``."""
+        n = self.x_train.shape[0]
+        while True:
+            order = torch.randperm(n, generator=generator).to(self.x_train.device)
+            for start in range(0, n - batch_size + 1, batch_size):  # drop the ragged last batch
+                idx = order[start : start + batch_size]
+                yield self.x_train[idx], self.y_train[idx]
+
+
+def load_digits(test_fraction: float, split_seed: int, device: torch.device) -> Digits:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    data = sk_load_digits()
+    x = data.data.astype(np.float32)  # (1797, 64) pixel intensities 0..16
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(split_seed).permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6  # train statistics only
+    x = (x - mean) / std
+
+    def to(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return Digits(to(x[train]), to(y[train]), to(x[test]), to(y[test]))
+
+
+@torch.no_grad()
+def classification_metrics(model: torch.nn.Module, digits: Digits) -> dict[str, float]:
+    """Full-set loss and accuracy on train and test, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for split, x, y in (("train", digits.x_train, digits.y_train), ("test", digits.x_test, digits.y_test)):
+        logits = model(x)  # (N, 10)
+        out[f"{split}_loss"] = torch.nn.functional.cross_entropy(logits, y)
+        out[f"{split}_accuracy"] = (logits.argmax(dim=1) == y).float().mean()
+    model.train(was_training)
+    return {k: float(v) for k, v in out.items()}
