@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, gradbench
+from helpers import TINY, gradbench
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import TINY
+from helpers import TINY
 
 from suite.config import compose, group_options, prepare
 from suite.errors import UserError

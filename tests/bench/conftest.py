@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 MEDIANS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def medians() -> dict[str, float]:
+    return MEDIANS
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MEDIANS
 
 from suite.config import compose, prepare
 from suite.probes import Rows
@@ -39,12 +38,12 @@ def bare_loop(task, spec) -> None:
 
 
 @pytest.mark.parametrize("variant", ["bare", "probed"])
-def test_deep_mlp_steps(benchmark, spec, task, variant):
+def test_deep_mlp_steps(benchmark, spec, task, variant, medians):
     benchmark.group = "deep_mlp training (default config, 1000 steps)"
     if variant == "bare":
         benchmark.pedantic(bare_loop, args=(task, spec), rounds=5, warmup_rounds=1)
     else:
         benchmark.pedantic(lambda: _train(spec, task, Rows(), "bench"), rounds=5, warmup_rounds=1)
-    MEDIANS[variant] = benchmark.stats.stats.median
-    if "bare" in MEDIANS and variant == "probed":
-        benchmark.extra_info["ratio_vs_bare"] = MEDIANS["probed"] / MEDIANS["bare"]
+    medians[variant] = benchmark.stats.stats.median
+    if "bare" in medians and variant == "probed":
+        benchmark.extra_info["ratio_vs_bare"] = medians["probed"] / medians["bare"]

@@ -1,0 +1,17 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = ["task.steps=12", "probe.samples=4", "probe.eval_samples=3", "progress=false"]  # a run in well under a second
+
+
+def gradbench(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """Run the installed console script in a subprocess, as a user would."""
+    script = Path(sys.executable).with_name("gradbench")
+    command = [str(script)] if script.exists() else [shutil.which("gradbench") or "gradbench"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
