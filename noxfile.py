@@ -44,7 +44,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install(*CONSTRAINTS, "ruff")
-    session.run("ruff", "check", "suite", "tasks", "tests", "examples", "noxfile.py", *session.posargs)
+    paths = ("suite", "tasks", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", *paths, *session.posargs)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(default=False)

@@ -97,7 +97,11 @@ def cmd_study(argv: list[str]) -> int:
     parser.add_argument("--profile", default="quick", help="budget profile: quick (default) or full")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: CPU count)")
     parser.add_argument(
-        "--with", dest="with_sets", action="append", default=[], metavar="M1,M2",
+        "--with",
+        dest="with_sets",
+        action="append",
+        default=[],
+        metavar="M1,M2",
         help="add a mitigation set to the study (repeatable), e.g. --with agc",
     )
     args = parser.parse_intermixed_args(argv)

@@ -126,7 +126,9 @@ def prepare(cfg: DictConfig) -> RunSpec:
         scale = float(resolved["profile"]["steps_scale"])
         task_values["steps"] = max(1, int(round(task_values.get("steps", 1) * scale)))
         task_config = task_cls.make_config(task_values)
-        mitigations = [MITIGATIONS.get(name)(**(params or {})) for name, params in (resolved.get("mitigation") or {}).items()]
+        mitigations = [
+            MITIGATIONS.get(name)(**(params or {})) for name, params in (resolved.get("mitigation") or {}).items()
+        ]
         check_composition(mitigations, task_cls)
         for m in mitigations:
             task_config = m.adjust_config(task_config)

@@ -78,6 +78,5 @@ def check_composition(mitigations: list[Mitigation], task: type[Task]) -> None:
         if isinstance(m, KnobMitigation):
             other = owners.setdefault(m.knob, m)
             if other is not m and other.value != m.value:
-                raise UserError(
-                    f"mitigations '{other.name}' and '{m.name}' both set knob '{m.knob}' of task '{task.name}'; pick one"
-                )
+                clash = f"mitigations '{other.name}' and '{m.name}' both set knob '{m.knob}'"
+                raise UserError(f"{clash} of task '{task.name}'; pick one")

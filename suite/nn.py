@@ -7,7 +7,7 @@ for ``he``, Saxe et al. (2014) for ``orthogonal``, Radford et al. (2019, GPT-2) 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F

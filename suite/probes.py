@@ -42,7 +42,7 @@ class Rows:
             return []
         flat = torch.cat([v.cpu() for *_, v in self._chunks]).tolist()  # one transfer for the whole run
         out, i = [], 0
-        for step, metric, layers, values in self._chunks:
+        for step, metric, layers, _values in self._chunks:
             for layer in layers:
                 out.append((step, metric, layer, flat[i]))
                 i += 1

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from suite.errors import UserError
 

@@ -30,16 +30,24 @@ def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFram
         for planned in plan(study, profile, [f"results_dir={results}"]):
             run = load_run(record_dir(results, planned.run_id))
             c = planned.cell
-            row = {"study": study, "task": c.task, "mitigations": c.label, "overrides": ";".join(c.overrides),
-                   "seed": c.seed, "run_id": planned.run_id, "status": run["status"] if run else "missing"}
+            row = {
+                "study": study,
+                "task": c.task,
+                "mitigations": c.label,
+                "overrides": ";".join(c.overrides),
+                "seed": c.seed,
+                "run_id": planned.run_id,
+                "status": run["status"] if run else "missing",
+            }
             cells.append(row)
             if run is None:
                 continue
             records[planned.run_id] = run
             row["verdict"] = (run.get("diagnosis") or {}).get("verdict")
             row.update({k: v for k, v in run["summary"].items() if isinstance(v, (int, float))})
-            df = pd.read_csv(record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False,
-                             dtype={"layer": str})
+            df = pd.read_csv(
+                record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False, dtype={"layer": str}
+            )
             df["value"] = pd.to_numeric(df["value"])
             probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed")}))
     swept = {o.split("=")[0] for row in cells for o in row["overrides"].split(";") if o}
@@ -61,7 +69,9 @@ def tidy_summary(cells: pd.DataFrame) -> pd.DataFrame:
     ids = ["study", "task", "mitigations", "overrides", "seed"]
     found = cells[cells["status"] != "missing"]
     value_cols = [c for c in found.columns if c not in ids and c != "run_id" and not c.startswith("config_")]
-    long = found.melt(id_vars=ids, value_vars=value_cols, var_name="metric", value_name="value").dropna(subset=["value"])
+    long = found.melt(id_vars=ids, value_vars=value_cols, var_name="metric", value_name="value").dropna(
+        subset=["value"]
+    )
     return long.sort_values(ids + ["metric"], kind="stable").reset_index(drop=True)
 
 
@@ -82,7 +92,9 @@ def study_table(cells: pd.DataFrame) -> str:
         statuses = Counter(done["status"])
         runs = f"{len(done)}/{len(group)}" + "".join(f" ({n} {s})" for s, n in statuses.items() if s != "completed")
         verdicts = Counter(v for v in done.get("verdict", pd.Series(dtype=object)).dropna())
-        verdict = f"{verdicts.most_common(1)[0][0]} ({verdicts.most_common(1)[0][1]}/{len(done)})" if verdicts else "n/a"
+        verdict = (
+            f"{verdicts.most_common(1)[0][0]} ({verdicts.most_common(1)[0][1]}/{len(done)})" if verdicts else "n/a"
+        )
         values = [_mean_std(done[m], m == "grad_ratio_init") if m in done else "n/a" for m in metrics]
         lines.append("| " + " | ".join([mitigations, overrides or "-", runs, *values, verdict]) + " |")
     return "\n".join(lines)
@@ -100,8 +112,18 @@ def _sweep_figures(study: str, task: str, cells: pd.DataFrame, out: Path, sns: A
         swept_sets = cells.loc[cells["overrides"].str.contains(key + "=", regex=False), "mitigations"]
         swept = cells[cells["mitigations"].isin(swept_sets)]
         long = swept.melt(id_vars=["mitigations", column], value_vars=metrics, var_name="metric")
-        g = sns.relplot(data=long, x=column, y="value", hue="mitigations", col="metric", kind="line",
-                        marker="o", errorbar="sd", height=3.2, facet_kws={"sharey": False})
+        g = sns.relplot(
+            data=long,
+            x=column,
+            y="value",
+            hue="mitigations",
+            col="metric",
+            kind="line",
+            marker="o",
+            errorbar="sd",
+            height=3.2,
+            facet_kws={"sharey": False},
+        )
         g.set_axis_labels(key, "")
         ticks = sorted(long[column].dropna().unique())
         for ax in g.axes.flat:
@@ -127,17 +149,38 @@ def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFra
     if not flow.empty:
         flow["position"] = flow.groupby(["mitigations", "overrides", "seed"]).cumcount()
         flow = flow[flow["value"] > 0]  # log scale: exact zeros (float32 underflow) cannot be drawn
-        g = sns.relplot(data=flow, x="position", y="value", hue="mitigations", col="overrides", col_wrap=3,
-                        kind="line", marker="o", errorbar=None, height=3.2, facet_kws={"sharex": False})
+        g = sns.relplot(
+            data=flow,
+            x="position",
+            y="value",
+            hue="mitigations",
+            col="overrides",
+            col_wrap=3,
+            kind="line",
+            marker="o",
+            errorbar=None,
+            height=3.2,
+            facet_kws={"sharex": False},
+        )
         g.set(yscale="log")
-        g.set_axis_labels("layer (input → output)" if flow_metric == "grad_norm" else "time step",
-                          f"{flow_metric} at step 0")
+        g.set_axis_labels(
+            "layer (input → output)" if flow_metric == "grad_norm" else "time step", f"{flow_metric} at step 0"
+        )
         figures.append(_save(g.figure, out / f"{study}_gradient_flow.png", plt))
     figures += _sweep_figures(study, task, cells, out, sns, plt)
     loss = data[data["metric"] == "train_loss"]
     if not loss.empty:
-        g = sns.relplot(data=loss, x="step", y="value", hue="mitigations", col="overrides", col_wrap=3,
-                        kind="line", errorbar=None, height=3.2)
+        g = sns.relplot(
+            data=loss,
+            x="step",
+            y="value",
+            hue="mitigations",
+            col="overrides",
+            col_wrap=3,
+            kind="line",
+            errorbar=None,
+            height=3.2,
+        )
         g.set(xscale="symlog", yscale="log")
         g.set_axis_labels("step", "training loss (mean since last sample)")
         figures.append(_save(g.figure, out / f"{study}_loss.png", plt))
@@ -174,9 +217,11 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tidy_summary(cells).to_csv(out_dir / "summary.csv", index=False)
-    parts = [f"# gradbench report ({profile} profile)\n",
-             "Generated by `gradbench report` from the records in "
-             f"`{results}/`; regenerate with `nox`. Do not edit by hand.\n"]
+    parts = [
+        f"# gradbench report ({profile} profile)\n",
+        "Generated by `gradbench report` from the records in "
+        f"`{results}/`; regenerate with `nox`. Do not edit by hand.\n",
+    ]
     for study in studies:
         study_cells = cells[cells["study"] == study]
         task = study_cells["task"].iloc[0]

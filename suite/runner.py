@@ -70,7 +70,10 @@ class Progress:
         if self.enabled and step >= self.next:
             self.next = (step // self.every + 1) * self.every
             loss_text = "" if loss is None else f" loss {loss:.4g}"
-            print(f"  [{self.label}] step {step}/{self.steps}{loss_text} ({time.perf_counter() - self.start:.1f}s)", file=sys.stderr)
+            print(
+                f"  [{self.label}] step {step}/{self.steps}{loss_text} ({time.perf_counter() - self.start:.1f}s)",
+                file=sys.stderr,
+            )
 
 
 def run(spec: RunSpec) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) ->
         sweep = entry.get("sweep") or {}
         keys = list(sweep)
         for values in itertools.product(*(sweep[k] for k in keys)):
-            overrides = base + tuple(f"{k}={v}" for k, v in zip(keys, values))
+            overrides = base + tuple(f"{k}={v}" for k, v in zip(keys, values, strict=False))
             for mitigations in entry["mitigations"]:
                 for seed in seeds:
                     cell = Cell(name, task, tuple(mitigations), overrides, int(seed))
@@ -114,7 +114,10 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     """Run every unfinished cell; returns the number of failed runs."""
     runs = plan(name, profile, extra, with_sets)
     todo = [r for r in runs if not r.finished]
-    print(f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run", file=sys.stderr)
+    print(
+        f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run",
+        file=sys.stderr,
+    )
     for r in todo:  # fail fast on user errors (e.g. a mitigation that cannot apply) before any training
         prepare(OmegaConf.create(r.config))
     failed, start = 0, time.perf_counter()

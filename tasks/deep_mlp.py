@@ -8,8 +8,9 @@ the last layer's gradient. Knobs: activation, init, norm, residual.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,8 +36,10 @@ class DeepMLPConfig:
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.width < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"deep_mlp needs depth, width, steps and batch_size >= 1, got {self.depth}, "
-                             f"{self.width}, {self.steps}, {self.batch_size}")
+            raise ValueError(
+                f"deep_mlp needs depth, width, steps and batch_size >= 1, got {self.depth}, "
+                f"{self.width}, {self.steps}, {self.batch_size}"
+            )
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("norm", self.norm, NORMS)
         check_choice("init", self.init, INITS)
@@ -61,7 +64,7 @@ class MLP(ProbedModel):
     def __init__(self, d_in: int, n_classes: int, cfg: DeepMLPConfig) -> None:
         super().__init__()
         dims = [d_in] + [cfg.width] * cfg.depth
-        self.blocks = nn.ModuleList(Block(a, b, cfg) for a, b in zip(dims[:-1], dims[1:]))
+        self.blocks = nn.ModuleList(Block(a, b, cfg) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.head = nn.Linear(dims[-1], n_classes)
         init_linear_stack([*self.blocks, self.head], cfg.init)
 

@@ -6,8 +6,8 @@ standardisation statistics depend only on ``split_seed`` and ``test_fraction``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

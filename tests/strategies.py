@@ -18,4 +18,7 @@ def gradient_sets(draw) -> list[torch.Tensor]:
     """A few gradient tensors of drawn shapes, scale and seed (float64, finite)."""
     seed, scale = draw(seeds), draw(scales)
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float64) * scale for shape in draw(st.lists(shapes, min_size=1, max_size=4))]
+    return [
+        torch.randn(shape, generator=g, dtype=torch.float64) * scale
+        for shape in draw(st.lists(shapes, min_size=1, max_size=4))
+    ]

@@ -108,13 +108,24 @@ def test_study_resumes_and_reports(tmp_path):
     assert any(line.startswith("mlp_vanishing,deep_mlp,he_init+relu,task.depth=40,") for line in csv)
     assert any(line.startswith("mlp_vanishing,deep_mlp,baseline,,0,grad_ratio_init,") for line in csv)
     assert {p.name for p in (reports / "figures").glob("*.png")} >= {
-        "mlp_vanishing_gradient_flow.png", "mlp_vanishing_loss.png", "mlp_vanishing_task_depth.png"}
+        "mlp_vanishing_gradient_flow.png",
+        "mlp_vanishing_loss.png",
+        "mlp_vanishing_task_depth.png",
+    }
 
 
 @pytest.mark.slow
 def test_interrupted_study_resumes_without_redoing_runs(results):
-    command = [str(Path(sys.executable).with_name("gradbench")), "study", "mlp_vanishing", "--profile", "smoke",
-               "--jobs", "1", f"results_dir={results}"]
+    command = [
+        str(Path(sys.executable).with_name("gradbench")),
+        "study",
+        "mlp_vanishing",
+        "--profile",
+        "smoke",
+        "--jobs",
+        "1",
+        f"results_dir={results}",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while len(list(results.glob("*/run.json"))) < 3 and time.time() < deadline and proc.poll() is None:
@@ -134,8 +145,22 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
 def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     site = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
-         str(ROOT / "examples" / "gradbench-agc")], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(ROOT / "examples" / "gradbench-agc"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stderr
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     listing = gradbench("list", env=env)
@@ -146,10 +171,24 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     assert study.returncode == 0, study.stderr
     sets = {tuple(r["mitigations"]) for r in _records(results) if r["status"] == "completed"}
     assert {("agc",), ("relu", "he_init", "agc"), ("clip_norm",), ()} <= sets
-    extra = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", "--jobs", "1",
-                      f"results_dir={results}", env=env)
+    extra = gradbench(
+        "study",
+        "mlp_vanishing",
+        "--profile",
+        "smoke",
+        "--with",
+        "agc",
+        "--jobs",
+        "1",
+        f"results_dir={results}",
+        env=env,
+    )
     assert extra.returncode == 0, extra.stderr
     base = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     count = int(base.stderr.split(" runs,")[0].split()[-1])
-    assert f"{count + 3} runs, {count + 3} already finished" in gradbench(
-        "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env).stderr
+    assert (
+        f"{count + 3} runs, {count + 3} already finished"
+        in gradbench(
+            "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
+        ).stderr
+    )

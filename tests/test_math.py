@@ -124,8 +124,9 @@ def test_per_layer_gradient_norms_square_sum_to_global_norm(depth, seed):
     torch.nn.functional.cross_entropy(model(x), y).backward()
     rows = Rows()
     params = list(model.parameters())
-    ctx = ProbeContext(task=type("T", (), {"flow_metric": "grad_norm"})(), model=model, layers=model.layers(),
-                       params=params, rows=rows)
+    ctx = ProbeContext(
+        task=type("T", (), {"flow_metric": "grad_norm"})(), model=model, layers=model.layers(), params=params, rows=rows
+    )
     GradNorm().after_backward(ctx)
     records = rows.to_records()
     per_layer = [v for _, m, _, v in records if m == "grad_norm"]
@@ -133,5 +134,6 @@ def test_per_layer_gradient_norms_square_sum_to_global_norm(depth, seed):
     biases = [float(torch.linalg.vector_norm(p.grad)) ** 2 for n, p in model.named_parameters() if n.endswith("bias")]
     assert len(per_layer) == depth + 1
     assert math.isclose(sum(v * v for v in per_layer) + sum(biases), total**2, rel_tol=1e-4)
-    assert math.isclose(float(global_norm([p.grad for p in params])), float(torch.linalg.vector_norm(_flat(params))),
-                        rel_tol=1e-5)
+    assert math.isclose(
+        float(global_norm([p.grad for p in params])), float(torch.linalg.vector_norm(_flat(params))), rel_tol=1e-5
+    )
