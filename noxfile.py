@@ -14,7 +14,7 @@ nox.options.sessions = ["reproduce"]
 nox.options.reuse_existing_virtualenvs = False
 
 CONSTRAINTS = ("-c", "constraints.txt")
-STUDIES = ("mlp_vanishing",)
+STUDIES = ("mlp_vanishing", "rnn_copy", "resnet_depth", "transformer_ln")
 
 
 def _install(session: nox.Session, *extras: str) -> None:

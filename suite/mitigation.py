@@ -61,13 +61,21 @@ class KnobMitigation(Mitigation):
     knob: ClassVar[str]
     value: ClassVar[Any]
 
+    def knob_value(self) -> Any:
+        """The value this mitigation gives the knob (a parameter, for e.g. ``tbptt``)."""
+        return self.value
+
     def check(self, task: type[Task]) -> None:
         if self.knob not in task.knobs:
             knobs = ", ".join(task.knobs) or "none"
             raise self.refuse(task, f"it sets knob '{self.knob}', which this task lacks (its knobs: {knobs})")
+        accepted = task.knob_values.get(self.knob)
+        if accepted is not None and self.knob_value() not in accepted:
+            values = ", ".join(map(str, accepted))
+            raise self.refuse(task, f"knob '{self.knob}' of this task accepts {values}, not {self.knob_value()}")
 
     def adjust_config(self, config: Any) -> Any:
-        return dataclasses.replace(config, **{self.knob: self.value})
+        return dataclasses.replace(config, **{self.knob: self.knob_value()})
 
 
 def check_composition(mitigations: list[Mitigation], task: type[Task]) -> None:
@@ -77,6 +85,6 @@ def check_composition(mitigations: list[Mitigation], task: type[Task]) -> None:
         m.check(task)
         if isinstance(m, KnobMitigation):
             other = owners.setdefault(m.knob, m)
-            if other is not m and other.value != m.value:
+            if other is not m and other.knob_value() != m.knob_value():
                 clash = f"mitigations '{other.name}' and '{m.name}' both set knob '{m.knob}'"
                 raise UserError(f"{clash} of task '{task.name}'; pick one")

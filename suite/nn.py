@@ -35,13 +35,16 @@ def check_choice(what: str, value: str, valid: Iterable[str]) -> None:
 
 
 class Activation(nn.Module):
-    """An elementwise nonlinearity that knows its own name (read by the activation probe)."""
+    """An elementwise nonlinearity that knows its own name (read by the activation probe).
 
-    def __init__(self, kind: str) -> None:
+    With ``observe_only`` it passes its input through unchanged: a marker for a tensor that some
+    fused kernel (e.g. nn.RNN) already put through ``kind``, so the probe can still see it."""
+
+    def __init__(self, kind: str, observe_only: bool = False) -> None:
         super().__init__()
         check_choice("activation", kind, ACTIVATIONS)
         self.kind = kind
-        self.fn = ACTIVATIONS[kind]
+        self.fn = ACTIVATIONS["identity" if observe_only else kind]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)

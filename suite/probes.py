@@ -57,6 +57,7 @@ class ProbeContext:
     params: list[torch.nn.Parameter]
     rows: Rows
     step: int = 0
+    batch: Any = None  # the training batch of the sampled step
     scratch: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,8 +99,13 @@ def emit_flow(ctx: ProbeContext, metric: str, names: list[str], values: torch.Te
     ctx.rows.add(ctx.step, metric, names, values)
     if ctx.task.flow_metric == metric:
         idx = [i for i, h in enumerate(hidden) if h]
-        if len(idx) >= 1:
-            ctx.rows.add(ctx.step, "grad_ratio", [""], values[idx[0]] / values[idx[-1]])
+        if idx:  # compare like with like: the last hidden entry of the same kind as the first
+
+            def kind(i: int) -> str:  # "block3.mlp_out" -> "mlp_out"; "hidden_2" -> ""
+                return names[i].rpartition(".")[2] if "." in names[i] else ""
+
+            last = [i for i in idx if kind(i) == kind(idx[0])][-1]
+            ctx.rows.add(ctx.step, "grad_ratio", [""], values[idx[0]] / values[last])
 
 
 @PROBES.register("grad_norm")
@@ -121,9 +127,11 @@ class GradNorm(Probe):
 @PROBES.register("activation")
 class ActivationStats(Probe):
     """Per-layer activation mean/std plus saturated fraction (sigmoid, tanh: derivative below a
-    tenth of its maximum) or dead fraction (ReLU family: units inactive on the whole batch)."""
+    tenth of its maximum), dead fraction (ReLU: units at zero, so zero gradient, on the whole
+    batch) or inactive fraction (leaky ReLU, GELU, SiLU: the same test; their gradient is small
+    but never exactly zero there)."""
 
-    metrics = ("act_mean", "act_std", "act_saturated", "act_dead")
+    metrics = ("act_mean", "act_std", "act_saturated", "act_dead", "act_inactive")
 
     def applies(self, task: Task, model: ProbedModel) -> bool:
         return any(layer.activation is not None for layer in model.layers())
@@ -152,7 +160,8 @@ class ActivationStats(Probe):
         ctx.rows.add(ctx.step, "act_mean", names, values[:, 0])
         ctx.rows.add(ctx.step, "act_std", names, values[:, 1])
         kinds = [kind for *_, kind in stats]
-        for metric, group in (("act_saturated", SATURATING), ("act_dead", RECTIFIERS)):
+        groups = (("act_saturated", SATURATING), ("act_dead", ("relu",)), ("act_inactive", RECTIFIERS[1:]))
+        for metric, group in groups:
             idx = [i for i, k in enumerate(kinds) if k in group]
             if idx:
                 ctx.rows.add(ctx.step, metric, [names[i] for i in idx], values[idx, 2])
@@ -188,3 +197,62 @@ class UpdateRatio(Probe):
         delta = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old)))
         ratio = delta / torch.stack(torch._foreach_norm(new)).clamp_min(1e-30)
         ctx.rows.add(ctx.step, "update_ratio", [layer.name for layer in ctx.layers], ratio)
+
+
+@PROBES.register("grad_through_time")
+class GradThroughTime(Probe):
+    """||dL/dh_t|| for every time step t, L the loss that needs memory (Pascanu et al. 2013):
+    the vanishing (or exploding) curve through time. One extra forward/backward per sample,
+    on the step's batch, without touching the parameters' gradients."""
+
+    metrics = ("grad_through_time", "grad_ratio")
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return hasattr(task, "memory_loss")
+
+    def before_forward(self, ctx: ProbeContext) -> None:
+        taps: list[torch.Tensor] = []
+        loss = ctx.task.memory_loss(ctx.model, ctx.batch, taps)
+        grads = torch.autograd.grad(loss, taps)
+        norms = torch.stack(torch._foreach_norm(list(grads)))  # (T,)
+        emit_flow(ctx, "grad_through_time", [f"t{t}" for t in range(len(taps))], norms, [True] * len(taps))
+
+
+@PROBES.register("recurrent_spectrum")
+class RecurrentSpectrum(Probe):
+    """Spectral radius and largest singular value of the recurrent matrix (Pascanu et al. 2013:
+    sigma_max < 1 is sufficient for vanishing, rho > 1 necessary for exploding)."""
+
+    metrics = ("spectral_radius", "sigma_max")
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return hasattr(model, "recurrent_matrix")
+
+    def after_step(self, ctx: ProbeContext) -> None:
+        w = ctx.model.recurrent_matrix().detach().float()
+        ctx.rows.add(ctx.step, "spectral_radius", ["recurrent"], torch.linalg.eigvals(w).abs().max())
+        ctx.rows.add(ctx.step, "sigma_max", ["recurrent"], torch.linalg.matrix_norm(w, ord=2))
+
+
+@PROBES.register("attention_entropy")
+class AttentionEntropy(Probe):
+    """Mean entropy (nats) of each block's attention distributions; collapse towards 0 (one-hot
+    attention) is a known companion of transformer training instability (Zhai et al. 2023)."""
+
+    metrics = ("attn_entropy",)
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return hasattr(model, "attention_modules")
+
+    def before_forward(self, ctx: ProbeContext) -> None:
+        for module in ctx.model.attention_modules():
+            module.capture = True
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        entropies = []
+        for module in ctx.model.attention_modules():
+            p = module.probs  # (B, H, T, T)
+            entropies.append(-(p * p.clamp_min(1e-30).log()).sum(-1).mean())
+            module.capture, module.probs = False, None
+        names = [f"block{i}" for i in range(len(entropies))]
+        ctx.rows.add(ctx.step, "attn_entropy", names, torch.stack(entropies))

@@ -23,7 +23,13 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 BUILTIN_MODULES = (
     "tasks.deep_mlp",
+    "tasks.rnn_copy",
+    "tasks.resnet",
+    "tasks.transformer",
     "suite.mitigations.architecture",
+    "suite.mitigations.recurrent",
+    "suite.mitigations.residual",
+    "suite.mitigations.transformer",
     "suite.mitigations.gradients",
     "suite.mitigations.optimisation",
     "suite.probes",

@@ -110,19 +110,24 @@ def _sweep_figures(study: str, task: str, cells: pd.DataFrame, out: Path, sns: A
         if column not in cells or cells[column].nunique() < 3 or not metrics:
             continue
         swept_sets = cells.loc[cells["overrides"].str.contains(key + "=", regex=False), "mitigations"]
-        swept = cells[cells["mitigations"].isin(swept_sets)]
-        long = swept.melt(id_vars=["mitigations", column], value_vars=metrics, var_name="metric")
+        swept = cells[cells["mitigations"].isin(swept_sets)].copy()
+        # one panel per value of the other swept settings, so no line averages over them
+        swept["others"] = swept["overrides"].map(
+            lambda o: ";".join(p for p in o.split(";") if p and not p.startswith(key + "="))
+        )
+        long = swept.melt(id_vars=["mitigations", column, "others"], value_vars=metrics, var_name="metric")
         g = sns.relplot(
             data=long,
             x=column,
             y="value",
             hue="mitigations",
-            col="metric",
+            row="metric",
+            col="others",
             kind="line",
             marker="o",
             errorbar="sd",
-            height=3.2,
-            facet_kws={"sharey": False},
+            height=3.0,
+            facet_kws={"sharey": "row"},
         )
         g.set_axis_labels(key, "")
         ticks = sorted(long[column].dropna().unique())
@@ -168,7 +173,7 @@ def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFra
         )
         figures.append(_save(g.figure, out / f"{study}_gradient_flow.png", plt))
     figures += _sweep_figures(study, task, cells, out, sns, plt)
-    loss = data[data["metric"] == "train_loss"]
+    loss = data[data["metric"] == "batch_loss"]
     if not loss.empty:
         g = sns.relplot(
             data=loss,
@@ -182,7 +187,7 @@ def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFra
             height=3.2,
         )
         g.set(xscale="symlog", yscale="log")
-        g.set_axis_labels("step", "training loss (mean since last sample)")
+        g.set_axis_labels("step", "training batch loss (mean since last sample)")
         figures.append(_save(g.figure, out / f"{study}_loss.png", plt))
     return figures
 

@@ -135,13 +135,14 @@ def _train(spec: RunSpec, task, rows: Rows, rid: str) -> tuple[dict[str, float],
     loss_count = 0
     for step in range(task.steps):
         sampling = step in schedule
+        batch = next(batches)
         if sampling:
-            ctx.step = step
+            ctx.step, ctx.batch = step, batch
             if step in eval_schedule:
                 _record_eval(ctx, task, model)
             for p in probes:
                 p.before_forward(ctx)
-        loss = task.loss(model, next(batches))
+        loss = task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if sampling:
@@ -162,7 +163,7 @@ def _train(spec: RunSpec, task, rows: Rows, rid: str) -> tuple[dict[str, float],
         if sampling:
             for p in probes:
                 p.after_step(ctx)
-            rows.add(step, "train_loss", [""], loss_sum / loss_count)
+            rows.add(step, "batch_loss", [""], loss_sum / loss_count)
         if sampling or step % CHECK_EVERY == 0:
             mean_loss = float(loss_sum) / loss_count
             if not np.isfinite(mean_loss):

@@ -41,6 +41,7 @@ class Task(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]  # a dataclass of the task's settings and knobs
     knobs: ClassVar[tuple[str, ...]] = ()  # config fields mitigations may set
+    knob_values: ClassVar[dict[str, tuple]] = {}  # the values a knob accepts, where limited
     flow_metric: ClassVar[str] = "grad_norm"  # probe metric whose first/last hidden entries give grad_ratio
     headline_metrics: ClassVar[tuple[str, ...]] = ("final_train_loss",)  # summary metrics the reporter plots
 

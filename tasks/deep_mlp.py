@@ -8,27 +8,25 @@ the last layer's gradient. Knobs: activation, init, norm, residual.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from suite.nn import ACTIVATIONS, INITS, NORMS, Activation, check_choice, init_linear_stack, make_norm
 from suite.registry import TASKS
-from suite.task import Layer, ProbedModel, Task
-from tasks.digits import Digits, classification_metrics, load_digits
+from suite.task import Layer, ProbedModel
+from tasks.digits import DigitsClassification
 
 
 @dataclass
 class DeepMLPConfig:
     depth: int = 20  # hidden layers
     width: int = 64  # units per hidden layer
-    activation: str = "sigmoid"  # knob: sigmoid|tanh|relu|leaky_relu|gelu|silu
+    activation: str = "sigmoid"  # knob: sigmoid|tanh|relu|leaky_relu|gelu|silu|identity
     init: str = "default"  # knob: default|xavier|he|orthogonal|small
     norm: str = "none"  # knob: none|batchnorm|layernorm (between linear and activation)
-    residual: bool = False  # knob: identity skip around each width->width hidden block
+    residual: str = "none"  # knob: none | identity (skip around each width->width hidden block)
     steps: int = 600  # optimiser steps
     batch_size: int = 64  # examples per step
     test_fraction: float = 0.2  # share of the 1,797 images held out
@@ -40,9 +38,8 @@ class DeepMLPConfig:
                 f"deep_mlp needs depth, width, steps and batch_size >= 1, got {self.depth}, "
                 f"{self.width}, {self.steps}, {self.batch_size}"
             )
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_choice("norm", self.norm, NORMS)
-        check_choice("init", self.init, INITS)
+        for knob, accepted in DeepMLP.knob_values.items():
+            check_choice(knob, getattr(self, knob), accepted)
 
 
 class Block(nn.Module):
@@ -53,7 +50,7 @@ class Block(nn.Module):
         self.linear = nn.Linear(d_in, d_out)
         self.norm = make_norm(cfg.norm, d_out)
         self.act = Activation(cfg.activation)
-        self.skip = cfg.residual and d_in == d_out
+        self.skip = cfg.residual == "identity" and d_in == d_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.norm(self.linear(x)))  # (B, d_out)
@@ -79,24 +76,15 @@ class MLP(ProbedModel):
 
 
 @TASKS.register("deep_mlp")
-class DeepMLP(Task):
+class DeepMLP(DigitsClassification):
     Config = DeepMLPConfig
     knobs = ("activation", "init", "norm", "residual")
-    headline_metrics = ("final_train_loss", "test_accuracy")
-
-    def __init__(self, config: DeepMLPConfig, device: torch.device) -> None:
-        super().__init__(config, device)
-        self.data: Digits = load_digits(config.test_fraction, config.split_seed, device)
+    knob_values = {
+        "activation": tuple(ACTIVATIONS),  # identity gives a deep linear network (Saxe et al. 2014)
+        "init": INITS,
+        "norm": NORMS,
+        "residual": ("none", "identity"),
+    }
 
     def build_model(self) -> MLP:
         return MLP(self.data.x_train.shape[1], self.data.n_classes, self.config).to(self.device)
-
-    def batches(self, generator: torch.Generator) -> Iterator[Any]:
-        return self.data.batches(self.config.batch_size, generator)
-
-    def loss(self, model: ProbedModel, batch: Any) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.cross_entropy(model(x), y)
-
-    def evaluate(self, model: ProbedModel) -> dict[str, float]:
-        return classification_metrics(model, self.data)

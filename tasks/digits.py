@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+
+from suite.task import ProbedModel, Task
 
 
 @dataclass
@@ -63,3 +66,24 @@ def classification_metrics(model: torch.nn.Module, digits: Digits) -> dict[str, 
         out[f"{split}_accuracy"] = (logits.argmax(dim=1) == y).float().mean()
     model.train(was_training)
     return {k: float(v) for k, v in out.items()}
+
+
+class DigitsClassification(Task):
+    """Shared half of the tasks that classify the digits: data, batches, loss, metrics.
+    Subclass configs need ``test_fraction``, ``split_seed`` and ``batch_size``."""
+
+    headline_metrics = ("final_train_loss", "test_accuracy")
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.data: Digits = load_digits(config.test_fraction, config.split_seed, device)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Any]:
+        return self.data.batches(self.config.batch_size, generator)
+
+    def loss(self, model: ProbedModel, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def evaluate(self, model: ProbedModel) -> dict[str, float]:
+        return classification_metrics(model, self.data)

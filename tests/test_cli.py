@@ -40,7 +40,10 @@ def test_run_one_config_writes_a_complete_record(results):
     "args, expected",
     [
         (["mitigation=[nope]"], "unknown mitigation 'nope'; valid mitigations: batchnorm, clip_norm"),
-        (["task=nope"], "unknown task 'nope'; valid tasks: deep_mlp"),
+        (["task=nope"], "unknown task 'nope'; valid tasks: deep_mlp, resnet, rnn_copy, transformer"),
+        (["task=resnet", "mitigation=[lstm]"], "mitigation 'lstm' cannot apply to task 'resnet': it sets knob 'cell'"),
+        (["task=transformer", "mitigation=[fixup]"], "knob 'residual' of this task accepts identity, rezero, deepnorm"),
+        (["task=resnet", "task.depth=9"], "resnet depth must be 6n+2"),
         (["optim=nope"], "unknown optim 'nope'; valid optims: adam, rmsprop, sgd"),
         (["mitigation=[relu,tanh]"], "mitigations 'relu' and 'tanh' both set knob 'activation'"),
         (["task.depth=0"], "deep_mlp needs depth, width, steps and batch_size >= 1"),

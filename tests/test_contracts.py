@@ -50,8 +50,11 @@ def test_task_declares_layers_in_order_and_trains(task, results):
 @pytest.mark.parametrize("mitigation", BUILTIN_MITIGATIONS)
 def test_each_mitigation_applies_or_refuses_before_training(task, mitigation, results):
     cfg = compose([f"task={task}", f"mitigation=[{mitigation}]", f"results_dir={results}", *TINY])
-    cls = MITIGATIONS.get(mitigation)
-    if issubclass(cls, KnobMitigation) and cls.knob not in TASKS.get(task).knobs:
+    cls, task_cls = MITIGATIONS.get(mitigation), TASKS.get(task)
+    accepted = task_cls.knob_values.get(getattr(cls, "knob", None))
+    if issubclass(cls, KnobMitigation) and (
+        cls.knob not in task_cls.knobs or (accepted is not None and cls().knob_value() not in accepted)
+    ):
         with pytest.raises(UserError, match=f"mitigation '{mitigation}' cannot apply to task '{task}'"):
             prepare(cfg)
         assert not results.exists()  # refused before anything was trained or written

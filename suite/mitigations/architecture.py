@@ -101,4 +101,4 @@ class LayerNorm(KnobMitigation):
 class Residual(KnobMitigation):
     """Identity skip connection around each hidden block (He et al. 2016)."""
 
-    knob, value = "residual", True
+    knob, value = "residual", "identity"

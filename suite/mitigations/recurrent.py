@@ -1,0 +1,51 @@
+"""Mitigations for recurrent tasks: gated cells, identity init, truncated BPTT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from suite.mitigation import KnobMitigation
+from suite.registry import MITIGATIONS
+
+
+@MITIGATIONS.register("lstm")
+@dataclass
+class LSTM(KnobMitigation):
+    """LSTM cell (Hochreiter & Schmidhuber 1997): the additive cell state carries gradient
+    through time wherever the forget gate is open (constant error carousel)."""
+
+    knob, value = "cell", "lstm"
+
+
+@MITIGATIONS.register("gru")
+@dataclass
+class GRU(KnobMitigation):
+    """GRU cell (Cho et al. 2014): the update gate interpolates h_t with h_{t-1}, an additive path."""
+
+    knob, value = "cell", "gru"
+
+
+@MITIGATIONS.register("identity_init")
+@dataclass
+class IdentityInit(KnobMitigation):
+    """Recurrent matrix initialised to the identity, biases to zero (IRNN: Le, Jaitly & Hinton 2015;
+    combine with ``relu`` for their ReLU IRNN)."""
+
+    knob, value = "init", "identity"
+
+
+@MITIGATIONS.register("tbptt")
+@dataclass
+class TruncatedBPTT(KnobMitigation):
+    """Truncated backpropagation through time with window k (Williams & Peng 1990; Sutskever 2013):
+    the hidden state is detached every ``window`` steps, bounding the product of Jacobians."""
+
+    knob, value = "tbptt", None
+    window: int = 10
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"tbptt.window must be >= 1, got {self.window}")
+
+    def knob_value(self) -> int:
+        return self.window

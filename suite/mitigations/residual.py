@@ -1,0 +1,43 @@
+"""Residual-branch schemes and normalisation switches for deep residual stacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from suite.mitigation import KnobMitigation
+from suite.registry import MITIGATIONS
+
+
+@MITIGATIONS.register("fixup")
+@dataclass
+class Fixup(KnobMitigation):
+    """Fixup initialisation (Zhang, Dauphin & Ma 2019): residual learning without normalisation;
+    each branch starts as zero and its first layer is rescaled by L^(-1/2)."""
+
+    knob, value = "residual", "fixup"
+
+
+@MITIGATIONS.register("rezero")
+@dataclass
+class ReZero(KnobMitigation):
+    """ReZero (Bachlechner et al. 2020): x + alpha * F(x) with alpha initialised to 0, so every
+    block is the identity at initialisation (in transformers, without LayerNorm)."""
+
+    knob, value = "residual", "rezero"
+
+
+@MITIGATIONS.register("skipinit")
+@dataclass
+class SkipInit(KnobMitigation):
+    """SkipInit (De & Smith 2020): a scalar alpha = 0 at the end of each residual branch, which
+    down-weights the branches as batch norm implicitly does, without batch norm."""
+
+    knob, value = "residual", "skipinit"
+
+
+@MITIGATIONS.register("no_norm")
+@dataclass
+class NoNorm(KnobMitigation):
+    """Remove normalisation layers: the stress variant that shows what normalisation was doing."""
+
+    knob, value = "norm", "none"

@@ -1,0 +1,195 @@
+"""rnn_copy: the copy-memory task of Arjovsky, Shah & Bengio (2016), "Unitary Evolution RNNs".
+
+A sequence of length T+20: 10 symbols drawn uniformly from 8, then T-1 blanks, a delimiter,
+then 10 blanks. The target is T+10 blanks followed by the 10 symbols. A memoryless model that
+predicts blanks and then guesses uniformly scores the baseline cross-entropy 10 ln 8 / (T+20);
+beating it needs the gradient to carry information across T steps (Bengio, Simard & Frasconi
+1994; Pascanu, Mikolov & Bengio 2013). Knobs: cell (tanh RNN, LSTM, GRU), activation of the
+plain RNN (tanh; relu for the IRNN of Le, Jaitly & Hinton 2015), init of the recurrent matrix,
+truncated BPTT window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.nn import Activation, check_choice
+from suite.registry import TASKS
+from suite.task import Layer, ProbedModel, Task
+
+BLANK, DELIMITER = 0, 9  # tokens; symbols are 1..8
+
+
+@dataclass
+class RNNCopyConfig:
+    delay: int = 50  # T: the symbols must be recalled T+10 steps after they end
+    hidden: int = 128  # hidden units
+    cell: str = "rnn"  # knob: rnn | lstm | gru
+    activation: str = "tanh"  # knob: tanh | relu (plain rnn cell only)
+    init: str = "default"  # knob: default (PyTorch's) | orthogonal | identity, for the recurrent matrix
+    tbptt: int = 0  # knob: truncated BPTT window in time steps; 0 = full backpropagation through time
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 32  # sequences per step
+    eval_size: int = 512  # fixed evaluation sequences
+    eval_seed: int = 12345  # seed of the evaluation sequences (fixed across run seeds)
+
+    def __post_init__(self) -> None:
+        if self.delay < 1 or self.hidden < 1 or self.steps < 1 or self.batch_size < 1 or self.tbptt < 0:
+            raise ValueError("rnn_copy needs delay, hidden, steps, batch_size >= 1 and tbptt >= 0")
+        for knob, accepted in RNNCopy.knob_values.items():
+            check_choice(knob, getattr(self, knob), accepted)
+
+
+def copy_batch(n: int, delay: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets), both (n, delay + 20) int64, exactly as Arjovsky et al. (2016) define them."""
+    symbols = torch.randint(1, 9, (n, 10), generator=generator)  # (n, 10) uniform over 8 symbols
+    length = delay + 20
+    x = torch.full((n, length), BLANK, dtype=torch.int64)
+    x[:, :10] = symbols
+    x[:, delay + 9] = DELIMITER  # after 10 symbols and T-1 blanks
+    y = torch.full((n, length), BLANK, dtype=torch.int64)
+    y[:, -10:] = symbols
+    return x, y
+
+
+def baseline_loss(delay: int) -> float:
+    """Cross-entropy of the memoryless strategy: blanks, then uniform over 8 symbols."""
+    return 10 * math.log(8) / (delay + 20)
+
+
+class RecurrentNet(ProbedModel):
+    """One recurrent layer. Training uses PyTorch's fused nn.RNN/LSTM/GRU (in TBPTT windows);
+    the gradient-through-time probe unrolls the same parameters step by step to tap each h_t."""
+
+    CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+    def __init__(self, cfg: RNNCopyConfig, vocab: int = 10, n_out: int = 9) -> None:
+        super().__init__()
+        self.cfg = cfg
+        extra = {"nonlinearity": cfg.activation} if cfg.cell == "rnn" else {}
+        self.rnn = self.CELLS[cfg.cell](vocab, cfg.hidden, batch_first=True, **extra)  # PyTorch's default init
+        # observes the hidden states (B, L, H), which are the tanh/relu outputs of a plain RNN
+        self.observe = Activation(cfg.activation, observe_only=True) if cfg.cell == "rnn" else None
+        self.readout = nn.Linear(cfg.hidden, n_out)
+        if cfg.init != "default":
+            self._init_recurrent(cfg.init)
+
+    def _init_recurrent(self, scheme: str) -> None:
+        """Orthogonal (Saxe et al. 2014) or identity (Le et al. 2015) blocks for each gate; zero biases."""
+        with torch.no_grad():
+            for block in self.rnn.weight_hh_l0.view(-1, self.cfg.hidden, self.cfg.hidden):  # (gates, H, H)
+                if scheme == "orthogonal":
+                    nn.init.orthogonal_(block)
+                else:
+                    block.copy_(torch.eye(self.cfg.hidden))
+            self.rnn.bias_hh_l0.zero_()
+            self.rnn.bias_ih_l0.zero_()
+
+    def recurrent_matrix(self) -> torch.Tensor:
+        """The square matrix of the candidate path: W_hh (rnn), the g gate (lstm), the n gate (gru)."""
+        h = self.cfg.hidden
+        w = self.rnn.weight_hh_l0
+        return w if self.cfg.cell == "rnn" else w[2 * h : 3 * h]
+
+    def forward(self, x: torch.Tensor, taps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        onehot = F.one_hot(x, 10).to(self.readout.weight.dtype)  # (B, L, 10)
+        states = self._unrolled(onehot, taps) if taps is not None else self._fused(onehot)  # (B, L, H)
+        if self.observe is not None:
+            states = self.observe(states)
+        return self.readout(states)  # (B, L, n_out)
+
+    def _fused(self, onehot: torch.Tensor) -> torch.Tensor:
+        window = self.cfg.tbptt or onehot.shape[1]
+        outputs, state = [], None
+        for start in range(0, onehot.shape[1], window):  # no gradient flows back past a window boundary
+            if state is not None:
+                state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+            out, state = self.rnn(onehot[:, start : start + window], state)
+            outputs.append(out)
+        return torch.cat(outputs, dim=1)
+
+    def _unrolled(self, onehot: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+        """The same recurrence one step at a time; a zero added to each h_t makes dL/dh_t its grad."""
+        cfg, r = self.cfg, self.rnn
+        weights = (r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+        cell = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell}.get(cfg.cell) or (
+            torch._VF.rnn_tanh_cell if cfg.activation == "tanh" else torch._VF.rnn_relu_cell
+        )
+        h = onehot.new_zeros(onehot.shape[0], cfg.hidden)  # (B, H)
+        c = torch.zeros_like(h)
+        states = []
+        for t in range(onehot.shape[1]):
+            if cfg.tbptt and t and t % cfg.tbptt == 0:
+                h, c = h.detach(), c.detach()
+            if cfg.cell == "lstm":
+                h, c = cell(onehot[:, t], (h, c), *weights)
+            else:
+                h = cell(onehot[:, t], h, *weights)
+            tap = torch.zeros_like(h, requires_grad=True)
+            h = h + tap
+            taps.append(tap)
+            states.append(h)
+        return torch.stack(states, dim=1)
+
+    def layers(self) -> list[Layer]:
+        return [
+            Layer("input", self.rnn.weight_ih_l0, hidden=False),
+            Layer("recurrent", self.rnn.weight_hh_l0, activation=self.observe),
+            Layer("readout", self.readout.weight, hidden=False),
+        ]
+
+
+@TASKS.register("rnn_copy")
+class RNNCopy(Task):
+    Config = RNNCopyConfig
+    knobs = ("cell", "activation", "init", "tbptt")
+    knob_values = {
+        "cell": ("rnn", "lstm", "gru"),
+        "activation": ("tanh", "relu"),
+        "init": ("default", "orthogonal", "identity"),
+    }
+    flow_metric = "grad_through_time"
+    headline_metrics = ("loss_ratio_baseline", "copy_accuracy")
+
+    def __init__(self, config: RNNCopyConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        g = torch.Generator().manual_seed(config.eval_seed)
+        self.eval_x, self.eval_y = (t.to(device) for t in copy_batch(config.eval_size, config.delay, g))
+
+    def constants(self) -> dict[str, float]:
+        return {"baseline_loss": baseline_loss(self.config.delay)}
+
+    def build_model(self) -> RecurrentNet:
+        return RecurrentNet(self.config).to(self.device)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Any]:
+        while True:
+            x, y = copy_batch(self.config.batch_size, self.config.delay, generator)
+            yield x.to(self.device), y.to(self.device)
+
+    def loss(self, model: ProbedModel, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+    def memory_loss(self, model: ProbedModel, batch: Any, taps: list[torch.Tensor]) -> torch.Tensor:
+        """Loss on the 10 recall positions only (what needs memory), with every h_t tapped."""
+        x, y = batch
+        return F.cross_entropy(model(x, taps)[:, -10:].flatten(0, 1), y[:, -10:].flatten())
+
+    @torch.no_grad()
+    def evaluate(self, model: ProbedModel) -> dict[str, float]:
+        logits = model(self.eval_x)  # (N, L, 9)
+        loss = float(F.cross_entropy(logits.flatten(0, 1), self.eval_y.flatten()))
+        recall = (logits[:, -10:].argmax(-1) == self.eval_y[:, -10:]).float().mean()
+        return {
+            "train_loss": loss,
+            "loss_ratio_baseline": loss / baseline_loss(self.config.delay),
+            "copy_accuracy": float(recall),
+        }

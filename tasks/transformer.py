@@ -1,0 +1,199 @@
+"""transformer: a stack of L transformer encoder blocks on an in-code sorting task.
+
+Each example is a sequence of ``seq_len`` tokens drawn uniformly from ``vocab``; the target at
+position i is the i-th smallest token, so every output needs attention over the whole input.
+The default block is the original Post-LN (Vaswani et al. 2017: x <- LN(x + F(x))), trained
+with Adam and no warmup: the configuration Xiong et al. (2020) show to be unstable at depth,
+because the gradient near the output is large at initialisation. Knobs: block_order (post,
+pre), norm (layernorm, none), residual (identity, rezero, deepnorm), init.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suite.nn import Activation, check_choice, init_weight
+from suite.registry import TASKS
+from suite.task import Layer, ProbedModel, Task
+
+
+@dataclass
+class TransformerConfig:
+    depth: int = 6  # L: transformer blocks
+    width: int = 64  # model dimension d
+    heads: int = 4  # attention heads (d / heads per head)
+    mlp_ratio: int = 4  # MLP hidden units = mlp_ratio * d, GELU
+    block_order: str = "post"  # knob: post (LN after the residual sum) | pre (LN inside the branch)
+    norm: str = "layernorm"  # knob: layernorm | none
+    residual: str = "identity"  # knob: identity | rezero | deepnorm
+    init: str = "default"  # knob: default (PyTorch's) | xavier | small
+    seq_len: int = 8  # tokens per sequence
+    vocab: int = 16  # token values 0..vocab-1
+    steps: int = 400  # optimiser steps
+    batch_size: int = 32  # sequences per step
+    eval_size: int = 512  # fixed evaluation sequences
+    eval_seed: int = 12345  # seed of the evaluation sequences (fixed across run seeds)
+
+    def __post_init__(self) -> None:
+        if min(self.depth, self.width, self.heads, self.seq_len, self.vocab, self.steps, self.batch_size) < 1:
+            raise ValueError("transformer needs depth, width, heads, seq_len, vocab, steps and batch_size >= 1")
+        if self.width % self.heads:
+            raise ValueError(f"transformer width {self.width} is not divisible by heads {self.heads}")
+        for knob, accepted in Transformer.knob_values.items():
+            check_choice(knob, getattr(self, knob), accepted)
+
+
+def sort_batch(n: int, cfg: TransformerConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randint(0, cfg.vocab, (n, cfg.seq_len), generator=generator)  # (n, T)
+    return x, x.sort(dim=1).values
+
+
+class SelfAttention(nn.Module):
+    """Multi-head softmax attention written out, so the attention-entropy probe can see the weights."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.capture = False
+        self.probs: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, T, dh) each
+        probs = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // self.heads), dim=-1)  # (B, H, T, T)
+        if self.capture:
+            self.probs = probs.detach()
+        return self.out((probs @ v).transpose(1, 2).reshape(b, t, d))  # (B, T, d)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        d = cfg.width
+        self.cfg = cfg
+        self.attn = SelfAttention(d, cfg.heads)
+        self.mlp_in = nn.Linear(d, cfg.mlp_ratio * d)
+        self.act = Activation("gelu")
+        self.mlp_out = nn.Linear(cfg.mlp_ratio * d, d)
+        use_norm = cfg.norm == "layernorm" and cfg.residual != "rezero"  # ReZero drops LayerNorm
+        self.norm1 = nn.LayerNorm(d) if use_norm else nn.Identity()
+        self.norm2 = nn.LayerNorm(d) if use_norm else nn.Identity()
+        if cfg.residual == "rezero":
+            self.alpha = nn.Parameter(torch.zeros(()))
+        # DeepNet (Wang et al. 2022), encoder-only: x <- LN(alpha * x + F(x)), alpha = (2L)^(1/4)
+        self.skip_scale = (2 * cfg.depth) ** 0.25 if cfg.residual == "deepnorm" else 1.0
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_out(self.act(self.mlp_in(x)))  # (B, T, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d)
+        for branch, norm in ((self.attn, self.norm1), (self.mlp, self.norm2)):
+            if self.cfg.residual == "rezero":
+                x = x + self.alpha * branch(x)
+            elif self.cfg.block_order == "pre":
+                x = x + branch(norm(x))
+            else:
+                x = norm(self.skip_scale * x + branch(x))
+        return x
+
+
+class TransformerNet(ProbedModel):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        d = cfg.width
+        self.embed = nn.Embedding(cfg.vocab, d)
+        self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)  # learned positions (T, d)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        final_norm = cfg.block_order == "pre" and cfg.norm == "layernorm" and cfg.residual != "rezero"
+        self.final_norm = nn.LayerNorm(d) if final_norm else nn.Identity()  # Pre-LN needs one at the end
+        self.head = nn.Linear(d, cfg.vocab)
+        self._init(cfg)
+
+    def _init(self, cfg: TransformerConfig) -> None:
+        with torch.no_grad():
+            for block in self.blocks:
+                for linear in (block.attn.qkv, block.attn.out, block.mlp_in, block.mlp_out):
+                    init_weight(linear.weight, cfg.init)
+                    if cfg.init != "default":
+                        linear.bias.zero_()
+                if cfg.residual == "deepnorm":  # Wang et al. 2022: xavier, gain beta=(8L)^(-1/4) on v, out, MLP
+                    beta = (8 * cfg.depth) ** -0.25
+                    d = cfg.width
+                    nn.init.xavier_normal_(block.attn.qkv.weight[: 2 * d])
+                    for w in (
+                        block.attn.qkv.weight[2 * d :],
+                        block.attn.out.weight,
+                        block.mlp_in.weight,
+                        block.mlp_out.weight,
+                    ):
+                        nn.init.xavier_normal_(w, gain=beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x) + self.pos  # (B, T, d)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.final_norm(h))  # (B, T, vocab)
+
+    def attention_modules(self) -> list[SelfAttention]:
+        return [b.attn for b in self.blocks]
+
+    def layers(self) -> list[Layer]:
+        out = [Layer("embed", self.embed.weight, hidden=False)]
+        for i, b in enumerate(self.blocks):
+            out += [
+                Layer(f"block{i}.attn_qkv", b.attn.qkv.weight),
+                Layer(f"block{i}.attn_out", b.attn.out.weight),
+                Layer(f"block{i}.mlp_in", b.mlp_in.weight, b.act),
+                Layer(f"block{i}.mlp_out", b.mlp_out.weight),
+            ]
+        return out + [Layer("head", self.head.weight, hidden=False)]
+
+
+@TASKS.register("transformer")
+class Transformer(Task):
+    Config = TransformerConfig
+    knobs = ("block_order", "norm", "residual", "init")
+    knob_values = {
+        "block_order": ("post", "pre"),
+        "norm": ("layernorm", "none"),
+        "residual": ("identity", "rezero", "deepnorm"),
+        "init": ("default", "xavier", "small"),
+    }
+    headline_metrics = ("final_train_loss", "sort_accuracy")
+
+    def __init__(self, config: TransformerConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        g = torch.Generator().manual_seed(config.eval_seed)
+        self.eval_x, self.eval_y = (t.to(device) for t in sort_batch(config.eval_size, config, g))
+
+    def build_model(self) -> TransformerNet:
+        return TransformerNet(self.config).to(self.device)
+
+    def batches(self, generator: torch.Generator) -> Iterator[Any]:
+        while True:
+            x, y = sort_batch(self.config.batch_size, self.config, generator)
+            yield x.to(self.device), y.to(self.device)
+
+    def loss(self, model: ProbedModel, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+
+    @torch.no_grad()
+    def evaluate(self, model: ProbedModel) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        logits = model(self.eval_x)  # (N, T, vocab)
+        model.train(was_training)
+        return {
+            "train_loss": float(F.cross_entropy(logits.flatten(0, 1), self.eval_y.flatten())),
+            "sort_accuracy": float((logits.argmax(-1) == self.eval_y).float().mean()),
+        }
