@@ -36,7 +36,7 @@ class TransformerConfig:
     init: str = "default"  # knob: default (PyTorch's) | xavier | small
     seq_len: int = 8  # tokens per sequence
     vocab: int = 16  # token values 0..vocab-1
-    steps: int = 400  # optimiser steps
+    steps: int = 300  # optimiser steps
     batch_size: int = 32  # sequences per step
     eval_size: int = 512  # fixed evaluation sequences
     eval_seed: int = 12345  # seed of the evaluation sequences (fixed across run seeds)
