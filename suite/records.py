@@ -56,6 +56,7 @@ def write_record(results_dir: str | Path, run: dict[str, Any], rows: list[tuple[
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run['run_id']}.", dir=final.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a record is meant to be shared
         with open(tmp / "probes.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(("step", "metric", "layer", "value"))

@@ -49,7 +49,7 @@ def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFram
                 record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False, dtype={"layer": str}
             )
             df["value"] = pd.to_numeric(df["value"])
-            probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed")}))
+            probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed", "run_id")}))
     swept = {o.split("=")[0] for row in cells for o in row["overrides"].split(";") if o}
     for row in cells:  # the value every swept setting took in each run, defaults included
         for key in swept:
@@ -139,7 +139,23 @@ def _sweep_figures(study: str, task: str, cells: pd.DataFrame, out: Path, sns: A
     return figures
 
 
-def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFrame, out: Path) -> list[Path]:
+def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.DataFrame:
+    """Keep the hidden layers of the same kind as the first hidden one (as grad_ratio does) and
+    number them in input->output order; time steps (``t0``, ``t1``...) are all kept."""
+    keep = []
+    for run_id, group in flow.groupby("run_id", sort=False):
+        hidden = [entry["name"] for entry in layers.get(run_id, []) if entry["hidden"]]
+        names = list(group["layer"])
+        if hidden and set(names) & set(hidden):
+            kind = hidden[0].rpartition(".")[2] if "." in hidden[0] else ""
+            names = [n for n in names if n in hidden and (n.rpartition(".")[2] if "." in n else "") == kind]
+        keep.append(group[group["layer"].isin(names)].assign(position=range(len(names))))
+    return pd.concat(keep, ignore_index=True)
+
+
+def write_figures(
+    study: str, task: str, cells: pd.DataFrame, probes: pd.DataFrame, out: Path, layers: dict[str, list[dict]]
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +168,7 @@ def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFra
     flow_metric = TASKS.get(task).flow_metric
     flow = data[(data["metric"] == flow_metric) & (data["step"] == 0)].copy()
     if not flow.empty:
-        flow["position"] = flow.groupby(["mitigations", "overrides", "seed"]).cumcount()
+        flow = _like_with_like(flow, layers)
         flow = flow[flow["value"] > 0]  # log scale: exact zeros (float32 underflow) cannot be drawn
         g = sns.relplot(
             data=flow,
@@ -169,9 +185,32 @@ def write_figures(study: str, task: str, cells: pd.DataFrame, probes: pd.DataFra
         )
         g.set(yscale="log")
         g.set_axis_labels(
-            "layer (input → output)" if flow_metric == "grad_norm" else "time step", f"{flow_metric} at step 0"
+            "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t", f"{flow_metric} at step 0"
         )
         figures.append(_save(g.figure, out / f"{study}_gradient_flow.png", plt))
+    per_block = data[
+        (data["metric"] == "grad_norm") & (data["step"] == 0) & data["layer"].str.contains(".", regex=False)
+    ]
+    if not per_block.empty:  # tasks with several kinds of layer per block (e.g. attention and MLP)
+        per_block = per_block.assign(
+            block=per_block["layer"].str.extract(r"(\d+)\.", expand=False).astype(int),
+            kind=per_block["layer"].str.rpartition(".")[2],
+        )
+        g = sns.relplot(
+            data=per_block[per_block["value"] > 0],
+            x="block",
+            y="value",
+            hue="mitigations",
+            row="kind",
+            col="overrides",
+            kind="line",
+            marker="o",
+            errorbar=None,
+            height=2.6,
+        )
+        g.set(yscale="log")
+        g.set_axis_labels("block", "grad_norm at step 0")
+        figures.append(_save(g.figure, out / f"{study}_grad_norm_per_block.png", plt))
     figures += _sweep_figures(study, task, cells, out, sns, plt)
     loss = data[data["metric"] == "batch_loss"]
     if not loss.empty:
@@ -232,7 +271,9 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         task = study_cells["task"].iloc[0]
         parts.append(f"## Study `{study}` (task `{task}`)\n")
         parts.append(study_table(study_cells) + "\n")
-        for fig in write_figures(study, task, study_cells, probes, out_dir / "figures") if not probes.empty else []:
+        layers = {r["run_id"]: r.get("layers", []) for r in records}
+        figures = write_figures(study, task, study_cells, probes, out_dir / "figures", layers) if len(probes) else []
+        for fig in figures:
             parts.append(f"![{fig.stem}](figures/{fig.name})\n")
     parts.append("## Provenance\n")
     parts.append(_provenance(records) + "\n" if records else "no records\n")

@@ -8,6 +8,7 @@ an exception inside training is recorded as ``failed`` with the error, and never
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -39,6 +40,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int, threads: int) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic results
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -85,8 +87,11 @@ def run(spec: RunSpec) -> dict[str, Any]:
     task = spec.task_cls(spec.task_config, device)
     status, error, rows = "completed", None, Rows()
     metrics: dict[str, float] = {}
+    layers: list[dict[str, Any]] = []
     try:
-        metrics, status = _train(spec, task, rows, rid)
+        model = task.build_model()
+        layers = [{"name": layer.name, "hidden": layer.hidden} for layer in model.layers()]
+        metrics, status = _train(spec, task, model, rows, rid)
     except Exception as exc:  # a failed run is a result; the sweep goes on
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         if spec.progress:
@@ -102,6 +107,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "config": spec.resolved,
         "constants": task.constants(),
+        "layers": layers,  # probe-able layers in input->output order
         "provenance": provenance(device, time.perf_counter() - started),
         "summary": summary,
         "diagnosis": diagnose(records, status, spec.diagnosis) if status != "failed" else None,
@@ -110,8 +116,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
     return record
 
 
-def _train(spec: RunSpec, task, rows: Rows, rid: str) -> tuple[dict[str, float], str]:
-    model = task.build_model()
+def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, float], str]:
     for m in spec.mitigations:
         m.init_model(model)
     model.train()

@@ -80,3 +80,12 @@ def test_each_probe_emits_its_metrics_on_some_task(probe, results):
             lines = (results / record["run_id"] / "probes.csv").read_text().splitlines()[1:]
             emitted |= {line.split(",")[1] for line in lines}
     assert emitted & set(cls.metrics), f"probe {probe} applies to no task or emitted none of {cls.metrics}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("task", TASKS.names())
+def test_each_task_trains_on_cuda(task, results):
+    record = run(prepare(compose([f"task={task}", "device=cuda", f"results_dir={results}", *TINY])))
+    assert record["status"] == "completed", record["error"]
+    assert record["provenance"]["gpu"]

@@ -43,7 +43,7 @@ def test_deep_mlp_steps(benchmark, spec, task, variant, medians):
     if variant == "bare":
         benchmark.pedantic(bare_loop, args=(task, spec), rounds=5, warmup_rounds=1)
     else:
-        benchmark.pedantic(lambda: _train(spec, task, Rows(), "bench"), rounds=5, warmup_rounds=1)
+        benchmark.pedantic(lambda: _train(spec, task, task.build_model(), Rows(), "bench"), rounds=5, warmup_rounds=1)
     medians[variant] = benchmark.stats.stats.median
     if "bare" in medians and variant == "probed":
         benchmark.extra_info["ratio_vs_bare"] = medians["probed"] / medians["bare"]
