@@ -20,8 +20,6 @@ from suite.records import load_run, record_dir
 from suite.registry import TASKS
 from suite.study import plan
 
-KEY_METRICS = ("grad_ratio_init", "final_train_loss", "test_accuracy", "loss_ratio_baseline", "copy_accuracy")
-
 
 def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     """(cells: one row per study cell with its record, probes: tidy probe rows, records)."""
@@ -48,7 +46,7 @@ def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFram
             df = pd.read_csv(
                 record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False, dtype={"layer": str}
             )
-            df["value"] = pd.to_numeric(df["value"])
+            df["value"] = df["value"].astype(float)  # "nan"/"inf" are values here, not missing data
             probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed", "run_id")}))
     swept = {o.split("=")[0] for row in cells for o in row["overrides"].split(";") if o}
     for row in cells:  # the value every swept setting took in each run, defaults included
@@ -83,8 +81,9 @@ def _mean_std(values: pd.Series, scientific: bool) -> str:
     return fmt.format(values.mean()) + (" ± " + fmt.format(values.std()) if len(values) > 1 else "")
 
 
-def study_table(cells: pd.DataFrame) -> str:
-    metrics = [m for m in KEY_METRICS if m in cells.columns and cells[m].notna().any()]
+def study_table(cells: pd.DataFrame, task: str) -> str:
+    key_metrics = dict.fromkeys(("grad_ratio_init", "final_train_loss", *TASKS.get(task).headline_metrics))
+    metrics = [m for m in key_metrics if m in cells.columns and cells[m].notna().any()]
     header = ["mitigations", "overrides", "runs", *metrics, "diagnosis (majority)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (mitigations, overrides), group in cells.groupby(["mitigations", "overrides"], sort=False):
@@ -270,7 +269,7 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         study_cells = cells[cells["study"] == study]
         task = study_cells["task"].iloc[0]
         parts.append(f"## Study `{study}` (task `{task}`)\n")
-        parts.append(study_table(study_cells) + "\n")
+        parts.append(study_table(study_cells, task) + "\n")
         layers = {r["run_id"]: r.get("layers", []) for r in records}
         figures = write_figures(study, task, study_cells, probes, out_dir / "figures", layers) if len(probes) else []
         for fig in figures:
