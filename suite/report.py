@@ -208,6 +208,7 @@ def write_figures(
             height=2.6,
         )
         g.set(yscale="log")
+        g.set_titles(row_template="{row_name}", col_template="{col_name}")
         g.set_axis_labels("block", "grad_norm at step 0")
         figures.append(_save(g.figure, out / f"{study}_grad_norm_per_block.png", plt))
     figures += _sweep_figures(study, task, cells, out, sns, plt)
