@@ -15,7 +15,7 @@ import torch
 
 from suite.nn import RECTIFIERS, SATURATING
 from suite.registry import PROBES
-from suite.task import Layer, ProbedModel, Task
+from suite.task import Layer, ProbedModel, Task, layer_kind
 
 
 def log_schedule(steps: int, samples: int) -> list[int]:
@@ -100,11 +100,7 @@ def emit_flow(ctx: ProbeContext, metric: str, names: list[str], values: torch.Te
     if ctx.task.flow_metric == metric:
         idx = [i for i, h in enumerate(hidden) if h]
         if idx:  # compare like with like: the last hidden entry of the same kind as the first
-
-            def kind(i: int) -> str:  # "block3.mlp_out" -> "mlp_out"; "hidden_2" -> ""
-                return names[i].rpartition(".")[2] if "." in names[i] else ""
-
-            last = [i for i in idx if kind(i) == kind(idx[0])][-1]
+            last = [i for i in idx if layer_kind(names[i]) == layer_kind(names[idx[0]])][-1]
             ctx.rows.add(ctx.step, "grad_ratio", [""], values[idx[0]] / values[last])
 
 

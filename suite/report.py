@@ -19,6 +19,7 @@ from suite.errors import UserError
 from suite.records import load_run, record_dir
 from suite.registry import TASKS
 from suite.study import plan
+from suite.task import layer_kind
 
 
 def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
@@ -146,8 +147,7 @@ def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
         hidden = [entry["name"] for entry in layers.get(run_id, []) if entry["hidden"]]
         names = list(group["layer"])
         if hidden and set(names) & set(hidden):
-            kind = hidden[0].rpartition(".")[2] if "." in hidden[0] else ""
-            names = [n for n in names if n in hidden and (n.rpartition(".")[2] if "." in n else "") == kind]
+            names = [n for n in names if n in hidden and layer_kind(n) == layer_kind(hidden[0])]
         keep.append(group[group["layer"].isin(names)].assign(position=range(len(names))))
     return pd.concat(keep, ignore_index=True)
 

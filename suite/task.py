@@ -28,6 +28,11 @@ class Layer:
     hidden: bool = True  # False for input embeddings and output heads
 
 
+def layer_kind(name: str) -> str:
+    """The kind of a layer within its block: "block3.mlp_out" -> "mlp_out"; "hidden_2" -> ""."""
+    return name.rpartition(".")[2] if "." in name else ""
+
+
 class ProbedModel(nn.Module):
     """A model that lists its layers in input->output order."""
 
