@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradbench: interrupted; finished records are kept, run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `gradbench list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_run(argv: list[str]) -> int:
