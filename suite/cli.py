@@ -92,7 +92,7 @@ def _one_line(record: dict) -> str:
 
 
 def cmd_study(argv: list[str]) -> int:
-    from suite.study import check_study, run_study
+    from suite.study import run_study
 
     parser = argparse.ArgumentParser(prog="gradbench study", description="Run a study's grid, skipping finished runs.")
     parser.add_argument("name", help="study name (conf/study/<name>.yaml); `gradbench list` shows them")
@@ -108,7 +108,6 @@ def cmd_study(argv: list[str]) -> int:
         help="add a mitigation set to the study (repeatable), e.g. --with agc",
     )
     args = parser.parse_intermixed_args(argv)
-    check_study(args.name)
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     return 0

@@ -68,10 +68,6 @@ class Registry(Generic[T]):
         load_all()
         return sorted(self._items)
 
-    def __contains__(self, name: str) -> bool:
-        load_all()
-        return name in self._items
-
 
 TASKS: Registry = Registry("task")
 MITIGATIONS: Registry = Registry("mitigation")

@@ -164,71 +164,100 @@ def write_figures(
     sns.set_theme(style="whitegrid", context="paper")
     figures = []
     data = probes[probes["study"] == study]
+    data = data.assign(overrides=data["overrides"].replace("", "defaults"))  # panel title for no overrides
     flow_metric = TASKS.get(task).flow_metric
     flow = data[(data["metric"] == flow_metric) & (data["step"] == 0)].copy()
     if not flow.empty:
         flow = _like_with_like(flow, layers)
-        flow = flow[flow["value"] > 0]  # log scale: exact zeros (float32 underflow) cannot be drawn
-        g = sns.relplot(
-            data=flow,
-            x="position",
-            y="value",
-            hue="mitigations",
-            col="overrides",
-            col_wrap=3,
-            kind="line",
-            marker="o",
-            errorbar=None,
-            height=3.2,
-            facet_kws={"sharex": False},
+        xlabel = "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t"
+        figures.append(
+            _log_lines(
+                sns,
+                plt,
+                flow,
+                out / f"{study}_gradient_flow.png",
+                "position",
+                xlabel,
+                f"{flow_metric} at step 0",
+                col="overrides",
+                col_wrap=3,
+                facet_kws={"sharex": False},
+            )
         )
-        g.set(yscale="log")
-        g.set_axis_labels(
-            "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t", f"{flow_metric} at step 0"
-        )
-        figures.append(_save(g.figure, out / f"{study}_gradient_flow.png", plt))
     per_block = data[
         (data["metric"] == "grad_norm") & (data["step"] == 0) & data["layer"].str.contains(".", regex=False)
     ]
     if not per_block.empty:  # tasks with several kinds of layer per block (e.g. attention and MLP)
         per_block = per_block.assign(
             block=per_block["layer"].str.extract(r"(\d+)\.", expand=False).astype(int),
-            kind=per_block["layer"].str.rpartition(".")[2],
+            kind=per_block["layer"].map(layer_kind),
         )
-        g = sns.relplot(
-            data=per_block[per_block["value"] > 0],
-            x="block",
-            y="value",
-            hue="mitigations",
-            row="kind",
-            col="overrides",
-            kind="line",
-            marker="o",
-            errorbar=None,
-            height=2.6,
+        figures.append(
+            _log_lines(
+                sns,
+                plt,
+                per_block,
+                out / f"{study}_grad_norm_per_block.png",
+                "block",
+                "block",
+                "grad_norm at step 0",
+                row="kind",
+                col="overrides",
+                height=2.6,
+            )
         )
-        g.set(yscale="log")
-        g.set_titles(row_template="{row_name}", col_template="{col_name}")
-        g.set_axis_labels("block", "grad_norm at step 0")
-        figures.append(_save(g.figure, out / f"{study}_grad_norm_per_block.png", plt))
     figures += _sweep_figures(study, task, cells, out, sns, plt)
     loss = data[data["metric"] == "batch_loss"]
     if not loss.empty:
-        g = sns.relplot(
-            data=loss,
-            x="step",
-            y="value",
-            hue="mitigations",
-            col="overrides",
-            col_wrap=3,
-            kind="line",
-            errorbar=None,
-            height=3.2,
+        figures.append(
+            _log_lines(
+                sns,
+                plt,
+                loss,
+                out / f"{study}_loss.png",
+                "step",
+                "step",
+                "training batch loss (mean since last sample)",
+                xscale="symlog",
+                marker=None,
+                col="overrides",
+                col_wrap=3,
+            )
         )
-        g.set(xscale="symlog", yscale="log")
-        g.set_axis_labels("step", "training batch loss (mean since last sample)")
-        figures.append(_save(g.figure, out / f"{study}_loss.png", plt))
     return figures
+
+
+def _log_lines(
+    sns: Any,
+    plt: Any,
+    data: pd.DataFrame,
+    path: Path,
+    x: str,
+    xlabel: str,
+    ylabel: str,
+    xscale: str = "linear",
+    marker: str | None = "o",
+    **facets: Any,
+) -> Path:
+    """Mean line per mitigation set with a log y axis, faceted as asked. Exact zeros (float32
+    underflow, truncated gradients) cannot be drawn on a log axis and are left out."""
+    facets.setdefault("height", 3.2)
+    g = sns.relplot(
+        data=data[data["value"] > 0],
+        x=x,
+        y="value",
+        hue="mitigations",
+        kind="line",
+        marker=marker,
+        errorbar=None,
+        **facets,
+    )
+    g.set(yscale="log", xscale=xscale)
+    if xscale == "symlog":  # steps start at 0: no negative half-axis
+        g.set(xlim=(0, None))
+    g.set_titles(row_template="{row_name}", col_template="{col_name}")
+    g.set_axis_labels(xlabel, ylabel)
+    return _save(g.figure, path, plt)
 
 
 def _save(figure: Any, path: Path, plt: Any) -> Path:

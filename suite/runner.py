@@ -20,6 +20,7 @@ import torch
 
 from suite.config import OptimConfig, RunSpec
 from suite.diagnosis import diagnose
+from suite.errors import UserError
 from suite.mitigation import Mitigation
 from suite.probes import ProbeContext, Rows, log_schedule
 from suite.records import provenance, run_id, write_record
@@ -33,8 +34,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from suite.errors import UserError
-
         raise UserError("device 'cuda' requested but torch.cuda.is_available() is False; use device=cpu or device=auto")
     return torch.device(name)
 
@@ -50,8 +49,6 @@ def seed_everything(seed: int, threads: int) -> None:
 
 def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter], mitigations: list) -> torch.optim.Optimizer:
     if cfg.name not in OPTIMIZERS:
-        from suite.errors import UserError
-
         raise UserError(f"unknown optimiser '{cfg.name}'; valid: {', '.join(OPTIMIZERS)}")
     kwargs = dict(cfg.kwargs)
     for m in mitigations:
@@ -84,11 +81,11 @@ def run(spec: RunSpec) -> dict[str, Any]:
     device = resolve_device(spec.device)
     started = time.perf_counter()
     seed_everything(spec.seed, spec.threads)
-    task = spec.task_cls(spec.task_config, device)
-    status, error, rows = "completed", None, Rows()
+    status, error, rows, task = "completed", None, Rows(), None
     metrics: dict[str, float] = {}
     layers: list[dict[str, Any]] = []
-    try:
+    try:  # data and model are built inside: their failure is a recorded result too
+        task = spec.task_cls(spec.task_config, device)
         model = task.build_model()
         layers = [{"name": layer.name, "hidden": layer.hidden} for layer in model.layers()]
         metrics, status = _train(spec, task, model, rows, rid)
@@ -97,16 +94,16 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if spec.progress:
             traceback.print_exc(file=sys.stderr)
     records = rows.to_records()
-    summary = _summary(records, metrics, task.steps)
+    summary = _summary(records, metrics, spec.task_config.steps)
     record = {
         "run_id": rid,
         "status": status,
         "error": error,
-        "task": task.name,
+        "task": spec.task_cls.name,
         "mitigations": [m.name for m in spec.mitigations],
         "seed": spec.seed,
         "config": spec.resolved,
-        "constants": task.constants(),
+        "constants": task.constants() if task is not None else {},
         "layers": layers,  # probe-able layers in input->output order
         "provenance": provenance(device, time.perf_counter() - started),
         "summary": summary,

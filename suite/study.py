@@ -21,7 +21,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from suite.config import compose, load_group_file, prepare
-from suite.errors import UserError
 from suite.records import is_finished, run_id
 
 
@@ -150,10 +149,3 @@ def _report_progress(results, total: int, start: float) -> int:
             failed += 1
             print(f"    error: {record['error']}", file=sys.stderr)
     return failed
-
-
-def check_study(name: str) -> None:
-    from suite.config import group_options
-
-    if name not in group_options("study"):
-        raise UserError(f"unknown study '{name}'; valid studies: {', '.join(group_options('study'))}")

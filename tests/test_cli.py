@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,8 +96,6 @@ def test_study_resumes_and_reports(tmp_path):
     assert n >= 30 and f"{n} runs, 0 already finished, {n} to run" in first.stderr
     victim = sorted(results.glob("*/run.json"))[0].parent
     mtimes = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json") if p.parent != victim}
-    import shutil
-
     shutil.rmtree(victim)  # as if the run had never finished
     second = gradbench(*args)
     assert second.returncode == 0, second.stderr

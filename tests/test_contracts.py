@@ -6,6 +6,8 @@ A new task or mitigation (built-in or plugin) is covered here automatically.
 from __future__ import annotations
 
 import math
+import re
+import sys
 
 import pytest
 from helpers import TINY
@@ -24,12 +26,17 @@ def test_every_mitigation_has_a_config_file_and_vice_versa():
     assert set(group_options("mitigation")) == set(MITIGATIONS.names())
 
 
-def test_every_registered_class_has_a_docstring_citing_its_source():
-    for registry in (TASKS, MITIGATIONS, PROBES):
-        for name in registry.names():
-            cls = registry.get(name)
-            doc = (cls.__doc__ or "") + (__import__(cls.__module__).__doc__ or "")
-            assert doc.strip(), f"{registry.kind} {name} has no docstring"
+CITATION = re.compile(r"\b(19|20)\d{2}\b")  # a source cited as "Author et al. YYYY"
+
+
+def test_tasks_and_mitigations_cite_their_source_and_probes_say_what_they_measure():
+    for name in TASKS.names():  # a task's paper is in its module docstring
+        doc = sys.modules[TASKS.get(name).__module__].__doc__ or ""
+        assert CITATION.search(doc), f"task {name}: module docstring cites no source"
+    for name in MITIGATIONS.names():
+        assert CITATION.search(MITIGATIONS.get(name).__doc__ or ""), f"mitigation {name}: docstring cites no source"
+    for name in PROBES.names():
+        assert (PROBES.get(name).__doc__ or "").strip(), f"probe {name} has no docstring"
 
 
 def test_unknown_names_fail_loudly_with_valid_names():
@@ -89,3 +96,16 @@ def test_each_task_trains_on_cuda(task, results):
     record = run(prepare(compose([f"task={task}", "device=cuda", f"results_dir={results}", *TINY])))
     assert record["status"] == "completed", record["error"]
     assert record["provenance"]["gpu"]
+
+
+@pytest.mark.parametrize("where", ["data", "training"])
+def test_a_crash_is_recorded_as_failed_not_raised(where, results, monkeypatch):
+    import tasks.digits
+
+    if where == "data":
+        monkeypatch.setattr(tasks.digits, "load_digits", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+    else:
+        monkeypatch.setattr(tasks.digits.DigitsClassification, "loss", lambda *a: 1 / 0)
+    record = run(prepare(compose([f"results_dir={results}", *TINY])))
+    assert record["status"] == "failed" and record["error"]
+    assert load_run(results / record["run_id"])["status"] == "failed"
