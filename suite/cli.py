@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
+        _choose_numerics(rest)
         return commands[command](rest) or 0
     except UserError as exc:
         print(f"gradbench: error: {exc}", file=sys.stderr)
@@ -44,10 +45,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _choose_numerics(argv: list[str]) -> None:
+    """Apply a ``numerics=...`` override now, before anything imports torch (suite.numerics)."""
+    from suite import numerics
+
+    for arg in argv:
+        if arg.startswith("numerics="):
+            numerics.apply(arg.partition("=")[2])
+
+
 def cmd_run(argv: list[str]) -> int:
     from suite.config import check_overrides, searchpath_override
 
-    check_overrides([a for a in argv if not a.startswith("-")])
+    overrides = [a for a in argv if not a.startswith("-")]
+    check_overrides(overrides)
+    if not any(a.startswith("-") for a in argv):  # a single run: refuse bad settings in one line, before Hydra
+        from suite.config import compose, prepare
+
+        prepare(compose(overrides))
     sys.argv = ["gradbench run", *argv, *searchpath_override()]
     _hydra_app()
     return 0
@@ -64,26 +79,28 @@ def _hydra_app() -> None:
         from suite.runner import run
 
         try:
-            record = run(prepare(cfg))
+            spec = prepare(cfg)
+            record = run(spec)
         except UserError as exc:
             print(f"gradbench: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
-        print(_one_line(record))
+        print(_one_line(record, spec.run.results_dir))
         if record["status"] == "failed":
             sys.exit(1)
 
     app()
 
 
-def _one_line(record: dict) -> str:
+def _one_line(record: dict, results_dir: str) -> str:
     s = record["summary"]
-    verdict = (record.get("diagnosis") or {}).get("verdict", "-")
+    diagnosis = record.get("diagnosis")
+    verdict = f"init {diagnosis['init']['verdict']}, training {diagnosis['training']['verdict']}" if diagnosis else "-"
 
     def fmt(key: str) -> str:
         return "n/a" if s.get(key) is None else f"{s[key]:.4g}"
 
     mitigations = "+".join(record["mitigations"]) or "baseline"
-    path = os.path.join(record["config"]["results_dir"], record["run_id"])
+    path = os.path.join(results_dir, record["run_id"])
     text = (
         f"{record['task']} {mitigations} seed={record['seed']}: {record['status']}, diagnosis {verdict}; "
         f"grad_ratio_init {fmt('grad_ratio_init')}, final_train_loss {fmt('final_train_loss')}; record {path}"
@@ -109,20 +126,32 @@ def cmd_study(argv: list[str]) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
-    run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
-    return 0
+    failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
+    if failed:
+        print(
+            f"gradbench: {failed} run(s) failed; their records hold the errors (rerun to retry them)", file=sys.stderr
+        )
+    return 1 if failed else 0
 
 
 def cmd_report(argv: list[str]) -> int:
     from suite.report import write_report
 
     parser = argparse.ArgumentParser(prog="gradbench report", description="Turn records into tables and figures.")
-    parser.add_argument("--results", default="results", help="records directory (default: results)")
-    parser.add_argument("--out", default="reports", help="output directory (default: reports)")
-    parser.add_argument("--profile", default="quick", help="profile whose study grids to report (default: quick)")
+    parser.add_argument(
+        "--results", default="results", help="records directory with study manifests (default: results)"
+    )
+    parser.add_argument("--out", default="reports", help="output directory, replaced whole (default: reports)")
+    parser.add_argument("--profile", default="quick", help="profile whose study manifests to report (default: quick)")
     parser.add_argument("--study", action="append", default=None, help="report only these studies (repeatable)")
+    parser.add_argument(
+        "--runs",
+        metavar="DIR",
+        default=None,
+        help="report every record in DIR (e.g. a `gradbench run -m` sweep), grouped by settings",
+    )
     args = parser.parse_args(argv)
-    write_report(args.results, args.out, args.profile, args.study)
+    write_report(args.results, args.out, args.profile, args.study, runs_dir=args.runs)
     return 0
 
 

@@ -1,27 +1,103 @@
 """The config boundary: Hydra composition in, typed objects out.
 
-Everything below ``prepare`` takes typed values (task config dataclass, mitigation
-dataclasses, ``OptimConfig``...). Config groups are found in ``suite.conf`` (the repository's
-``conf/`` folder, shipped inside the wheel) and in every plugin's ``gradbench.conf`` package.
+The YAML files under ``conf/`` are the only source of every default; each group has a
+dataclass schema *without* defaults (task configs, mitigations, optimisers, probes, profiles,
+diagnosis thresholds, the top-level settings), and ``prepare`` merges the composed values into
+it with OmegaConf's structured configs: a wrong type, an unknown key or a missing value is
+refused in one line (``UserError``) before anything trains. Everything below ``prepare``
+takes typed values. Config groups are found in ``suite.conf`` (the repository's ``conf/``
+folder, shipped inside the wheel) and in every plugin's ``gradbench.conf`` package.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from suite import numerics
 from suite.diagnosis import DiagnosisConfig
 from suite.errors import UserError
 from suite.mitigation import Mitigation, check_composition
-from suite.registry import MITIGATIONS, TASKS, plugin_conf_packages
+from suite.optim import OPTIMIZERS, OptimConfig
+from suite.records import identity_settings, run_id
+from suite.registry import MITIGATIONS, PROBES, TASKS, plugin_conf_packages
 from suite.task import Task
 
 CONF_PACKAGE = "suite.conf"  # the wheel maps the repository's conf/ to this package
 GROUPS = ("task", "mitigation", "optim", "probe", "profile", "diagnosis", "study")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+@dataclass
+class RunSettings:
+    """The top-level keys of ``conf/config.yaml`` (their defaults and comments live there)."""
+
+    seed: int
+    device: str
+    threads: int
+    numerics: str
+    results_dir: str
+    progress: bool
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device '{self.device}' is not one of {', '.join(DEVICES)}")
+        if self.numerics not in numerics.MODES:
+            raise ValueError(f"numerics '{self.numerics}' is not one of {', '.join(numerics.MODES)}")
+
+
+@dataclass
+class ProfileConfig:
+    name: str  # studies pick grid entries by it
+    steps_scale: float  # multiplier on the task's steps
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.steps_scale) and self.steps_scale > 0):
+            raise ValueError(f"profile.steps_scale must be finite and > 0, got {self.steps_scale}")
+
+
+@dataclass
+class ProbeConfig:
+    names: list[str]  # registered probe names
+    samples: int  # log-spaced sampled steps
+    linear_samples: int  # evenly spaced sampled steps, so the later half of a run is seen too
+    eval_samples: int  # log-spaced full evaluations
+
+    def __post_init__(self) -> None:
+        if min(self.samples, self.linear_samples, self.eval_samples) < 0:
+            raise ValueError("probe.samples, probe.linear_samples and probe.eval_samples must be >= 0")
+
+
+def typed(schema: type, values: Any, prefix: str) -> Any:
+    """``values`` as an instance of the dataclass ``schema``; one-line ``UserError`` when they do not fit."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values or {}))
+    except ConfigKeyError as exc:
+        valid = ", ".join(f.name for f in dataclasses.fields(schema))
+        raise UserError(
+            f"unknown setting '{prefix}{exc.full_key}'; valid settings of {prefix or 'the top level'}: {valid}"
+        )
+    except MissingMandatoryValue as exc:
+        raise UserError(
+            f"setting '{prefix}{exc.full_key}' has no value; give one in its config file or on the command line"
+        )
+    except ValidationError as exc:
+        raise UserError(f"setting '{prefix}{exc.full_key}': {str(exc).splitlines()[0]}") from None
+    except OmegaConfBaseException as exc:
+        raise UserError(f"invalid settings under '{prefix}': {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError) as exc:  # the schema's own checks (__post_init__)
+        raise UserError(f"invalid {prefix.rstrip('.') or 'top-level'} settings: {exc}") from None
 
 
 def searchpath_override() -> list[str]:
@@ -85,22 +161,8 @@ def _leaf_values(override: Any) -> list[str]:
 
 
 @dataclass
-class OptimConfig:
-    name: str  # sgd | adam | rmsprop
-    lr: float
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ProbeConfig:
-    names: list[str]
-    samples: int
-    eval_samples: int
-
-
-@dataclass
 class RunSpec:
-    """A fully typed run: what ``suite.runner.run`` needs, plus the resolved config to record."""
+    """A fully typed run: what ``suite.runner.run`` needs, plus its flat settings to record."""
 
     task_cls: type[Task]
     task_config: Any
@@ -108,57 +170,87 @@ class RunSpec:
     optim: OptimConfig
     probe: ProbeConfig
     diagnosis: DiagnosisConfig
-    seed: int
-    device: str
-    threads: int
-    results_dir: str
-    progress: bool
-    resolved: dict[str, Any]
+    run: RunSettings
+    settings: dict[str, Any]  # every setting as a flat dotted key (task.depth, optim.lr, ...), defaults included
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.settings)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return identity_settings(self.settings)
+
+
+def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(f"{prefix}{key}.", value))
+        elif not isinstance(value, dict):
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def prepare(cfg: DictConfig) -> RunSpec:
     """Typed run spec from a composed config; bad values raise ``UserError`` (one line)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    try:
-        task_values = dict(resolved["task"])
-        task_cls = TASKS.get(task_values.pop("name"))
-        scale = float(resolved["profile"]["steps_scale"])
-        task_values["steps"] = max(1, int(round(task_values.get("steps", 1) * scale)))
-        task_config = task_cls.make_config(task_values)
-        mitigations = [
-            MITIGATIONS.get(name)(**(params or {})) for name, params in (resolved.get("mitigation") or {}).items()
-        ]
-        check_composition(mitigations, task_cls)
-        for m in mitigations:
-            task_config = m.adjust_config(task_config)
-        optim = dict(resolved["optim"])
-        spec = RunSpec(
-            task_cls=task_cls,
-            task_config=task_config,
-            mitigations=mitigations,
-            optim=OptimConfig(name=optim.pop("name"), lr=float(optim.pop("lr")), kwargs=optim),
-            probe=ProbeConfig(**resolved["probe"]),
-            diagnosis=DiagnosisConfig(**resolved["diagnosis"]),
-            seed=int(resolved["seed"]),
-            device=str(resolved["device"]),
-            threads=int(resolved["threads"]),
-            results_dir=str(resolved["results_dir"]),
-            progress=bool(resolved["progress"]),
-            resolved=resolved,
+    groups = {g: resolved.pop(g, None) for g in ("task", "mitigation", "optim", "probe", "profile", "diagnosis")}
+    resolved.pop("hydra", None)
+    run = typed(RunSettings, resolved, "")
+    if run.numerics != numerics.active_mode():
+        raise UserError(
+            f"numerics={run.numerics} differs from this process's ({numerics.active_mode()}); the CPU code paths are "
+            "fixed before torch loads: give numerics=... on the gradbench command line, not in a config file"
         )
-    except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"invalid config: {exc}") from None
-    if spec.device not in ("cpu", "cuda", "auto"):
-        raise UserError(f"device '{spec.device}' is not one of cpu, cuda, auto")
-    return spec
+    profile = typed(ProfileConfig, groups["profile"], "profile.")
+    task_values = dict(groups["task"] or {})
+    task_cls = TASKS.get(str(task_values.pop("name", None)))
+    steps = task_values.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        task_values["steps"] = max(1, int(round(steps * profile.steps_scale)))
+    task_config = typed(task_cls.Config, task_values, "task.")
+    mitigation_values = groups["mitigation"] or {}
+    mitigations = [typed(MITIGATIONS.get(n), p, f"mitigation.{n}.") for n, p in mitigation_values.items()]
+    check_composition(mitigations, task_cls)
+    for m in mitigations:
+        try:
+            task_config = m.adjust_config(task_config)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"invalid task settings after mitigation '{m.name}': {exc}") from None
+    optim_values = dict(groups["optim"] or {})
+    optim_name = str(optim_values.get("name"))
+    if optim_name not in OPTIMIZERS:
+        raise UserError(f"unknown optim '{optim_name}'; valid optims: {', '.join(OPTIMIZERS)}")
+    optim = typed(OPTIMIZERS[optim_name][1], optim_values, "optim.")
+    probe = typed(ProbeConfig, groups["probe"], "probe.")
+    for name in probe.names:
+        PROBES.get(name)
+    diagnosis = typed(DiagnosisConfig, groups["diagnosis"], "diagnosis.")
+    settings = {
+        "task": task_cls.name,
+        "mitigations": [m.name for m in mitigations],
+        **flatten("task.", dataclasses.asdict(task_config)),
+        **flatten("mitigation.", {m.name: dataclasses.asdict(m) for m in mitigations}),
+        **flatten("optim.", dataclasses.asdict(optim)),
+        **flatten("profile.", dataclasses.asdict(profile)),
+        **flatten("probe.", dataclasses.asdict(probe)),
+        **flatten("diagnosis.", dataclasses.asdict(diagnosis)),
+        **{k: getattr(run, k) for k in ("seed", "device", "threads", "numerics")},
+    }
+    return RunSpec(task_cls, task_config, mitigations, optim.typed(), probe, diagnosis, run, settings)
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """Compose the primary config with ``overrides`` (used by studies and tests)."""
+    """Compose the primary config with ``overrides`` (the CLI's path; used by studies and tests)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
 
     check_overrides(overrides)
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=[*overrides, *searchpath_override()])
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            return hydra_compose("config", overrides=[*overrides, *searchpath_override()])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(f"cannot apply overrides: {str(exc).splitlines()[0]}") from None

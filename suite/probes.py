@@ -15,16 +15,19 @@ import torch
 
 from suite.nn import RECTIFIERS, SATURATING
 from suite.registry import PROBES
-from suite.task import Layer, ProbedModel, Task, layer_kind
+from suite.task import Capability, Layer, ProbedModel, Task
 
 
-def log_schedule(steps: int, samples: int) -> list[int]:
-    """Step 0, the last step, and ``samples`` log-spaced steps in between (sorted, unique)."""
+def log_schedule(steps: int, samples: int, linear: int = 0) -> list[int]:
+    """Step 0, the last step, ``samples`` log-spaced steps (dense early, where dynamics change
+    fastest) and ``linear`` evenly spaced ones (so the later half is seen too); sorted, unique."""
     if steps <= 0:
         return []
     points = {0, steps - 1}
     for i in range(samples):
         points.add(min(steps - 1, int(round(math.exp(i * math.log(steps) / max(samples - 1, 1)))) - 1))
+    for i in range(1, linear + 1):
+        points.add(min(steps - 1, round(i * steps / linear) - 1))
     return sorted(points)
 
 
@@ -93,14 +96,16 @@ def _grads(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     return [p.grad for p in params if p.grad is not None]
 
 
-def emit_flow(ctx: ProbeContext, metric: str, names: list[str], values: torch.Tensor, hidden: list[bool]) -> None:
+def emit_flow(
+    ctx: ProbeContext, metric: str, names: list[str], values: torch.Tensor, hidden: list[bool], kinds: list[str]
+) -> None:
     """Emit a per-depth (or per-time) series, and ``grad_ratio`` (first/last hidden entry) when
     this series is the task's declared gradient-flow metric."""
     ctx.rows.add(ctx.step, metric, names, values)
     if ctx.task.flow_metric == metric:
         idx = [i for i, h in enumerate(hidden) if h]
         if idx:  # compare like with like: the last hidden entry of the same kind as the first
-            last = [i for i in idx if layer_kind(names[i]) == layer_kind(names[idx[0]])][-1]
+            last = [i for i in idx if kinds[i] == kinds[idx[0]]][-1]
             ctx.rows.add(ctx.step, "grad_ratio", [""], values[idx[0]] / values[last])
 
 
@@ -113,7 +118,8 @@ class GradNorm(Probe):
     def after_backward(self, ctx: ProbeContext) -> None:
         layers = [layer for layer in ctx.layers if layer.weight.grad is not None]
         norms = torch.stack(torch._foreach_norm([layer.weight.grad for layer in layers]))
-        emit_flow(ctx, "grad_norm", [layer.name for layer in layers], norms, [layer.hidden for layer in layers])
+        names, hidden, kinds = ([getattr(x, a) for x in layers] for a in ("name", "hidden", "kind"))
+        emit_flow(ctx, "grad_norm", names, norms, hidden, kinds)
         ctx.rows.add(ctx.step, "grad_norm_global", [""], global_norm(_grads(ctx.params)))
 
     def after_transform(self, ctx: ProbeContext) -> None:
@@ -204,14 +210,15 @@ class GradThroughTime(Probe):
     metrics = ("grad_through_time", "grad_ratio")
 
     def applies(self, task: Task, model: ProbedModel) -> bool:
-        return hasattr(task, "memory_loss")
+        return Capability.TIME_FLOW in task.capabilities
 
     def before_forward(self, ctx: ProbeContext) -> None:
         taps: list[torch.Tensor] = []
         loss = ctx.task.memory_loss(ctx.model, ctx.batch, taps)
         grads = torch.autograd.grad(loss, taps)
         norms = torch.stack(torch._foreach_norm(list(grads)))  # (T,)
-        emit_flow(ctx, "grad_through_time", [f"t{t}" for t in range(len(taps))], norms, [True] * len(taps))
+        steps = len(taps)
+        emit_flow(ctx, "grad_through_time", [f"t{t}" for t in range(steps)], norms, [True] * steps, ["t"] * steps)
 
 
 @PROBES.register("recurrent_spectrum")
@@ -222,7 +229,7 @@ class RecurrentSpectrum(Probe):
     metrics = ("spectral_radius", "sigma_max")
 
     def applies(self, task: Task, model: ProbedModel) -> bool:
-        return hasattr(model, "recurrent_matrix")
+        return Capability.RECURRENT in task.capabilities
 
     def after_step(self, ctx: ProbeContext) -> None:
         w = ctx.model.recurrent_matrix().detach().float()
@@ -238,7 +245,7 @@ class AttentionEntropy(Probe):
     metrics = ("attn_entropy",)
 
     def applies(self, task: Task, model: ProbedModel) -> bool:
-        return hasattr(model, "attention_modules")
+        return Capability.ATTENTION in task.capabilities
 
     def before_forward(self, ctx: ProbeContext) -> None:
         for module in ctx.model.attention_modules():

@@ -1,11 +1,12 @@
 """Registries of tasks, mitigations and probes, keyed by stable snake_case names.
 
 One decorator registers a class under its name (timm style); lookups of unknown names fail
-loudly with the list of valid names. Built-ins are imported explicitly by ``load_all``;
-third-party packages add theirs through the ``gradbench.plugins`` entry-point group (the
-entry point names a module to import or a callable to call) and ship Hydra configs through
-the ``gradbench.conf`` group (the entry point names a package holding ``mitigation/``,
-``task/``, ``study/`` ... folders).
+loudly with the list of valid names. The engine's own mitigations and probes are imported by
+``load_all``; every task, built-in or not, and third-party mitigations and probes come through
+the ``gradbench.plugins`` entry-point group (the entry point names a module to import or a
+callable to call); the built-in tasks are declared there in gradbench's pyproject.toml, so the
+engine lists no task. Plugins ship Hydra configs through the ``gradbench.conf`` group (the
+entry point names a package holding ``mitigation/``, ``task/``, ``study/`` ... folders).
 """
 
 from __future__ import annotations
@@ -21,11 +22,7 @@ from suite.errors import UserError
 T = TypeVar("T", bound=type)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
-BUILTIN_MODULES = (
-    "tasks.deep_mlp",
-    "tasks.rnn_copy",
-    "tasks.resnet",
-    "tasks.transformer",
+BUILTIN_MODULES = (  # the engine's own extensions; tasks come only through entry points
     "suite.mitigations.architecture",
     "suite.mitigations.recurrent",
     "suite.mitigations.residual",

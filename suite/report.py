@@ -1,12 +1,17 @@
-"""The reporter: records -> ``reports/`` (Markdown summary, tidy CSV, seaborn figures).
+"""The reporter: records + study manifests -> ``reports/`` (Markdown, tidy CSVs, seaborn figures).
 
-For each study, the grid is expanded exactly as ``gradbench study`` does, so each cell is
-matched to its record by ``run_id``; cells without a record are listed as missing, never
-invented. Tables show mean +- std over seeds and the majority diagnosis.
+It reads only what ``gradbench study`` and the runs wrote: each study's manifest
+(``<results>/_studies/<study>-<profile>.json``: every cell with its settings and run_id) and
+each record (run.json + probes.csv). It imports neither torch nor Hydra nor the task registry,
+so a report can be rebuilt anywhere the records are, whatever configs or plugins are installed.
+Cells without a record are listed as missing, never invented. The diagnosis is computed again
+from the probe series with the manifest's thresholds, so new rules apply to old records. A
+report is built in a temporary folder and swapped in whole: no stale figure survives.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,300 +19,297 @@ from typing import Any
 
 import pandas as pd
 
-from suite.config import group_options
+from suite.diagnosis import DiagnosisConfig, diagnose
 from suite.errors import UserError
-from suite.records import load_run, record_dir
-from suite.registry import TASKS
-from suite.study import plan
-from suite.task import layer_kind
+from suite.records import (
+    OldRecord,
+    _atomic_dir,
+    load_manifests,
+    load_run,
+    read_probes,
+    record_dir,
+    varying_settings,
+)
+
+OBSERVE = ("probe.", "diagnosis.", "profile.")  # settings that only observe; not shown as cell settings
+PROBE_METRICS = ("grad_norm", "grad_through_time", "batch_loss", "grad_ratio")  # what the figures draw
 
 
-def collect(results: str, profile: str, studies: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """(cells: one row per study cell with its record, probes: tidy probe rows, records)."""
-    cells, probes, records = [], [], {}
-    for study in studies:
-        for planned in plan(study, profile, [f"results_dir={results}"]):
-            run = load_run(record_dir(results, planned.run_id))
-            c = planned.cell
-            row = {
-                "study": study,
-                "task": c.task,
-                "mitigations": c.label,
-                "overrides": ";".join(c.overrides),
-                "seed": c.seed,
-                "run_id": planned.run_id,
-                "status": run["status"] if run else "missing",
+def adhoc_manifests(runs_dir: str) -> list[dict[str, Any]]:
+    """One manifest per task for every record in ``runs_dir`` (e.g. a ``gradbench run -m`` sweep)."""
+    by_task: dict[str, list[dict]] = {}
+    for path in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
+        try:
+            run = load_run(path)
+        except OldRecord:
+            continue
+        if run is not None:
+            by_task.setdefault(run["task"], []).append(run)
+    manifests = []
+    for task, runs in sorted(by_task.items()):
+        cells = [
+            {
+                "run_id": r["run_id"],
+                "mitigations": r["mitigations"],
+                "seed": r["seed"],
+                "settings": {k: v for k, v in r["settings"].items() if not k.startswith(OBSERVE)},
             }
-            cells.append(row)
-            if run is None:
-                continue
-            records[planned.run_id] = run
-            row["verdict"] = (run.get("diagnosis") or {}).get("verdict")
-            row.update({k: v for k, v in run["summary"].items() if isinstance(v, (int, float))})
-            df = pd.read_csv(
-                record_dir(results, planned.run_id) / "probes.csv", keep_default_na=False, dtype={"layer": str}
+            for r in runs
+        ]
+        manifests.append(
+            {
+                "study": f"runs_{task}",
+                "profile": "runs",
+                "task": task,
+                "description": f"every {task} record in {runs_dir}",
+                "swept": varying_settings([c["settings"] for c in cells]),
+                "diagnosis": {
+                    k.partition(".")[2]: v for k, v in runs[0]["settings"].items() if k.startswith("diagnosis.")
+                },
+                "cells": cells,
+            }
+        )
+    return manifests
+
+
+def _label(cell: dict[str, Any], swept: list[str]) -> str:
+    return ", ".join(f"{k}={cell['settings'].get(k)}" for k in swept)
+
+
+def collect(manifest: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict], int]:
+    """(cells: one row per cell, probes: the rows the figures draw, records by run_id, old records skipped)."""
+    thresholds = DiagnosisConfig(**manifest["diagnosis"])
+    swept = manifest["swept"]
+    rows, probes, records, old = [], [], {}, 0
+    for cell in manifest["cells"]:
+        row = {
+            "study": manifest["study"],
+            "task": manifest["task"],
+            "mitigations": "+".join(cell["mitigations"]) or "baseline",
+            "setting": _label(cell, swept),
+            **{k: cell["settings"].get(k) for k in swept},
+            "seed": cell["seed"],
+            "run_id": cell["run_id"],
+        }
+        rows.append(row)
+        path = record_dir(results, cell["run_id"])
+        try:
+            run = load_run(path)
+        except OldRecord:
+            run, old = None, old + 1
+        if run is None:
+            row["status"] = "missing"
+            continue
+        try:
+            series = read_probes(path)
+        except (OSError, ValueError) as exc:
+            print(
+                f"gradbench: warning: {path / 'probes.csv'} unreadable ({exc}); cell shown as missing", file=sys.stderr
             )
-            df["value"] = df["value"].astype(float)  # "nan"/"inf" are values here, not missing data
-            probes.append(df.assign(**{k: row[k] for k in ("study", "mitigations", "overrides", "seed", "run_id")}))
-    swept = {o.split("=")[0] for row in cells for o in row["overrides"].split(";") if o}
-    for row in cells:  # the value every swept setting took in each run, defaults included
-        for key in swept:
-            row["config_" + key] = _select(records[row["run_id"]]["config"], key) if row["run_id"] in records else None
-    probes_df = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
-    return pd.DataFrame(cells), probes_df, list(records.values())
-
-
-def _select(config: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
-
-
-def tidy_summary(cells: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: study, task, mitigations, overrides, seed, metric, value."""
-    ids = ["study", "task", "mitigations", "overrides", "seed"]
-    found = cells[cells["status"] != "missing"]
-    value_cols = [c for c in found.columns if c not in ids and c != "run_id" and not c.startswith("config_")]
-    long = found.melt(id_vars=ids, value_vars=value_cols, var_name="metric", value_name="value").dropna(
-        subset=["value"]
-    )
-    return long.sort_values(ids + ["metric"], kind="stable").reset_index(drop=True)
+            row["status"] = "missing"
+            continue
+        records[cell["run_id"]] = run
+        row["status"] = run["status"]
+        steps, chance = run["settings"]["task.steps"], run["task_info"]["chance_loss"]
+        diagnosis = diagnose(series, run["status"], steps, chance, thresholds)
+        if diagnosis is not None:
+            init, training = diagnosis["init"], diagnosis["training"]
+            row.update(
+                init=init["verdict"],
+                init_log10_grad_ratio=init["log10_grad_ratio"],
+                training=training["verdict"],
+                training_flags="+".join(training["flags"]),
+                late_log10_grad_ratio=training["late_log10_grad_ratio"],
+            )
+        row.update({k: v for k, v in run["summary"].items() if isinstance(v, (int, float)) and k != "steps"})
+        keep = [r for r in series if r[1] in PROBE_METRICS or r[1] == run["task_info"]["flow_metric"]]
+        frame = pd.DataFrame(keep, columns=["step", "metric", "layer", "value"])
+        probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
+    probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
+    return pd.DataFrame(rows), probe_frame, records, old
 
 
 def _mean_std(values: pd.Series, scientific: bool) -> str:
     values = pd.to_numeric(values, errors="coerce").dropna()
+    values = values[values.map(math.isfinite)]
     if values.empty:
         return "n/a"
     fmt = "{:.2e}" if scientific else "{:.3f}"
     return fmt.format(values.mean()) + (" ± " + fmt.format(values.std()) if len(values) > 1 else "")
 
 
-def study_table(cells: pd.DataFrame, task: str) -> str:
-    key_metrics = dict.fromkeys(("grad_ratio_init", "final_train_loss", *TASKS.get(task).headline_metrics))
-    metrics = [m for m in key_metrics if m in cells.columns and cells[m].notna().any()]
-    header = ["mitigations", "overrides", "runs", *metrics, "diagnosis (majority)"]
+def _majority(values: pd.Series, n: int) -> str:
+    counts = Counter(v for v in values.dropna() if v)
+    if not counts:
+        return "n/a"
+    verdict, count = counts.most_common(1)[0]
+    others = ", ".join(f"{v} {c}" for v, c in counts.most_common()[1:])
+    return f"{verdict} {count}/{n}" + (f" ({others})" if others else "")
+
+
+def _median(values: pd.Series) -> str:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return "n/a" if values.empty else f"{values.median():.1f}"
+
+
+def study_table(cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
+    """One row per cell (mitigations x swept settings), mean ± sample std over seeds."""
+    swept = manifest["swept"]
+    metrics = [m for m in dict.fromkeys(("grad_ratio_init", *headline)) if m in cells.columns]
+    header = [
+        "mitigations",
+        *swept,
+        "runs",
+        metrics[0] if metrics else "grad_ratio_init",
+        "init (log10 ratio)",
+        *metrics[1:],
+        "training (later-half log10 ratio)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (mitigations, overrides), group in cells.groupby(["mitigations", "overrides"], sort=False):
+    for (mitigations, _), group in cells.groupby(["mitigations", "setting"], sort=False):
         done = group[group["status"] != "missing"]
         statuses = Counter(done["status"])
         runs = f"{len(done)}/{len(group)}" + "".join(f" ({n} {s})" for s, n in statuses.items() if s != "completed")
-        verdicts = Counter(v for v in done.get("verdict", pd.Series(dtype=object)).dropna())
-        verdict = (
-            f"{verdicts.most_common(1)[0][0]} ({verdicts.most_common(1)[0][1]}/{len(done)})" if verdicts else "n/a"
+        n = len(done)
+        init = (
+            "n/a"
+            if n == 0
+            else f"{_majority(done.get('init', pd.Series(dtype=object)), n)} ({_median(done.get('init_log10_grad_ratio', pd.Series(dtype=float)))})"
+        )
+        training = (
+            "n/a"
+            if n == 0
+            else f"{_majority(done.get('training', pd.Series(dtype=object)), n)} ({_median(done.get('late_log10_grad_ratio', pd.Series(dtype=float)))})"
         )
         values = [_mean_std(done[m], m == "grad_ratio_init") if m in done else "n/a" for m in metrics]
-        lines.append("| " + " | ".join([mitigations, overrides or "-", runs, *values, verdict]) + " |")
+        settings = [str(group[k].iloc[0]) for k in swept]
+        lines.append("| " + " | ".join([mitigations, *settings, runs, values[0], init, *values[1:], training]) + " |")
     return "\n".join(lines)
 
 
-def _sweep_figures(study: str, task: str, cells: pd.DataFrame, out: Path, sns: Any, plt: Any) -> list[Path]:
-    """Headline metrics against each swept setting (e.g. task.depth), one line per mitigation set."""
-    figures = []
-    keys = sorted({o.split("=")[0] for o in cells["overrides"] for o in o.split(";") if o})
-    metrics = [m for m in TASKS.get(task).headline_metrics if m in cells.columns]
-    for key in keys:
-        column = "config_" + key
-        if column not in cells or cells[column].nunique() < 3 or not metrics:
-            continue
-        swept_sets = cells.loc[cells["overrides"].str.contains(key + "=", regex=False), "mitigations"]
-        swept = cells[cells["mitigations"].isin(swept_sets)].copy()
-        # one panel per value of the other swept settings, so no line averages over them
-        swept["others"] = swept["overrides"].map(
-            lambda o: ";".join(p for p in o.split(";") if p and not p.startswith(key + "="))
-        )
-        long = swept.melt(id_vars=["mitigations", column, "others"], value_vars=metrics, var_name="metric")
-        g = sns.relplot(
-            data=long,
-            x=column,
-            y="value",
-            hue="mitigations",
-            row="metric",
-            col="others",
-            kind="line",
-            marker="o",
-            errorbar="sd",
-            height=3.0,
-            facet_kws={"sharey": "row"},
-        )
-        g.set_axis_labels(key, "")
-        ticks = sorted(long[column].dropna().unique())
-        for ax in g.axes.flat:
-            ax.set_xscale("log")
-            ax.minorticks_off()
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-        figures.append(_save(g.figure, out / f"{study}_{key.replace('.', '_')}.png", plt))
-    return figures
+ID_COLUMNS = ["study", "task", "mitigations", "setting", "seed", "run_id"]
+DIAGNOSIS_COLUMNS = ["status", "init", "training", "training_flags"]
 
 
-def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.DataFrame:
-    """Keep the hidden layers of the same kind as the first hidden one (as grad_ratio does) and
-    number them in input->output order; time steps (``t0``, ``t1``...) are all kept."""
-    keep = []
-    for run_id, group in flow.groupby("run_id", sort=False):
-        hidden = [entry["name"] for entry in layers.get(run_id, []) if entry["hidden"]]
-        names = list(group["layer"])
-        if hidden and set(names) & set(hidden):
-            names = [n for n in names if n in hidden and layer_kind(n) == layer_kind(hidden[0])]
-        keep.append(group[group["layer"].isin(names)].assign(position=range(len(names))))
-    return pd.concat(keep, ignore_index=True)
-
-
-def write_figures(
-    study: str, task: str, cells: pd.DataFrame, probes: pd.DataFrame, out: Path, layers: dict[str, list[dict]]
-) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    figures = []
-    data = probes[probes["study"] == study]
-    data = data.assign(overrides=data["overrides"].replace("", "defaults"))  # panel title for no overrides
-    flow_metric = TASKS.get(task).flow_metric
-    flow = data[(data["metric"] == flow_metric) & (data["step"] == 0)].copy()
-    if not flow.empty:
-        flow = _like_with_like(flow, layers)
-        xlabel = "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t"
-        figures.append(
-            _log_lines(
-                sns,
-                plt,
-                flow,
-                out / f"{study}_gradient_flow.png",
-                "position",
-                xlabel,
-                f"{flow_metric} at step 0",
-                col="overrides",
-                col_wrap=3,
-                facet_kws={"sharex": False},
-            )
-        )
-    per_block = data[
-        (data["metric"] == "grad_norm") & (data["step"] == 0) & data["layer"].str.contains(".", regex=False)
+def tidy_summary(cells: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: one numeric value per row (study, task, mitigations, setting, seed, run_id, metric, value)."""
+    found = cells[cells["status"] != "missing"]
+    numeric = [
+        c
+        for c in found.columns
+        if c not in ID_COLUMNS + DIAGNOSIS_COLUMNS
+        and pd.api.types.is_numeric_dtype(found[c])
+        and not c.startswith(("task.", "optim.", "mitigation."))
     ]
-    if not per_block.empty:  # tasks with several kinds of layer per block (e.g. attention and MLP)
-        per_block = per_block.assign(
-            block=per_block["layer"].str.extract(r"(\d+)\.", expand=False).astype(int),
-            kind=per_block["layer"].map(layer_kind),
-        )
-        figures.append(
-            _log_lines(
-                sns,
-                plt,
-                per_block,
-                out / f"{study}_grad_norm_per_block.png",
-                "block",
-                "block",
-                "grad_norm at step 0",
-                row="kind",
-                col="overrides",
-                height=2.6,
-            )
-        )
-    figures += _sweep_figures(study, task, cells, out, sns, plt)
-    loss = data[data["metric"] == "batch_loss"]
-    if not loss.empty:
-        figures.append(
-            _log_lines(
-                sns,
-                plt,
-                loss,
-                out / f"{study}_loss.png",
-                "step",
-                "step",
-                "training batch loss (mean since last sample)",
-                xscale="symlog",
-                marker=None,
-                col="overrides",
-                col_wrap=3,
-            )
-        )
-    return figures
+    long = found.melt(id_vars=ID_COLUMNS, value_vars=numeric, var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    return long.sort_values(ID_COLUMNS[:5] + ["metric"], kind="stable").reset_index(drop=True)
 
 
-def _log_lines(
-    sns: Any,
-    plt: Any,
-    data: pd.DataFrame,
-    path: Path,
-    x: str,
-    xlabel: str,
-    ylabel: str,
-    xscale: str = "linear",
-    marker: str | None = "o",
-    **facets: Any,
-) -> Path:
-    """Mean line per mitigation set with a log y axis, faceted as asked. Exact zeros (float32
-    underflow, truncated gradients) cannot be drawn on a log axis and are left out."""
-    facets.setdefault("height", 3.2)
-    g = sns.relplot(
-        data=data[data["value"] > 0],
-        x=x,
-        y="value",
-        hue="mitigations",
-        kind="line",
-        marker=marker,
-        errorbar=None,
-        **facets,
-    )
-    g.set(yscale="log", xscale=xscale)
-    if xscale == "symlog":  # steps start at 0: no negative half-axis
-        g.set(xlim=(0, None))
-    g.set_titles(row_template="{row_name}", col_template="{col_name}")
-    g.set_axis_labels(xlabel, ylabel)
-    return _save(g.figure, path, plt)
-
-
-def _save(figure: Any, path: Path, plt: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
-    return path
-
-
-def _provenance(records: list[dict]) -> str:
-    keys = ("gradbench", "torch", "python", "git_commit", "lock_file_sha256", "cpu", "threads")
+def _provenance(records: list[dict]) -> tuple[str, str | None]:
+    """(the provenance section, a warning if records come from several source commits)."""
+    keys = ("gradbench", "git_commit", "git_dirty", "lock_file_sha256", "torch", "python", "cpu", "threads")
     lines = []
     for key in keys:
         values = Counter(str(r["provenance"].get(key)) for r in records)
         lines.append(f"- {key}: " + ", ".join(f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.items()))
+    paths = Counter(
+        str(r["provenance"]["numerics"]["aten_cpu_capability"]) + " / " + str(r["provenance"]["numerics"]["mode"])
+        for r in records
+    )
+    lines.append(
+        "- CPU code path (ATen capability / numerics): " + ", ".join(f"{v} ({n} runs)" for v, n in paths.items())
+    )
     wall = sum(r["provenance"]["wall_time_s"] for r in records)
     lines.append(f"- total training wall time: {wall:.0f} s over {len(records)} runs")
-    return "\n".join(lines)
+    sources = Counter((r["provenance"].get("git_commit"), r["provenance"].get("git_dirty")) for r in records)
+    warning = None
+    if len(sources) > 1:
+        listed = "; ".join(f"{c or 'unknown'}{' (dirty)' if d else ''}: {n} runs" for (c, d), n in sources.items())
+        warning = f"records come from {len(sources)} different gradbench sources: {listed}"
+    return "\n".join(lines), warning
 
 
-def write_report(results: str, out: str, profile: str, studies: list[str] | None) -> Path:
-    valid = group_options("study")
-    studies = studies or valid
-    for s in studies:
-        if s not in valid:
-            raise UserError(f"unknown study '{s}'; valid studies: {', '.join(valid)}")
-    if not Path(results).is_dir():
-        raise UserError(f"no records directory '{results}'; run `gradbench study NAME` (or `nox`) first")
-    cells, probes, records = collect(results, profile, studies)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tidy_summary(cells).to_csv(out_dir / "summary.csv", index=False)
-    parts = [
-        f"# gradbench report ({profile} profile)\n",
-        "Generated by `gradbench report` from the records in "
-        f"`{results}/`; regenerate with `nox`. Do not edit by hand.\n",
-    ]
-    for study in studies:
-        study_cells = cells[cells["study"] == study]
-        task = study_cells["task"].iloc[0]
-        parts.append(f"## Study `{study}` (task `{task}`)\n")
-        parts.append(study_table(study_cells, task) + "\n")
-        layers = {r["run_id"]: r.get("layers", []) for r in records}
-        figures = write_figures(study, task, study_cells, probes, out_dir / "figures", layers) if len(probes) else []
-        for fig in figures:
-            parts.append(f"![{fig.stem}](figures/{fig.name})\n")
-    parts.append("## Provenance\n")
-    parts.append(_provenance(records) + "\n" if records else "no records\n")
-    path = out_dir / "summary.md"
-    path.write_text("\n".join(parts))
-    missing = int((cells["status"] == "missing").sum())
-    print(f"report: {path} ({len(records)} records, {missing} cells missing)", file=sys.stderr)
+def write_report(results: str, out: str, profile: str, studies: list[str] | None, runs_dir: str | None = None) -> Path:
+    if runs_dir is not None:
+        if not Path(runs_dir).is_dir():
+            raise UserError(f"no records directory '{runs_dir}'")
+        manifests, source = adhoc_manifests(runs_dir), Path(runs_dir)
+        if not manifests:
+            raise UserError(f"no records of the current schema in '{runs_dir}'")
+    else:
+        if not Path(results).is_dir():
+            raise UserError(f"no records directory '{results}'; run `gradbench study NAME` (or `nox`) first")
+        manifests, source = load_manifests(results, profile), Path(results)
+        if not manifests:
+            raise UserError(
+                f"no study manifests for profile '{profile}' in '{results}/_studies'; run `gradbench study NAME --profile {profile}` first"
+            )
+    names = [m["study"] for m in manifests]
+    for s in studies or []:
+        if s not in names:
+            raise UserError(
+                f"no manifest for study '{s}' (profile {profile}); studies with records: {', '.join(names)}"
+            )
+    manifests = [m for m in manifests if not studies or m["study"] in studies]
+    path = _atomic_dir(Path(out), lambda tmp: _write(tmp, manifests, source, profile)) / "summary.md"
+    print(f"report: {path}", file=sys.stderr)
     return path
+
+
+def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
+    from suite.figures import write_figures
+
+    all_cells, all_records, parts, skipped = [], {}, [], 0
+    for manifest in manifests:
+        cells, probes, records, old = collect(manifest, source)
+        all_cells.append(cells)
+        all_records.update(records)
+        skipped += old
+        first = next(iter(records.values()), None)
+        headline = first["task_info"]["headline_metrics"] if first else ["final_train_loss"]
+        parts.append(f"## Study `{manifest['study']}` (task `{manifest['task']}`)\n")
+        if manifest.get("description"):
+            parts.append(manifest["description"] + "\n")
+        parts.append(study_table(cells, manifest, headline) + "\n")
+        for fig in write_figures(manifest, cells, probes, records, headline, out / "figures"):
+            parts.append(f"![{fig.stem}](figures/{fig.name})\n")
+    cells = pd.concat(all_cells, ignore_index=True)
+    tidy_summary(cells).to_csv(out / "summary.csv", index=False)
+    found = cells[cells["status"] != "missing"]
+    found[[c for c in ID_COLUMNS + DIAGNOSIS_COLUMNS if c in found]].to_csv(out / "diagnosis.csv", index=False)
+    header = [
+        f"# gradbench report ({profile} profile)\n",
+        f"Generated by `gradbench report` from the records in `{source}/`; regenerate with `nox`. Do not edit by hand.\n",
+        _legend(manifests[0]["diagnosis"]),
+    ]
+    records = list(all_records.values())
+    provenance, mixed = _provenance(records) if records else ("no records", None)
+    if mixed:
+        header.append(f"**Warning: {mixed}.**\n")
+        print(f"gradbench: warning: {mixed}", file=sys.stderr)
+    parts.append("## Provenance\n")
+    parts.append(provenance + "\n")
+    (out / "summary.md").write_text("\n".join(header + parts))
+    missing = int((cells["status"] == "missing").sum())
+    if skipped:
+        print(
+            f"gradbench: warning: {skipped} records of an older schema were skipped (shown as missing); rerun their studies",
+            file=sys.stderr,
+        )
+    print(f"report: {len(records)} records, {missing} cells missing", file=sys.stderr)
+
+
+def _legend(t: dict[str, float]) -> str:
+    return f"""Each table row is one cell (mitigations × swept settings); numbers are mean ± sample standard
+deviation over its seeds. *init* is the gradient flow of the untrained network, from the step-0
+ratio of the first to the last hidden layer's (or time step's) gradient norm: vanishing
+(≤ 1e-{t["vanishing_orders"]:g}), exploding (≥ 1e{t["exploding_orders"]:g}) or stable; the median log10 ratio is in brackets.
+*training* is what happened while training, in order of precedence: diverged (non-finite
+values), stalled (final training loss at or above {t["stall_fraction"]:.0%} of the task's chance loss), exploding
+(ratio ≥ 1e{t["exploding_orders"]:g} or global gradient norm above {t["exploding_grad_norm"]:g} at a sampled step after step 0,
+or grown {10 ** t["exploding_growth_orders"]:g}× over the later half), vanishing (ratio ≤ 1e-{t["vanishing_orders"]:g} over the later half),
+dead_units (≥ {t["dead_fraction"]:.0%} of ReLU units dead), else healthy (inconclusive without evidence); the
+median later-half log10 ratio is in brackets. Counts are runs out of the completed ones; `-inf`
+is a ratio that underflowed float32 to zero.
+"""

@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from suite.config import OptimConfig, RunSpec
+from suite import numerics
+from suite.config import RunSpec
 from suite.diagnosis import diagnose
 from suite.errors import UserError
 from suite.mitigation import Mitigation
+from suite.optim import OPTIMIZERS, OptimConfig
 from suite.probes import ProbeContext, Rows, log_schedule
-from suite.records import provenance, run_id, write_record
+from suite.provenance import provenance
+from suite.records import SCHEMA_VERSION, write_record
 from suite.registry import PROBES
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 CHECK_EVERY = 25  # steps between non-finite checks of the running loss (one host sync each)
 
 
@@ -48,12 +50,10 @@ def seed_everything(seed: int, threads: int) -> None:
 
 
 def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter], mitigations: list) -> torch.optim.Optimizer:
-    if cfg.name not in OPTIMIZERS:
-        raise UserError(f"unknown optimiser '{cfg.name}'; valid: {', '.join(OPTIMIZERS)}")
     kwargs = dict(cfg.kwargs)
     for m in mitigations:
         kwargs = m.optimizer_kwargs(kwargs)
-    return OPTIMIZERS[cfg.name](params, lr=cfg.lr, **kwargs)
+    return OPTIMIZERS[cfg.name][0](params, lr=cfg.lr, **kwargs)
 
 
 class Progress:
@@ -77,39 +77,48 @@ class Progress:
 
 def run(spec: RunSpec) -> dict[str, Any]:
     """Train one configuration and write its record; returns the run.json dict."""
-    rid = run_id(spec.resolved)
-    device = resolve_device(spec.device)
+    rid = spec.run_id
+    device = resolve_device(spec.run.device)
     started = time.perf_counter()
-    seed_everything(spec.seed, spec.threads)
+    seed_everything(spec.run.seed, spec.run.threads)
+    if spec.run.progress and (note := numerics.warning(torch.backends.cpu.get_cpu_capability())):
+        print(f"gradbench: {note}", file=sys.stderr)
     status, error, rows, task = "completed", None, Rows(), None
     metrics: dict[str, float] = {}
     layers: list[dict[str, Any]] = []
     try:  # data and model are built inside: their failure is a recorded result too
         task = spec.task_cls(spec.task_config, device)
         model = task.build_model()
-        layers = [{"name": layer.name, "hidden": layer.hidden} for layer in model.layers()]
+        layers = [layer.describe() for layer in model.layers()]
         metrics, status = _train(spec, task, model, rows, rid)
     except Exception as exc:  # a failed run is a result; the sweep goes on
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-        if spec.progress:
+        if spec.run.progress:
             traceback.print_exc(file=sys.stderr)
     records = rows.to_records()
-    summary = _summary(records, metrics, spec.task_config.steps)
+    steps = spec.task_config.steps
+    chance = task.chance_loss() if task is not None else None
     record = {
+        "schema_version": SCHEMA_VERSION,
         "run_id": rid,
         "status": status,
         "error": error,
         "task": spec.task_cls.name,
         "mitigations": [m.name for m in spec.mitigations],
-        "seed": spec.seed,
-        "config": spec.resolved,
-        "constants": task.constants() if task is not None else {},
-        "layers": layers,  # probe-able layers in input->output order
+        "seed": spec.run.seed,
+        "settings": spec.settings,  # every setting, flat dotted keys, defaults included
+        "task_info": {  # what the task declares, so a reader never looks the task up
+            "headline_metrics": list(spec.task_cls.headline_metrics),
+            "flow_metric": spec.task_cls.flow_metric,
+            "chance_loss": chance,
+            "constants": task.constants() if task is not None else {},
+            "layers": layers,  # probe-able layers in input->output order
+        },
         "provenance": provenance(device, time.perf_counter() - started),
-        "summary": summary,
-        "diagnosis": diagnose(records, status, spec.diagnosis) if status != "failed" else None,
+        "summary": _summary(records, metrics, steps),
+        "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis),
     }
-    write_record(spec.results_dir, record, records)
+    write_record(spec.run.results_dir, record, records)
     return record
 
 
@@ -128,11 +137,11 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
     probes = [p() for p in (PROBES.get(name) for name in spec.probe.names)]
     probes = [p for p in probes if p.applies(task, model)]
     ctx = ProbeContext(task=task, model=model, layers=model.layers(), params=params, rows=rows)
-    schedule = set(log_schedule(task.steps, spec.probe.samples))
+    schedule = set(log_schedule(task.steps, spec.probe.samples, spec.probe.linear_samples))
     eval_schedule = set(log_schedule(task.steps, spec.probe.eval_samples))
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+    generator = torch.Generator(device="cpu").manual_seed(spec.run.seed)
     batches = task.batches(generator)
-    progress = Progress(rid[:8], task.steps, spec.progress)
+    progress = Progress(rid[:8], task.steps, spec.run.progress)
     loss_sum = torch.zeros((), device=task.device)  # running sum since the last sample
     loss_count = 0
     for step in range(task.steps):

@@ -4,12 +4,13 @@ A study file (``conf/study/<name>.yaml``) lists grid entries; each entry is a li
 mitigation sets, optionally a ``sweep`` of override values (cartesian product) and the
 ``profiles`` it belongs to. A cell is composed through Hydra like any single run, so its
 ``run_id`` is the same as ``gradbench run`` would give; cells whose finished record exists
-are skipped, which makes an interrupted study resume where it stopped.
+are skipped, which makes an interrupted study resume where it stopped. Before training, the
+study writes its manifest, ``<results>/_studies/<study>-<profile>.json``: every cell with its
+settings and run_id, which the reporter reads instead of composing configs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import multiprocessing
 import sys
@@ -21,20 +22,20 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from suite.config import compose, load_group_file, prepare
-from suite.records import is_finished, run_id
+from suite.records import is_finished, varying_settings, write_manifest
 
 
 @dataclass(frozen=True)
 class Cell:
     study: str
     task: str
-    mitigations: tuple[str, ...]
+    mitigations: tuple[str, ...]  # in the order they apply (order can change results)
     overrides: tuple[str, ...]  # the cell's own settings, e.g. ("task.depth=40",)
     seed: int
 
     @property
     def label(self) -> str:
-        return "+".join(sorted(self.mitigations)) or "baseline"
+        return "+".join(self.mitigations) or "baseline"
 
     def hydra_overrides(self, profile: str, extra: list[str]) -> list[str]:
         return [
@@ -50,14 +51,15 @@ class Cell:
 @dataclass
 class PlannedRun:
     cell: Cell
-    config: dict[str, Any]  # resolved config
+    config: dict[str, Any]  # composed config, resolved
+    settings: dict[str, Any]  # flat typed settings (what the record will carry)
     run_id: str
     results_dir: str
     finished: bool = False
 
 
-def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) -> list[Cell]:
-    """All cells of study ``name`` under ``profile`` (plus extra mitigation sets, if given)."""
+def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) -> tuple[dict[str, Any], list[Cell]]:
+    """The study file and all its cells under ``profile`` (plus extra mitigation sets, if given)."""
     study = OmegaConf.to_container(load_group_file("study", name), resolve=True)
     assert isinstance(study, dict)
     task, seeds = study["task"], list(study["seeds"])
@@ -77,29 +79,48 @@ def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) ->
                 for seed in seeds:
                     cell = Cell(name, task, tuple(mitigations), overrides, int(seed))
                     cells.setdefault((cell.mitigations, cell.overrides, cell.seed), cell)
-    return list(cells.values())
+    return study, list(cells.values())
 
 
-def plan(name: str, profile: str, extra: list[str], with_sets: list[list[str]] | None = None) -> list[PlannedRun]:
-    """One planned run per distinct config; a cell's overrides keep only non-default settings."""
+def plan(
+    name: str, profile: str, extra: list[str], with_sets: list[list[str]] | None = None
+) -> tuple[dict[str, Any], list[PlannedRun]]:
+    """The study's manifest and one planned run per distinct training identity."""
+    study, cells = expand(name, profile, with_sets)
     runs: dict[str, PlannedRun] = {}
-    defaults: dict[str, Any] = {}
-    for cell in expand(name, profile, with_sets):
-        if cell.task not in defaults:
-            defaults[cell.task] = compose([f"task={cell.task}", f"profile={profile}", *extra])
-        changed = tuple(o for o in cell.overrides if not _is_default(defaults[cell.task], o))
-        cell = dataclasses.replace(cell, overrides=changed)
-        config = OmegaConf.to_container(compose(cell.hydra_overrides(profile, extra)), resolve=True)
-        rid = run_id(config)
-        results_dir = str(config["results_dir"])
-        runs.setdefault(rid, PlannedRun(cell, config, rid, results_dir, is_finished(results_dir, rid)))
-    return list(runs.values())
+    for cell in cells:
+        cfg = compose(cell.hydra_overrides(profile, extra))
+        spec = prepare(cfg)  # refuses bad cells (a mitigation that cannot apply...) before any training
+        config = OmegaConf.to_container(cfg, resolve=True)
+        rid, results_dir = spec.run_id, spec.run.results_dir
+        runs.setdefault(rid, PlannedRun(cell, config, spec.settings, rid, results_dir, is_finished(results_dir, rid)))
+    return _manifest(name, profile, study, list(runs.values())), list(runs.values())
 
 
-def _is_default(defaults: Any, override: str) -> bool:
-    key, _, value = override.partition("=")
-    current = OmegaConf.select(defaults, key.lstrip("+"), default=None)
-    return current is not None and str(current) == value
+def _manifest(name: str, profile: str, study: dict[str, Any], runs: list[PlannedRun]) -> dict[str, Any]:
+    """What the reporter needs to show a study without composing any config: every cell with its
+    settings and run_id, the settings that vary across cells, and the diagnosis thresholds."""
+    observe = ("probe.", "diagnosis.", "profile.")
+    cells = [
+        {
+            "run_id": r.run_id,
+            "mitigations": list(r.cell.mitigations),
+            "seed": r.cell.seed,
+            "settings": {k: v for k, v in r.settings.items() if not k.startswith(observe)},
+        }
+        for r in runs
+    ]
+    first = runs[0].settings if runs else {}
+    return {
+        "manifest_version": 1,
+        "study": name,
+        "profile": profile,
+        "task": study["task"],
+        "description": study.get("description", ""),
+        "swept": varying_settings([c["settings"] for c in cells]),
+        "diagnosis": {k.partition(".")[2]: v for k, v in first.items() if k.startswith("diagnosis.")},
+        "cells": cells,
+    }
 
 
 def _execute(config: dict[str, Any]) -> dict[str, Any]:
@@ -110,15 +131,16 @@ def _execute(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
-    """Run every unfinished cell; returns the number of failed runs."""
-    runs = plan(name, profile, extra, with_sets)
+    """Write the study's manifest, then run every unfinished cell; returns the number of failed runs."""
+    manifest, runs = plan(name, profile, extra, with_sets)
     todo = [r for r in runs if not r.finished]
+    if runs:
+        path = write_manifest(runs[0].results_dir, manifest)
+        print(f"study {name}: manifest {path}", file=sys.stderr)
     print(
         f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run",
         file=sys.stderr,
     )
-    for r in todo:  # fail fast on user errors (e.g. a mitigation that cannot apply) before any training
-        prepare(OmegaConf.create(r.config))
     failed, start = 0, time.perf_counter()
     if jobs <= 1 or len(todo) <= 1:
         results = ((r, _execute(r.config)) for r in todo)
@@ -136,12 +158,14 @@ def _report_progress(results, total: int, start: float) -> int:
     failed = 0
     for i, (planned, record) in enumerate(results, 1):
         cell = planned.cell
-        verdict = (record.get("diagnosis") or {}).get("verdict", "-")
-        acc = record["summary"].get("test_accuracy")
-        acc_text = "" if acc is None else f" test_accuracy={acc:.3f}"
+        diagnosis = record.get("diagnosis") or {}
+        verdict = "/".join(diagnosis[part]["verdict"] for part in ("init", "training")) if diagnosis else "-"
+        loss = record["summary"].get("final_train_loss")
+        loss_text = "" if loss is None else f" final_train_loss={loss:.4g}"
         settings = " ".join(cell.overrides)
         print(
-            f"[{i}/{total}] {cell.label} {settings} seed={cell.seed}: {record['status']} {verdict}{acc_text}"
+            f"[{i}/{total}] {cell.label} {settings} seed={cell.seed}: {record['status']} (init/training {verdict})"
+            f"{loss_text}"
             f" ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
             file=sys.stderr,
         )

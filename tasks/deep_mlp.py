@@ -3,7 +3,7 @@
 The classic vanishing-gradient setting (Glorot & Bengio 2010; Hochreiter 1991): with
 sigmoid units, sigma' <= 1/4, and PyTorch's default init, each layer scales the backward
 signal by well under 1, so the first layers of a 20-layer net receive a vanishing fraction of
-the last layer's gradient. Knobs: activation, init, norm, residual.
+the last layer's gradient. Knobs: activation, init, norm, residual (none or identity, from ``suite.schemes``).
 """
 
 from __future__ import annotations
@@ -15,22 +15,25 @@ from torch import nn
 
 from suite.nn import ACTIVATIONS, INITS, NORMS, Activation, check_choice, init_linear_stack, make_norm
 from suite.registry import TASKS
+from suite.schemes import ResidualSum
 from suite.task import Layer, ProbedModel
 from tasks.digits import DigitsClassification
 
 
 @dataclass
 class DeepMLPConfig:
-    depth: int = 20  # hidden layers
-    width: int = 64  # units per hidden layer
-    activation: str = "sigmoid"  # knob: sigmoid|tanh|relu|leaky_relu|gelu|silu|identity
-    init: str = "default"  # knob: default|xavier|he|orthogonal|small
-    norm: str = "none"  # knob: none|batchnorm|layernorm (between linear and activation)
-    residual: str = "none"  # knob: none | identity (skip around each width->width hidden block)
-    steps: int = 600  # optimiser steps
-    batch_size: int = 64  # examples per step
-    test_fraction: float = 0.2  # share of the 1,797 images held out
-    split_seed: int = 0  # seed of the train/test split (fixed across run seeds)
+    """Settings of ``deep_mlp``; values and their comments live in ``conf/task/deep_mlp.yaml``."""
+
+    depth: int
+    width: int
+    activation: str
+    init: str
+    norm: str
+    residual: str
+    steps: int
+    batch_size: int
+    test_fraction: float
+    split_seed: int
 
     def __post_init__(self) -> None:
         if self.depth < 1 or self.width < 1 or self.steps < 1 or self.batch_size < 1:
@@ -50,11 +53,10 @@ class Block(nn.Module):
         self.linear = nn.Linear(d_in, d_out)
         self.norm = make_norm(cfg.norm, d_out)
         self.act = Activation(cfg.activation)
-        self.skip = cfg.residual == "identity" and d_in == d_out
+        self.sum = ResidualSum(cfg.residual if d_in == d_out else "none", cfg.depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.norm(self.linear(x)))  # (B, d_out)
-        return x + h if self.skip else h
+        return self.sum(x, self.act(self.norm(self.linear(x))))  # (B, d_out)
 
 
 class MLP(ProbedModel):
@@ -71,8 +73,10 @@ class MLP(ProbedModel):
         return self.head(x)  # (B, n_classes)
 
     def layers(self) -> list[Layer]:
-        hidden = [Layer(f"hidden_{i}", b.linear.weight, b.act) for i, b in enumerate(self.blocks)]
-        return hidden + [Layer("head", self.head.weight, hidden=False)]
+        hidden = [
+            Layer(f"hidden_{i}", b.linear.weight, b.act, block=i, kind="hidden") for i, b in enumerate(self.blocks)
+        ]
+        return hidden + [Layer("head", self.head.weight, hidden=False, kind="head")]
 
 
 @TASKS.register("deep_mlp")

@@ -77,6 +77,15 @@ class DigitsClassification(Task):
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
         self.data: Digits = load_digits(config.test_fraction, config.split_seed, device)
+        if config.batch_size > self.data.x_train.shape[0]:
+            raise ValueError(
+                f"task.batch_size={config.batch_size} exceeds the {self.data.x_train.shape[0]} training images"
+            )
+
+    def chance_loss(self) -> float:
+        """Cross-entropy of the class frequencies: the best prediction that ignores the image."""
+        p = torch.bincount(self.data.y_train, minlength=self.data.n_classes).double() / len(self.data.y_train)
+        return float(-(p[p > 0] * p[p > 0].log()).sum())
 
     def batches(self, generator: torch.Generator) -> Iterator[Any]:
         return self.data.batches(self.config.batch_size, generator)

@@ -18,23 +18,26 @@ from torch import nn
 
 from suite.nn import INITS, Activation, check_choice, init_linear_stack
 from suite.registry import TASKS
+from suite.schemes import ResidualSum, fixup_init
 from suite.task import Layer, ProbedModel
 from tasks.digits import DigitsClassification
 
-RESIDUALS = ("none", "identity", "fixup", "rezero", "skipinit")
+RESIDUALS = ("none", "identity", "fixup", "rezero", "skipinit")  # schemes of suite.schemes this task composes
 
 
 @dataclass
 class ResNetConfig:
-    depth: int = 20  # 6n+2 weight layers: 8, 20, 56, 110
-    width: int = 8  # channels of the first stage (then 2x, 4x); He et al. use 16 on CIFAR
-    norm: str = "batchnorm"  # knob: batchnorm | none
-    residual: str = "none"  # knob: none (plain) | identity | fixup | rezero | skipinit
-    init: str = "he"  # knob: he (the paper's) | default | xavier | orthogonal | small
-    steps: int = 400  # optimiser steps
-    batch_size: int = 64  # images per step
-    test_fraction: float = 0.2  # share of the 1,797 images held out
-    split_seed: int = 0  # train/test split seed, fixed across run seeds
+    """Settings of ``resnet``; values and their comments live in ``conf/task/resnet.yaml``."""
+
+    depth: int
+    width: int
+    norm: str
+    residual: str
+    init: str
+    steps: int
+    batch_size: int
+    test_fraction: float
+    split_seed: int
 
     def __post_init__(self) -> None:
         if self.depth < 8 or (self.depth - 2) % 6:
@@ -50,17 +53,16 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    """conv-norm-relu-conv-norm, plus a shortcut that depends on the residual scheme:
+    """conv-norm-relu-conv-norm, plus a shortcut combined by a ``suite.schemes.ResidualSum``:
 
     - none (plain): relu(F(x)); identity: relu(x + F(x)) (He et al. 2016);
-    - fixup: relu(x + scale * F(x)) with no normalisation, scalar biases, the branch's last
-      conv zero-initialised and the first scaled by L^(-1/2) (Zhang, Dauphin & Ma 2019);
-    - rezero: x + alpha * F(x), alpha = 0 and no activation after the sum, so the block is the
-      identity at initialisation (Bachlechner et al. 2020);
-    - skipinit: relu(x + alpha * F(x)), alpha = 0, the scalar at the end of the branch
-      (De & Smith 2020)."""
+    - fixup: relu(x + scale * F(x)) with no normalisation and scalar biases around each conv
+      (Zhang, Dauphin & Ma 2019; initialisation in ``suite.schemes.fixup_init``);
+    - rezero: x + alpha * F(x) and no activation after the sum, so the block is the identity at
+      initialisation (Bachlechner et al. 2020);
+    - skipinit: relu(x + alpha * F(x)) (De & Smith 2020)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, cfg: ResNetConfig) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, cfg: ResNetConfig, n_blocks: int) -> None:
         super().__init__()
         self.scheme = cfg.residual
         norm = "none" if cfg.residual == "fixup" else cfg.norm
@@ -71,11 +73,9 @@ class BasicBlock(nn.Module):
         self.norm2 = _norm(norm, c_out)
         self.act2 = Activation("relu")
         self.stride, self.pad = stride, c_out - c_in
-        if cfg.residual in ("rezero", "skipinit"):
-            self.alpha = nn.Parameter(torch.zeros(()))
+        self.sum = ResidualSum(cfg.residual, n_blocks)
         if cfg.residual == "fixup":
             self.biases = nn.Parameter(torch.zeros(4))  # before conv1, after conv1, before conv2, after conv2
-            self.scale = nn.Parameter(torch.ones(()))
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """Option A: subsample, then zero-pad the new channels (no parameters)."""
@@ -84,19 +84,15 @@ class BasicBlock(nn.Module):
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch F(x), scaled as the scheme says (alpha, or Fixup's scalar and biases)."""
+        """The residual branch F(x) (with Fixup's scalar biases where the scheme has them)."""
         if self.scheme == "fixup":
             b = self.biases
-            return self.scale * self.conv2(self.act1(self.conv1(x + b[0]) + b[1]) + b[2]) + b[3]
-        f = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))  # (B, C_out, H', W')
-        return self.alpha * f if self.scheme in ("rezero", "skipinit") else f
+            return self.conv2(self.act1(self.conv1(x + b[0]) + b[1]) + b[2]) + b[3]
+        return self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))  # (B, C_out, H', W')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        if self.scheme == "none":
-            return self.act2(self.branch(x))
-        if self.scheme == "rezero":  # no activation after the sum
-            return self.shortcut(x) + self.branch(x)
-        return self.act2(self.shortcut(x) + self.branch(x))
+        out = self.sum(self.shortcut(x) if self.scheme != "none" else x, self.branch(x))
+        return out if self.scheme == "rezero" else self.act2(out)  # ReZero: no activation after the sum
 
 
 class CifarResNet(ProbedModel):
@@ -109,22 +105,14 @@ class CifarResNet(ProbedModel):
         blocks, c_in = [], w
         for stage, c_out in enumerate((w, 2 * w, 4 * w)):
             for i in range(n):
-                blocks.append(BasicBlock(c_in, c_out, 2 if stage > 0 and i == 0 else 1, cfg))
+                blocks.append(BasicBlock(c_in, c_out, 2 if stage > 0 and i == 0 else 1, cfg, 3 * n))
                 c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(c_in, n_classes)
         init_linear_stack([self], cfg.init)
-        if cfg.residual == "fixup":
-            self._fixup_init(len(blocks))
-
-    def _fixup_init(self, n_branches: int) -> None:
-        """Zhang et al. (2019): branch's first layer x L^(-1/(2m-2)) with m=2, last layer and head 0."""
-        with torch.no_grad():
-            for block in self.blocks:
-                block.conv1.weight.mul_(n_branches ** (-0.5))
-                block.conv2.weight.zero_()
-            self.head.weight.zero_()
-            self.head.bias.zero_()
+        if cfg.residual == "fixup":  # m = 2 layers per branch; the classifier starts at zero too
+            first, last = [b.conv1.weight for b in self.blocks], [b.conv2.weight for b in self.blocks]
+            fixup_init(first, [*last, self.head.weight, self.head.bias], len(self.blocks), m=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_act(self.stem_norm(self.stem(x.view(-1, 1, 8, 8))))  # (B, w, 8, 8)
@@ -133,10 +121,13 @@ class CifarResNet(ProbedModel):
         return self.head(x.mean(dim=(2, 3)))  # (B, n_classes)
 
     def layers(self) -> list[Layer]:
-        out = [Layer("stem", self.stem.weight, self.stem_act, hidden=False)]  # the input layer, like an embedding
+        out = [Layer("stem", self.stem.weight, self.stem_act, hidden=False, kind="stem")]  # the input layer
         for i, b in enumerate(self.blocks):
-            out += [Layer(f"block{i}.conv1", b.conv1.weight, b.act1), Layer(f"block{i}.conv2", b.conv2.weight, b.act2)]
-        return out + [Layer("head", self.head.weight, hidden=False)]
+            out += [
+                Layer(f"block{i}.conv1", b.conv1.weight, b.act1, block=i, kind="conv1"),
+                Layer(f"block{i}.conv2", b.conv2.weight, b.act2, block=i, kind="conv2"),
+            ]
+        return out + [Layer("head", self.head.weight, hidden=False, kind="head")]
 
 
 @TASKS.register("resnet")

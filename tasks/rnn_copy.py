@@ -22,23 +22,26 @@ from torch import nn
 
 from suite.nn import Activation, check_choice
 from suite.registry import TASKS
-from suite.task import Layer, ProbedModel, Task
+from suite.schemes import RECURRENT_INITS, init_recurrent
+from suite.task import Capability, Layer, ProbedModel, Task
 
 BLANK, DELIMITER = 0, 9  # tokens; symbols are 1..8
 
 
 @dataclass
 class RNNCopyConfig:
-    delay: int = 50  # T: the symbols must be recalled T+10 steps after they end
-    hidden: int = 128  # hidden units
-    cell: str = "rnn"  # knob: rnn | lstm | gru
-    activation: str = "tanh"  # knob: tanh | relu (plain rnn cell only)
-    init: str = "default"  # knob: default (PyTorch's) | orthogonal | identity, for the recurrent matrix
-    tbptt: int = 0  # knob: truncated BPTT window in time steps; 0 = full backpropagation through time
-    steps: int = 3000  # optimiser steps
-    batch_size: int = 32  # sequences per step
-    eval_size: int = 512  # fixed evaluation sequences
-    eval_seed: int = 12345  # seed of the evaluation sequences (fixed across run seeds)
+    """Settings of ``rnn_copy``; values and their comments live in ``conf/task/rnn_copy.yaml``."""
+
+    delay: int
+    hidden: int
+    cell: str
+    activation: str
+    init: str
+    tbptt: int
+    steps: int
+    batch_size: int
+    eval_size: int
+    eval_seed: int
 
     def __post_init__(self) -> None:
         if self.delay < 1 or self.hidden < 1 or self.steps < 1 or self.batch_size < 1 or self.tbptt < 0:
@@ -78,19 +81,7 @@ class RecurrentNet(ProbedModel):
         # observes the hidden states (B, L, H), which are the tanh/relu outputs of a plain RNN
         self.observe = Activation(cfg.activation, observe_only=True) if cfg.cell == "rnn" else None
         self.readout = nn.Linear(cfg.hidden, n_out)
-        if cfg.init != "default":
-            self._init_recurrent(cfg.init)
-
-    def _init_recurrent(self, scheme: str) -> None:
-        """Orthogonal (Saxe et al. 2014) or identity (Le et al. 2015) blocks for each gate; zero biases."""
-        with torch.no_grad():
-            for block in self.rnn.weight_hh_l0.view(-1, self.cfg.hidden, self.cfg.hidden):  # (gates, H, H)
-                if scheme == "orthogonal":
-                    nn.init.orthogonal_(block)
-                else:
-                    block.copy_(torch.eye(self.cfg.hidden))
-            self.rnn.bias_hh_l0.zero_()
-            self.rnn.bias_ih_l0.zero_()
+        init_recurrent(self.rnn.weight_hh_l0, (self.rnn.bias_hh_l0, self.rnn.bias_ih_l0), cfg.init, cfg.hidden)
 
     def recurrent_matrix(self) -> torch.Tensor:
         """The square matrix of the candidate path: W_hh (rnn), the g gate (lstm), the n gate (gru)."""
@@ -140,9 +131,9 @@ class RecurrentNet(ProbedModel):
 
     def layers(self) -> list[Layer]:
         return [
-            Layer("input", self.rnn.weight_ih_l0, hidden=False),
-            Layer("recurrent", self.rnn.weight_hh_l0, activation=self.observe),
-            Layer("readout", self.readout.weight, hidden=False),
+            Layer("input", self.rnn.weight_ih_l0, hidden=False, kind="input"),
+            Layer("recurrent", self.rnn.weight_hh_l0, activation=self.observe, block=0, kind="recurrent"),
+            Layer("readout", self.readout.weight, hidden=False, kind="readout"),
         ]
 
 
@@ -153,10 +144,11 @@ class RNNCopy(Task):
     knob_values = {
         "cell": ("rnn", "lstm", "gru"),
         "activation": ("tanh", "relu"),
-        "init": ("default", "orthogonal", "identity"),
+        "init": RECURRENT_INITS,
     }
     flow_metric = "grad_through_time"
     headline_metrics = ("loss_ratio_baseline", "copy_accuracy")
+    capabilities = frozenset({Capability.TIME_FLOW, Capability.RECURRENT})
 
     def __init__(self, config: RNNCopyConfig, device: torch.device) -> None:
         super().__init__(config, device)
@@ -165,6 +157,10 @@ class RNNCopy(Task):
 
     def constants(self) -> dict[str, float]:
         return {"baseline_loss": baseline_loss(self.config.delay)}
+
+    def chance_loss(self) -> float:
+        """The memoryless strategy's loss (blanks, then uniform over the 8 symbols)."""
+        return baseline_loss(self.config.delay)
 
     def build_model(self) -> RecurrentNet:
         return RecurrentNet(self.config).to(self.device)

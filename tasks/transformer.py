@@ -21,25 +21,28 @@ from torch import nn
 
 from suite.nn import Activation, check_choice, init_weight
 from suite.registry import TASKS
-from suite.task import Layer, ProbedModel, Task
+from suite.schemes import ResidualSum, deepnorm_init
+from suite.task import Capability, Layer, ProbedModel, Task
 
 
 @dataclass
 class TransformerConfig:
-    depth: int = 6  # L: transformer blocks
-    width: int = 64  # model dimension d
-    heads: int = 4  # attention heads (d / heads per head)
-    mlp_ratio: int = 4  # MLP hidden units = mlp_ratio * d, GELU
-    block_order: str = "post"  # knob: post (LN after the residual sum) | pre (LN inside the branch)
-    norm: str = "layernorm"  # knob: layernorm | none
-    residual: str = "identity"  # knob: identity | rezero | deepnorm
-    init: str = "default"  # knob: default (PyTorch's) | xavier | small
-    seq_len: int = 8  # tokens per sequence
-    vocab: int = 16  # token values 0..vocab-1
-    steps: int = 300  # optimiser steps
-    batch_size: int = 32  # sequences per step
-    eval_size: int = 512  # fixed evaluation sequences
-    eval_seed: int = 12345  # seed of the evaluation sequences (fixed across run seeds)
+    """Settings of ``transformer``; values and their comments live in ``conf/task/transformer.yaml``."""
+
+    depth: int
+    width: int
+    heads: int
+    mlp_ratio: int
+    block_order: str
+    norm: str
+    residual: str
+    init: str
+    seq_len: int
+    vocab: int
+    steps: int
+    batch_size: int
+    eval_size: int
+    eval_seed: int
 
     def __post_init__(self) -> None:
         if min(self.depth, self.width, self.heads, self.seq_len, self.vocab, self.steps, self.batch_size) < 1:
@@ -53,6 +56,21 @@ class TransformerConfig:
 def sort_batch(n: int, cfg: TransformerConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.randint(0, cfg.vocab, (n, cfg.seq_len), generator=generator)  # (n, T)
     return x, x.sort(dim=1).values
+
+
+def position_only_loss(seq_len: int, vocab: int) -> float:
+    """Cross-entropy (nats per token) of the best predictor that sees only positions: at position k
+    it predicts the law of the k-th smallest of ``seq_len`` uniform draws from ``vocab`` values,
+    P(X_(k) <= v) = sum_{j>=k} C(n, j) F^j (1 - F)^(n-j) with F = (v + 1) / vocab. Below ln(vocab)."""
+    n, total = seq_len, 0.0
+    for k in range(1, n + 1):
+        cdf = [
+            sum(math.comb(n, j) * f**j * (1 - f) ** (n - j) for j in range(k, n + 1))
+            for f in ((v + 1) / vocab for v in range(vocab))
+        ]
+        pmf = [b - a for a, b in zip([0.0, *cdf[:-1]], cdf, strict=True)]
+        total -= sum(p * math.log(p) for p in pmf if p > 0)
+    return total / n
 
 
 class SelfAttention(nn.Module):
@@ -87,22 +105,20 @@ class Block(nn.Module):
         use_norm = cfg.norm == "layernorm" and cfg.residual != "rezero"  # ReZero drops LayerNorm
         self.norm1 = nn.LayerNorm(d) if use_norm else nn.Identity()
         self.norm2 = nn.LayerNorm(d) if use_norm else nn.Identity()
-        if cfg.residual == "rezero":
-            self.alpha = nn.Parameter(torch.zeros(()))
-        # DeepNet (Wang et al. 2022), encoder-only: x <- LN(alpha * x + F(x)), alpha = (2L)^(1/4)
-        self.skip_scale = (2 * cfg.depth) ** 0.25 if cfg.residual == "deepnorm" else 1.0
+        # one scheme per block; ReZero's alpha is shared by both sublayers, as in its official code
+        self.sum = ResidualSum(cfg.residual, cfg.depth)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp_out(self.act(self.mlp_in(x)))  # (B, T, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d)
         for branch, norm in ((self.attn, self.norm1), (self.mlp, self.norm2)):
-            if self.cfg.residual == "rezero":
-                x = x + self.alpha * branch(x)
+            if self.cfg.residual == "rezero":  # no normalisation at all
+                x = self.sum(x, branch(x))
             elif self.cfg.block_order == "pre":
-                x = x + branch(norm(x))
-            else:
-                x = norm(self.skip_scale * x + branch(x))
+                x = self.sum(x, branch(norm(x)))
+            else:  # Post-LN; DeepNorm up-weights the skip path inside the sum
+                x = norm(self.sum(x, branch(x)))
         return x
 
 
@@ -125,17 +141,11 @@ class TransformerNet(ProbedModel):
                     init_weight(linear.weight, cfg.init)
                     if cfg.init != "default":
                         linear.bias.zero_()
-                if cfg.residual == "deepnorm":  # Wang et al. 2022: xavier, gain beta=(8L)^(-1/4) on v, out, MLP
-                    beta = (8 * cfg.depth) ** -0.25
+                if cfg.residual == "deepnorm":  # Wang et al. 2022: q, k Xavier; v, out, MLP with gain beta
                     d = cfg.width
                     nn.init.xavier_normal_(block.attn.qkv.weight[: 2 * d])
-                    for w in (
-                        block.attn.qkv.weight[2 * d :],
-                        block.attn.out.weight,
-                        block.mlp_in.weight,
-                        block.mlp_out.weight,
-                    ):
-                        nn.init.xavier_normal_(w, gain=beta)
+                    values = (block.attn.qkv.weight[2 * d :], block.attn.out.weight)
+                    deepnorm_init([*values, block.mlp_in.weight, block.mlp_out.weight], cfg.depth)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x) + self.pos  # (B, T, d)
@@ -147,15 +157,15 @@ class TransformerNet(ProbedModel):
         return [b.attn for b in self.blocks]
 
     def layers(self) -> list[Layer]:
-        out = [Layer("embed", self.embed.weight, hidden=False)]
+        out = [Layer("embed", self.embed.weight, hidden=False, kind="embed")]
         for i, b in enumerate(self.blocks):
             out += [
-                Layer(f"block{i}.attn_qkv", b.attn.qkv.weight),
-                Layer(f"block{i}.attn_out", b.attn.out.weight),
-                Layer(f"block{i}.mlp_in", b.mlp_in.weight, b.act),
-                Layer(f"block{i}.mlp_out", b.mlp_out.weight),
+                Layer(f"block{i}.attn_qkv", b.attn.qkv.weight, block=i, kind="attn_qkv"),
+                Layer(f"block{i}.attn_out", b.attn.out.weight, block=i, kind="attn_out"),
+                Layer(f"block{i}.mlp_in", b.mlp_in.weight, b.act, block=i, kind="mlp_in"),
+                Layer(f"block{i}.mlp_out", b.mlp_out.weight, block=i, kind="mlp_out"),
             ]
-        return out + [Layer("head", self.head.weight, hidden=False)]
+        return out + [Layer("head", self.head.weight, hidden=False, kind="head")]
 
 
 @TASKS.register("transformer")
@@ -169,6 +179,7 @@ class Transformer(Task):
         "init": ("default", "xavier", "small"),
     }
     headline_metrics = ("final_train_loss", "sort_accuracy")
+    capabilities = frozenset({Capability.ATTENTION})
 
     def __init__(self, config: TransformerConfig, device: torch.device) -> None:
         super().__init__(config, device)
@@ -177,6 +188,9 @@ class Transformer(Task):
 
     def build_model(self) -> TransformerNet:
         return TransformerNet(self.config).to(self.device)
+
+    def chance_loss(self) -> float:
+        return position_only_loss(self.config.seq_len, self.config.vocab)
 
     def batches(self, generator: torch.Generator) -> Iterator[Any]:
         while True:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 TINY = ["task.steps=12", "probe.samples=4", "probe.eval_samples=3", "progress=false"]  # a run in well under a second
 
@@ -15,3 +18,15 @@ def gradbench(*args: str, env: dict | None = None, cwd=None) -> subprocess.Compl
     script = Path(sys.executable).with_name("gradbench")
     command = [str(script)] if script.exists() else [shutil.which("gradbench") or "gradbench"]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@functools.cache
+def _composed_task_config(task: str) -> Any:
+    from suite.config import compose, prepare
+
+    return prepare(compose([f"task={task}", "progress=false"])).task_config
+
+
+def task_config(task: str, **changes: Any) -> Any:
+    """A task's typed config composed exactly as the CLI does (defaults from conf/), with ``changes``."""
+    return dataclasses.replace(_composed_task_config(task), **changes)

@@ -12,7 +12,7 @@ import sys
 import pytest
 from helpers import TINY
 
-from suite.config import compose, group_options, prepare
+from suite.config import compose, group_options, prepare, typed
 from suite.errors import UserError
 from suite.mitigation import KnobMitigation
 from suite.records import load_run
@@ -48,7 +48,19 @@ def test_unknown_names_fail_loudly_with_valid_names():
 def test_task_declares_layers_in_order_and_trains(task, results):
     record = run(prepare(compose([f"task={task}", f"results_dir={results}", *TINY])))
     assert record["status"] == "completed", record["error"]
-    assert record["diagnosis"]["verdict"] in ("vanishing", "exploding", "diverged", "dead_units", "healthy")
+    assert record["diagnosis"]["init"]["verdict"] in ("vanishing", "exploding", "stable")
+    assert record["diagnosis"]["training"]["verdict"] in (
+        "diverged",
+        "stalled",
+        "exploding",
+        "vanishing",
+        "dead_units",
+        "healthy",
+        "inconclusive",
+    )
+    info = record["task_info"]
+    assert info["chance_loss"] > 0 and info["flow_metric"] and info["headline_metrics"]
+    assert any(layer["hidden"] for layer in info["layers"])
     assert math.isfinite(record["summary"]["grad_ratio_init"])
     assert math.isfinite(record["summary"]["final_train_loss"])
 
@@ -58,9 +70,10 @@ def test_task_declares_layers_in_order_and_trains(task, results):
 def test_each_mitigation_applies_or_refuses_before_training(task, mitigation, results):
     cfg = compose([f"task={task}", f"mitigation=[{mitigation}]", f"results_dir={results}", *TINY])
     cls, task_cls = MITIGATIONS.get(mitigation), TASKS.get(task)
+    instance = typed(cls, cfg.mitigation[mitigation], "")
     accepted = task_cls.knob_values.get(getattr(cls, "knob", None))
     if issubclass(cls, KnobMitigation) and (
-        cls.knob not in task_cls.knobs or (accepted is not None and cls().knob_value() not in accepted)
+        cls.knob not in task_cls.knobs or (accepted is not None and instance.knob_value() not in accepted)
     ):
         with pytest.raises(UserError, match=f"mitigation '{mitigation}' cannot apply to task '{task}'"):
             prepare(cfg)
@@ -70,6 +83,29 @@ def test_each_mitigation_applies_or_refuses_before_training(task, mitigation, re
     assert record["status"] in ("completed", "diverged"), record["error"]
     assert record["mitigations"] == [mitigation]
     assert load_run(results / record["run_id"])["run_id"] == record["run_id"]
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_declared_capabilities_are_implemented_and_probes_use_only_declared_ones(task):
+    from suite.task import Capability, ProbedModel, Task
+
+    cls = TASKS.get(task)
+    assert set(cls.capabilities) <= set(Capability.ALL)
+    spec = prepare(compose([f"task={task}", *TINY]))
+    model = cls(spec.task_config, __import__("torch").device("cpu")).build_model()
+    hooks = {
+        Capability.TIME_FLOW: (cls, Task, "memory_loss"),
+        Capability.RECURRENT: (type(model), ProbedModel, "recurrent_matrix"),
+        Capability.ATTENTION: (type(model), ProbedModel, "attention_modules"),
+    }
+    for capability, (owner, base, method) in hooks.items():
+        implemented = getattr(owner, method) is not getattr(base, method)
+        assert implemented == (capability in cls.capabilities), (
+            f"{task}: {capability} declared={capability in cls.capabilities}"
+        )
+    layers = model.layers()
+    assert len({layer.name for layer in layers}) == len(layers)
+    assert all(layer.block is not None for layer in layers if layer.hidden)
 
 
 @pytest.mark.parametrize("probe", PROBES.names())

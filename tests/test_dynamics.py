@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+from helpers import task_config
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
 
-from tasks.deep_mlp import Block, DeepMLPConfig
-from tasks.resnet import CifarResNet, ResNetConfig
-from tasks.rnn_copy import BLANK, DELIMITER, RecurrentNet, RNNCopyConfig, baseline_loss, copy_batch
-from tasks.transformer import TransformerConfig, TransformerNet
+from tasks.deep_mlp import Block
+from tasks.resnet import CifarResNet
+from tasks.rnn_copy import BLANK, DELIMITER, RecurrentNet, baseline_loss, copy_batch
+from tasks.transformer import TransformerNet
 
 delays = st.integers(min_value=1, max_value=30)
 hidden = st.integers(min_value=4, max_value=24)
@@ -21,7 +22,7 @@ hidden = st.integers(min_value=4, max_value=24)
 @given(delays, st.integers(min_value=1, max_value=12), seeds)
 def test_tbptt_leaves_exactly_zero_gradient_beyond_its_window(delay, window, seed):
     torch.manual_seed(seed)
-    model = RecurrentNet(RNNCopyConfig(delay=delay, hidden=16, tbptt=window))
+    model = RecurrentNet(task_config("rnn_copy", delay=delay, hidden=16, tbptt=window))
     x, y = copy_batch(4, delay, torch.Generator().manual_seed(seed))
     taps: list[torch.Tensor] = []
     loss = torch.nn.functional.cross_entropy(model(x, taps)[:, -10:].flatten(0, 1), y[:, -10:].flatten())
@@ -38,7 +39,7 @@ def test_tbptt_leaves_exactly_zero_gradient_beyond_its_window(delay, window, see
 def test_fused_and_unrolled_recurrences_give_the_same_gradients(delay, cell, window, seed):
     """Training uses the fused kernel; the probe unrolls the same parameters: they must agree."""
     torch.manual_seed(seed)
-    model = RecurrentNet(RNNCopyConfig(delay=delay, hidden=8, cell=cell, tbptt=window)).double()
+    model = RecurrentNet(task_config("rnn_copy", delay=delay, hidden=8, cell=cell, tbptt=window)).double()
     x, y = copy_batch(3, delay, torch.Generator().manual_seed(seed))
     grads = []
     for taps in (None, []):
@@ -95,7 +96,7 @@ def test_lstm_with_open_forget_and_closed_input_gate_carries_cell_state_unchange
 @given(st.integers(min_value=2, max_value=16), st.sampled_from(["tanh", "relu", "gelu"]), seeds)
 def test_residual_block_jacobian_is_identity_plus_branch_jacobian(width, activation, seed):
     torch.manual_seed(seed)
-    cfg = DeepMLPConfig(width=width, activation=activation, residual="identity")
+    cfg = task_config("deep_mlp", width=width, activation=activation, residual="identity")
     block = Block(width, width, cfg).double()
     x = torch.randn(1, width, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(block, x).reshape(width, width)
@@ -131,7 +132,7 @@ def test_baseline_loss_is_the_memoryless_strategys_cross_entropy(delay):
 @given(st.integers(min_value=1, max_value=8), seeds)
 def test_rezero_transformer_is_the_identity_at_initialisation(depth, seed):
     torch.manual_seed(seed)
-    model = TransformerNet(TransformerConfig(depth=depth, residual="rezero"))
+    model = TransformerNet(task_config("transformer", depth=depth, residual="rezero"))
     h = torch.randn(2, 8, 64)
     out = h
     for block in model.blocks:
@@ -141,12 +142,14 @@ def test_rezero_transformer_is_the_identity_at_initialisation(depth, seed):
 
 @given(st.sampled_from([8, 20]), st.sampled_from(["rezero", "skipinit", "fixup"]), seeds)
 def test_rezero_skipinit_and_fixup_branches_output_zero_at_initialisation(depth, scheme, seed):
-    """ReZero/SkipInit: alpha = 0; Fixup: the branch's last conv is zero (Zhang et al. 2019)."""
+    """ReZero/SkipInit: alpha = 0; Fixup: the branch's last conv is zero (Zhang et al. 2019): the
+    residual sum adds nothing to the skip path at initialisation."""
     torch.manual_seed(seed)
-    model = CifarResNet(ResNetConfig(depth=depth, residual=scheme, norm="none"))
+    model = CifarResNet(task_config("resnet", depth=depth, residual=scheme, norm="none"))
     x = torch.randn(4, model.blocks[0].conv1.in_channels, 8, 8)
     for block in model.blocks:
-        assert torch.count_nonzero(block.branch(x)) == 0
+        skip = block.shortcut(x)
+        assert torch.equal(block.sum(skip, block.branch(x)), skip)
         if scheme == "rezero":  # and the block is the identity wherever the shape is kept
             assert torch.equal(block(x), block.shortcut(x))
         x = block(x)

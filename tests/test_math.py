@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
+from helpers import task_config
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import bounds, depths, gradient_sets, seeds, widths
 
 from suite.mitigations.gradients import ClipNorm, ClipValue
 from suite.probes import GradNorm, ProbeContext, Rows, global_norm
-from tasks.deep_mlp import MLP, DeepMLPConfig
+from tasks.deep_mlp import MLP
 
 
 def _as_params(grads: list[torch.Tensor]) -> list[torch.nn.Parameter]:
@@ -80,7 +81,7 @@ def _ensemble_ratio(width: int, depth: int, seed: int, activation: str, init: st
     ratios = []
     for k in range(ENSEMBLE):
         torch.manual_seed(seed + k)
-        model = MLP(width, 10, DeepMLPConfig(depth=depth, width=width, activation=activation, init=init))
+        model = MLP(width, 10, task_config("deep_mlp", depth=depth, width=width, activation=activation, init=init))
         m = _second_moments(model, torch.randn(256, width) * input_std)
         ratios.append(m[-1] / m[0])
     return sum(ratios) / len(ratios)
@@ -117,7 +118,7 @@ def test_sigmoid_and_tanh_derivative_bounds(values):
 @given(depths, seeds)
 def test_per_layer_gradient_norms_square_sum_to_global_norm(depth, seed):
     torch.manual_seed(seed)
-    model = MLP(16, 10, DeepMLPConfig(depth=depth, width=16, activation="tanh"))
+    model = MLP(16, 10, task_config("deep_mlp", depth=depth, width=16, activation="tanh"))
     x, y = torch.randn(32, 16), torch.randint(0, 10, (32,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
     rows = Rows()

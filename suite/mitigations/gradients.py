@@ -15,7 +15,7 @@ from suite.registry import MITIGATIONS
 class ClipNorm(Mitigation):
     """Rescale all gradients so their global L2 norm is at most ``max_norm`` (Pascanu et al. 2013)."""
 
-    max_norm: float = 1.0
+    max_norm: float  # value in conf/mitigation/clip_norm.yaml
 
     def __post_init__(self) -> None:
         if not self.max_norm > 0:
@@ -30,7 +30,7 @@ class ClipNorm(Mitigation):
 class ClipValue(Mitigation):
     """Clamp every gradient entry to [-clip, clip] (Mikolov 2012, as used in early RNN work)."""
 
-    clip: float = 0.5
+    clip: float  # value in conf/mitigation/clip_value.yaml
 
     def __post_init__(self) -> None:
         if not self.clip > 0:

@@ -17,7 +17,7 @@ from suite.task import ProbedModel
 class WeightDecay(Mitigation):
     """L2 weight decay passed to the optimiser (Krogh & Hertz 1992)."""
 
-    coefficient: float = 1e-4
+    coefficient: float  # value in conf/mitigation/weight_decay.yaml
 
     def __post_init__(self) -> None:
         if self.coefficient < 0:
@@ -33,7 +33,7 @@ class MaxNorm(Mitigation):
     """Max-norm constraint: after each step, each unit's incoming weight vector has L2 norm
     at most ``max_norm`` (Srivastava et al. 2014, Dropout, section 5.1)."""
 
-    max_norm: float = 3.0
+    max_norm: float  # value in conf/mitigation/max_norm.yaml
 
     def __post_init__(self) -> None:
         if not self.max_norm > 0:

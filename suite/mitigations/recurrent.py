@@ -41,7 +41,7 @@ class TruncatedBPTT(KnobMitigation):
     the hidden state is detached every ``window`` steps, bounding the product of Jacobians."""
 
     knob, value = "tbptt", None
-    window: int = 10
+    window: int  # value in conf/mitigation/tbptt.yaml
 
     def __post_init__(self) -> None:
         if self.window < 1:

@@ -32,7 +32,7 @@ class Warmup(Mitigation):
     """Linear learning-rate warmup over the first ``steps`` steps (Goyal et al. 2017; Vaswani et al.
     2017), which keeps Adam's early updates small while its second-moment estimates settle."""
 
-    steps: int = 100
+    steps: int  # value in conf/mitigation/warmup.yaml
 
     def __post_init__(self) -> None:
         if self.steps < 1:
