@@ -57,7 +57,8 @@ def _choose_numerics(argv: list[str]) -> None:
 def cmd_run(argv: list[str]) -> int:
     from suite.config import check_overrides, searchpath_override
 
-    overrides = [a for a in argv if not a.startswith("-")]
+    valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
+    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
     check_overrides(overrides)
     if not any(a.startswith("-") for a in argv):  # a single run: refuse bad settings in one line, before Hydra
         from suite.config import compose, prepare

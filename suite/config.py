@@ -87,11 +87,11 @@ def typed(schema: type, values: Any, prefix: str) -> Any:
         valid = ", ".join(f.name for f in dataclasses.fields(schema))
         raise UserError(
             f"unknown setting '{prefix}{exc.full_key}'; valid settings of {prefix or 'the top level'}: {valid}"
-        )
+        ) from None
     except MissingMandatoryValue as exc:
         raise UserError(
             f"setting '{prefix}{exc.full_key}' has no value; give one in its config file or on the command line"
-        )
+        ) from None
     except ValidationError as exc:
         raise UserError(f"setting '{prefix}{exc.full_key}': {str(exc).splitlines()[0]}") from None
     except OmegaConfBaseException as exc:

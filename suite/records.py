@@ -27,7 +27,8 @@ SCHEMA_VERSION = 2
 FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
 IDENTITY_PREFIXES = ("task.", "mitigation.", "optim.")  # setting groups that shape training
 IDENTITY_KEYS = ("task", "mitigations", "seed", "device", "threads", "numerics")
-STUDIES_DIR = "_studies"  # <results>/_studies/<study>-<profile>.json
+STUDIES_DIR = "_studies"
+MANIFEST_KEYS = {"study", "profile", "task", "swept", "diagnosis", "cells"}  # <results>/_studies/<study>-<profile>.json
 
 
 def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +133,9 @@ def load_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]
         except (OSError, ValueError) as exc:
             print(f"gradbench: warning: skipping unreadable manifest {path}: {exc}", file=sys.stderr)
             continue
-        if isinstance(manifest, dict) and manifest.get("profile") == profile:
+        if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
+            print(f"gradbench: warning: skipping {path}: not a study manifest", file=sys.stderr)
+        elif manifest["profile"] == profile:
             out.append(manifest)
     return out
 

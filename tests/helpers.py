@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.steps=12", "probe.samples=4", "probe.eval_samples=3", "progress=false"]  # a run in well under a second
 
 
@@ -30,3 +31,18 @@ def _composed_task_config(task: str) -> Any:
 def task_config(task: str, **changes: Any) -> Any:
     """A task's typed config composed exactly as the CLI does (defaults from conf/), with ``changes``."""
     return dataclasses.replace(_composed_task_config(task), **changes)
+
+
+def install_example(name: str, site: Path) -> dict[str, str]:
+    """pip-install ``examples/<name>`` into ``site``; the environment in which gradbench sees it."""
+    import os
+
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+        + ["--target", str(site), str(ROOT / "examples" / name)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pip.returncode == 0, pip.stderr
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}

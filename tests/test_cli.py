@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, gradbench
+from helpers import TINY, gradbench, install_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,10 +26,14 @@ def test_run_one_config_writes_a_complete_record(results):
     assert "diagnosis" in out.stdout
     (record,) = _records(results)
     assert record["status"] == "completed"
-    for key in ("run_id", "task", "mitigations", "seed", "config", "provenance", "summary", "diagnosis"):
+    for key in ("schema_version", "run_id", "task", "mitigations", "seed", "settings", "task_info", "provenance"):
         assert key in record
-    for key in ("gradbench", "torch", "python", "git_commit", "lock_file_sha256", "cpu", "threads", "wall_time_s"):
+    assert record["settings"]["task.depth"] == 3 and record["settings"]["task.width"] == 64  # defaults written out
+    for key in ("gradbench", "torch", "python", "git_commit", "git_dirty", "lock_file_sha256", "cpu", "numerics"):
         assert key in record["provenance"]
+    assert record["provenance"]["git_commit"] and record["provenance"]["lock_file_sha256"]
+    assert record["provenance"]["numerics"]["mode"] == "pinned"
+    assert {"init", "training", "thresholds"} <= set(record["diagnosis"])
     for key in ("grad_ratio_init", "final_train_loss", "test_accuracy"):
         assert record["summary"][key] is not None
     header = (results / record["run_id"] / "probes.csv").read_text().splitlines()[0]
@@ -51,6 +54,15 @@ def test_run_one_config_writes_a_complete_record(results):
         (["task.activation=softsign"], "activation 'softsign' is not one of sigmoid"),
         (["mitigation=[clip_norm]", "mitigation.clip_norm.max_norm=-1"], "clip_norm.max_norm must be > 0"),
         (["device=tpu"], "device 'tpu' is not one of cpu, cuda, auto"),
+        (["task.depth=abc"], "setting 'task.depth': Value 'abc' of type 'str' could not be converted to Integer"),
+        (["task.nope=1"], "Could not override 'task.nope'"),
+        (["+nope=1"], "unknown setting 'nope'; valid settings of the top level: seed"),
+        (["seed=-1"], "seed must be a non-negative integer, got -1"),
+        (["seed=1.5"], "setting 'seed'"),
+        (["threads=0"], "threads must be >= 1"),
+        (["optim.lr=nan"], "optim.lr must be finite and > 0"),
+        (["probe.names=[nope]"], "unknown probe 'nope'"),
+        (["numerics=fast"], "numerics 'fast' is not one of pinned, native"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
@@ -77,7 +89,7 @@ def test_diverging_run_is_recorded_not_crashed(results):
     assert out.returncode == 0, out.stderr
     (record,) = _records(results)
     assert record["status"] == "diverged"
-    assert record["diagnosis"]["verdict"] == "diverged"
+    assert record["diagnosis"]["training"]["verdict"] == "diverged"
 
 
 def test_hydra_multirun_sweeps_mitigation_sets(results):
@@ -104,11 +116,13 @@ def test_study_resumes_and_reports(tmp_path):
     out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| baseline | - | 3/3 |" in summary and "task.depth=40" in summary
+    assert "| mitigations | task.depth | runs |" in summary and "| baseline | 20 | 3/3 |" in summary
     csv = (reports / "summary.csv").read_text().splitlines()
-    assert csv[0] == "study,task,mitigations,overrides,seed,metric,value"
-    assert any(line.startswith("mlp_vanishing,deep_mlp,he_init+relu,task.depth=40,") for line in csv)
-    assert any(line.startswith("mlp_vanishing,deep_mlp,baseline,,0,grad_ratio_init,") for line in csv)
+    assert csv[0] == "study,task,mitigations,setting,seed,run_id,metric,value"
+    assert any(line.startswith("mlp_vanishing,deep_mlp,relu+he_init,task.depth=40,") for line in csv)
+    assert any(line.startswith("mlp_vanishing,deep_mlp,baseline,task.depth=20,0,") for line in csv)
+    manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
+    assert len(manifest["cells"]) == n and manifest["swept"] == ["task.depth"]
     assert {p.name for p in (reports / "figures").glob("*.png")} >= {
         "mlp_vanishing_gradient_flow.png",
         "mlp_vanishing_loss.png",
@@ -145,26 +159,7 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
 
 @pytest.mark.slow
 def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
-    site = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(ROOT / "examples" / "gradbench-agc"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert pip.returncode == 0, pip.stderr
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    env = install_example("gradbench-agc", tmp_path / "site")
     listing = gradbench("list", env=env)
     assert listing.returncode == 0, listing.stderr
     assert "  agc " in listing.stdout and "  agc_mlp" in listing.stdout
@@ -173,6 +168,7 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     assert study.returncode == 0, study.stderr
     sets = {tuple(r["mitigations"]) for r in _records(results) if r["status"] == "completed"}
     assert {("agc",), ("relu", "he_init", "agc"), ("clip_norm",), ()} <= sets
+    assert all(r["settings"]["mitigation.agc.clipping"] == 0.01 for r in _records(results) if "agc" in r["mitigations"])
     extra = gradbench(
         "study",
         "mlp_vanishing",
@@ -186,6 +182,8 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
         env=env,
     )
     assert extra.returncode == 0, extra.stderr
+    manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
+    assert sum(c["mitigations"] == ["agc"] for c in manifest["cells"]) == 3  # the --with cells are listed
     base = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     count = int(base.stderr.split(" runs,")[0].split()[-1])
     assert (
@@ -194,3 +192,20 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
             "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
         ).stderr
     )
+
+
+@pytest.mark.slow
+def test_example_task_plugin_installs_lists_runs_a_study_and_reports(tmp_path):
+    env = install_example("gradbench-deeplinear", tmp_path / "site")
+    listing = gradbench("list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "  deep_linear " in listing.stdout and "  deep_linear\n" in listing.stdout  # the task and its study
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    study = gradbench("study", "deep_linear", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    assert study.returncode == 0, study.stderr
+    records = _records(results)
+    assert len(records) == 18 and all(r["status"] == "completed" for r in records)
+    assert {r["settings"]["task.init"] for r in records} == {"default", "xavier", "orthogonal"}
+    out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "## Study `deep_linear` (task `deep_linear`)" in (reports / "summary.md").read_text()

@@ -29,8 +29,8 @@ def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
 class AdaptiveGradientClipping(Mitigation):
     """Adaptive gradient clipping, unit-wise (Brock et al. 2021, NFNets)."""
 
-    clipping: float = 0.01
-    eps: float = 1e-3
+    clipping: float  # values in conf/mitigation/agc.yaml, the one source of defaults
+    eps: float
 
     def __post_init__(self) -> None:
         if not self.clipping > 0:

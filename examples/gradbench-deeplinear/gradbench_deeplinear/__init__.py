@@ -1,0 +1,1 @@
+"""gradbench plugin: a deep linear network task (Saxe, McClelland & Ganguli 2014)."""

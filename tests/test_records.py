@@ -1,0 +1,147 @@
+"""Records and their identity: pinned numerics, what run_id hashes, probes that only observe,
+a reporter that needs nothing but records and manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import TINY, gradbench
+
+from suite.config import compose, prepare
+from suite.records import read_probes
+from suite.runner import run
+
+CODE_PATHS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "GRADBENCH_NUMERICS")
+OTHER_PATHS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+THRESHOLDS = {
+    "vanishing_orders": 2.0,
+    "exploding_orders": 2.0,
+    "exploding_grad_norm": 1e4,
+    "exploding_growth_orders": 3.0,
+    "dead_fraction": 0.5,
+    "stall_fraction": 0.95,
+}
+CHAOTIC = ["mitigation=[relu,he_init]", "task.steps=150", "optim.lr=0.1", "progress=false"]  # edge of stability
+
+
+def _run_in_fresh_process(results, extra_env: dict[str, str], *args: str) -> tuple[dict, bytes]:
+    env = {k: v for k, v in os.environ.items() if k not in CODE_PATHS} | extra_env
+    out = gradbench("run", *CHAOTIC, f"results_dir={results}", *args, env=env)
+    assert out.returncode == 0, out.stderr
+    (path,) = results.glob("*/run.json")
+    return json.loads(path.read_text()), (path.parent / "probes.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_pinned_numerics_give_bitwise_identical_records_whatever_the_inherited_environment(tmp_path):
+    plain, plain_probes = _run_in_fresh_process(tmp_path / "plain", {})
+    other, other_probes = _run_in_fresh_process(tmp_path / "other", OTHER_PATHS)
+    assert plain["run_id"] == other["run_id"]
+    assert plain_probes == other_probes and plain["summary"] == other["summary"]
+    assert (
+        plain["provenance"]["numerics"]["aten_cpu_capability"] == other["provenance"]["numerics"]["aten_cpu_capability"]
+    )
+    # the control: the same environment without pinning takes another code path and rounds differently
+    native, native_probes = _run_in_fresh_process(tmp_path / "native", OTHER_PATHS, "numerics=native")
+    assert native["run_id"] != plain["run_id"]  # numerics=native is part of the run's identity
+    assert native["provenance"]["numerics"]["aten_cpu_capability"] == "DEFAULT"
+    assert native_probes != plain_probes
+
+
+def _spec(*overrides: str, results=None):
+    return prepare(compose([*overrides, *TINY, *([f"results_dir={results}"] if results else [])]))
+
+
+def test_run_id_is_the_training_identity_only():
+    base = _spec().run_id
+    observing = [
+        "probe.names=[grad_norm]",
+        "probe.samples=3",
+        "diagnosis.vanishing_orders=3",
+        "results_dir=elsewhere",
+        "progress=true",
+    ]
+    for override in observing:
+        assert _spec(override).run_id == base, override
+    for override in ("seed=1", "optim.lr=0.1", "task.depth=5", "threads=2", "mitigation=[relu]"):
+        assert _spec(override).run_id != base, override
+
+
+def test_mitigation_order_is_part_of_the_identity():
+    a = _spec("mitigation=[clip_norm,clip_value]")
+    b = _spec("mitigation=[clip_value,clip_norm]")
+    assert a.settings["mitigations"] == ["clip_norm", "clip_value"]
+    assert a.run_id != b.run_id
+
+
+def test_default_probes_do_not_change_training(tmp_path):
+    with_probes = run(_spec("task.steps=60", results=tmp_path / "a"))
+    without = run(_spec("task.steps=60", "probe.names=[]", results=tmp_path / "b"))
+    assert with_probes["run_id"] == without["run_id"]
+
+    def losses(name: str) -> list:
+        return [r for r in read_probes(tmp_path / name / with_probes["run_id"]) if r[1] in ("batch_loss", "train_loss")]
+
+    assert losses("a") == losses("b") and len(losses("a")) > 10
+    assert with_probes["summary"]["final_train_loss"] == without["summary"]["final_train_loss"]
+
+
+def test_every_setting_is_recorded_flat_with_defaults(tmp_path):
+    record = run(_spec(results=tmp_path))
+    settings = record["settings"]
+    for key in ("task.depth", "task.width", "task.split_seed", "optim.lr", "optim.momentum", "seed", "numerics"):
+        assert key in settings
+    assert all(not isinstance(v, dict) for v in settings.values())
+
+
+@pytest.mark.slow
+def test_report_needs_only_records_and_manifests(tmp_path):
+    """The reporter imports no torch, Hydra or task, so it works without conf/ or plugins."""
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    study = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    assert study.returncode == 0, study.stderr
+    (reports / "figures").mkdir(parents=True)
+    (reports / "figures" / "stale.png").write_bytes(b"old")  # a report is replaced whole
+    code = (
+        "import sys; from suite.report import write_report; "
+        f"write_report({str(results)!r}, {str(reports)!r}, 'smoke', None); "
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hydra', 'omegaconf', 'tasks')); "
+        "assert not heavy, heavy"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (reports / "summary.md").is_file() and not (reports / "figures" / "stale.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports")]  # no temporary folder left
+
+
+@pytest.mark.slow
+def test_report_of_an_adhoc_sweep_and_of_old_records(tmp_path):
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    out = gradbench("run", "-m", "task.depth=2,3", "seed=0,1", f"results_dir={runs}", *TINY)
+    assert out.returncode == 0, out.stderr
+    old = runs / "0123456789abcdef"
+    old.mkdir()
+    (old / "run.json").write_text(json.dumps({"run_id": old.name, "status": "completed", "config": {}}))
+    out = gradbench("report", "--runs", str(runs), "--out", str(reports))
+    assert out.returncode == 0, out.stderr
+    summary = (reports / "summary.md").read_text()
+    assert "| mitigations | task.depth | runs |" in summary
+    assert "| baseline | 2 | 2/2 |" in summary and "| baseline | 3 | 2/2 |" in summary
+    # a manifest that names the old record: it is skipped with one warning line, never a crash
+    manifest = {
+        "study": "old",
+        "profile": "quick",
+        "task": "deep_mlp",
+        "swept": [],
+        "diagnosis": THRESHOLDS,
+        "cells": [{"run_id": old.name, "mitigations": [], "seed": 0, "settings": {}}],
+    }
+    (runs / "_studies").mkdir()
+    (runs / "_studies" / "old-quick.json").write_text(json.dumps(manifest))
+    out = gradbench("report", "--results", str(runs), "--out", str(tmp_path / "r2"))
+    assert out.returncode == 0, out.stderr
+    assert "1 records of an older schema were skipped" in out.stderr and "Traceback" not in out.stderr
