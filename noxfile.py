@@ -46,10 +46,10 @@ def reproduce(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (hypothesis profile from HYPOTHESIS_PROFILE, default ci)."""
+    """Run the test suite on every core (pytest-xdist; hypothesis profile from HYPOTHESIS_PROFILE, default ci)."""
     _install(session, "test")
     session.env.setdefault("HYPOTHESIS_PROFILE", "ci")
-    session.run("pytest", "-m", "not bench", *session.posargs)
+    session.run("pytest", "-m", "not bench", "-n", "auto", "-p", "no:benchmark", *session.posargs)
 
 
 @nox.session

@@ -66,7 +66,13 @@ def cmd_run(argv: list[str]) -> int:
         prepare(compose(overrides))
     sys.argv = ["gradbench run", *argv, *searchpath_override()]
     _hydra_app()
+    if _JOBS["failed"]:  # a multirun goes on past a refused or failed job, then says how many
+        print(f"gradbench: {_JOBS['failed']} of {_JOBS['total']} runs failed or were refused", file=sys.stderr)
+        return 1
     return 0
+
+
+_JOBS = {"total": 0, "failed": 0}  # counted across the jobs of one `gradbench run -m`
 
 
 def _hydra_app() -> None:
@@ -76,18 +82,28 @@ def _hydra_app() -> None:
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def app(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         from suite.config import prepare
         from suite.runner import run
 
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        _JOBS["total"] += 1
         try:
             spec = prepare(cfg)
             record = run(spec)
         except UserError as exc:
             print(f"gradbench: error: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
+            if not multirun:
+                sys.exit(exc.exit_code)
+            _JOBS["failed"] += 1
+            return
         print(_one_line(record, spec.run.results_dir))
         if record["status"] == "failed":
-            sys.exit(1)
+            if not multirun:
+                sys.exit(1)
+            _JOBS["failed"] += 1
 
     app()
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,13 +28,14 @@ from suite.diagnosis import DiagnosisConfig
 from suite.errors import UserError
 from suite.mitigation import Mitigation, check_composition
 from suite.optim import OPTIMIZERS, OptimConfig
-from suite.records import identity_settings, run_id
+from suite.records import run_id
 from suite.registry import MITIGATIONS, PROBES, TASKS, plugin_conf_packages
 from suite.task import Task
 
 CONF_PACKAGE = "suite.conf"  # the wheel maps the repository's conf/ to this package
 GROUPS = ("task", "mitigation", "optim", "probe", "profile", "diagnosis", "study")
 DEVICES = ("cpu", "cuda", "auto")
+_OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a config option's name: no path, no dots
 
 
 @dataclass
@@ -127,12 +130,18 @@ def group_options(group: str) -> list[str]:
     return sorted(names)
 
 
-def load_group_file(group: str, name: str) -> DictConfig:
-    for root in _conf_roots():
-        path = root / group / f"{name}.yaml"
-        if path.is_file():
-            return OmegaConf.create(path.read_text())
-    raise UserError(f"unknown {group} '{name}'; valid {group}s: {', '.join(group_options(group))}")
+def group_file(group: str, name: str) -> Path:
+    """The YAML file of option ``name`` of ``group``, from the config roots only (never a path)."""
+    if _OPTION.match(name):
+        for root in _conf_roots():
+            path = root / group / f"{name}.yaml"
+            if path.is_file():
+                return path
+    raise UserError(f"unknown {group} '{name}'; valid {plural(group)}: {', '.join(group_options(group))}")
+
+
+def plural(group: str) -> str:
+    return group[:-1] + "ies" if group.endswith("y") else group + "s"
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -150,7 +159,7 @@ def check_overrides(overrides: list[str]) -> None:
         valid = MITIGATIONS.names() if group == "mitigation" else group_options(group)
         for value in _leaf_values(o):
             if value not in valid:
-                raise UserError(f"unknown {group} '{value}'; valid {group}s: {', '.join(valid)}")
+                raise UserError(f"unknown {group} '{value}'; valid {plural(group)}: {', '.join(valid)}")
 
 
 def _leaf_values(override: Any) -> list[str]:
@@ -176,10 +185,6 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return run_id(self.settings)
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return identity_settings(self.settings)
 
 
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +224,11 @@ def prepare(cfg: DictConfig) -> RunSpec:
             task_config = m.adjust_config(task_config)
         except (ValueError, TypeError) as exc:
             raise UserError(f"invalid task settings after mitigation '{m.name}': {exc}") from None
+    try:
+        task_cls.check_config(task_config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _check_results_dir(run.results_dir)
     optim_values = dict(groups["optim"] or {})
     optim_name = str(optim_values.get("name"))
     if optim_name not in OPTIMIZERS:
@@ -240,6 +250,16 @@ def prepare(cfg: DictConfig) -> RunSpec:
         **{k: getattr(run, k) for k in ("seed", "device", "threads", "numerics")},
     }
     return RunSpec(task_cls, task_config, mitigations, optim.typed(), probe, diagnosis, run, settings)
+
+
+def _check_results_dir(path: str) -> None:
+    """A results folder that is a file, or cannot be written, is refused before training."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"results_dir '{path}' exists and is not a folder; give a folder path")
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"results_dir '{path}' cannot be written ({existing} is not a writable folder)")
 
 
 def compose(overrides: list[str]) -> DictConfig:

@@ -14,10 +14,14 @@ torch and no Hydra: the reporter relies on it.
 from __future__ import annotations
 
 import csv
+import ctypes
+import errno
 import hashlib
 import json
+import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -49,17 +53,60 @@ class OldRecord(Exception):
     """A run.json of an earlier schema."""
 
 
+# Strict JSON: a non-finite float is written as one of these strings (JSON has no NaN or Infinity)
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+DECODED_SECTIONS = ("summary", "diagnosis", "task_info")  # where such strings are read back as floats
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in NONFINITE:
+        return NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Standard JSON (no NaN/Infinity tokens: JavaScript's JSON.parse and jq read it as written)."""
+    return json.dumps(_encode(obj), indent=2, allow_nan=False) + "\n"
+
+
+def _inside(path: Path) -> bool:
+    """False for a path that is, or goes through, a symbolic link: reads never leave the results folder."""
+    return not any(p.is_symlink() for p in (path, path / "run.json", path / "probes.csv"))
+
+
 def load_run(path: Path) -> dict[str, Any] | None:
-    """The run.json in ``path``, or None if absent or unreadable; ``OldRecord`` if of an older schema."""
+    """The run.json in ``path``, or None if absent, unreadable, malformed or behind a symbolic link;
+    ``OldRecord`` if of an older schema."""
+    if not _inside(path):
+        print(f"gradbench: warning: {path} is a symbolic link; not read", file=sys.stderr)
+        return None
     try:
         run = json.loads((path / "run.json").read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"gradbench: warning: {path / 'run.json'} unreadable ({exc}); treated as missing", file=sys.stderr)
         return None
     if not isinstance(run, dict):
+        print(f"gradbench: warning: {path / 'run.json'} is not a record; treated as missing", file=sys.stderr)
         return None
     if run.get("schema_version") != SCHEMA_VERSION:
         raise OldRecord(f"{path / 'run.json'}: record schema {run.get('schema_version', 1)}, expected {SCHEMA_VERSION}")
-    return run
+    return {k: _decode(v) if k in DECODED_SECTIONS else v for k, v in run.items()}
 
 
 def is_finished(results_dir: str | Path, rid: str) -> bool:
@@ -70,24 +117,90 @@ def is_finished(results_dir: str | Path, rid: str) -> bool:
     return run is not None and run.get("status") in FINISHED
 
 
+_HOST = socket.gethostname().replace(".", "-")
+_TEMP_TAG = f"{_HOST}.{os.getpid()}"  # temporary folders name their owner: .<name>.<host>.<pid>.[old.]<random>
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _atomic_dir(final: Path, fill: Any) -> Path:
-    """Fill a temporary sibling of ``final`` with ``fill(tmp)``, then swap it into place."""
+    """Fill a temporary sibling of ``final`` with ``fill(tmp)``, then put it in place in one step.
+
+    An existing ``final`` is exchanged with the new folder atomically and only then removed, so
+    at every instant ``final`` is whole, old or new; concurrent writers of one record each leave
+    a whole record (the last one wins). Where the exchange is unsupported, the old folder is moved
+    aside first and removed after the new one is in place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}.", dir=final.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; records and reports are meant to be shared
         fill(tmp)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        for _ in range(100):  # another writer may put a folder in place between our two attempts
+            try:
+                os.rename(tmp, final)  # no folder there yet (or an empty one)
+                return final
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if _exchange(tmp, final):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+                return final
+            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}.old.", dir=final.parent))
+            try:
+                os.rename(final, aside / final.name)
+            except FileNotFoundError:
+                continue
+            os.rename(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+            return final
+        raise OSError(errno.EBUSY, "could not put the folder in place", str(final))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
+
+
+def clean_stale(folder: str | Path) -> int:
+    """Remove temporary folders left in ``folder`` by gradbench processes of this host that no
+    longer run (killed in the middle of a write); returns how many were removed."""
+    removed = 0
+    try:
+        entries = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return 0
+    for path in entries:
+        parts = path.name.split(".")
+        tail = parts[-4:-1] if len(parts) >= 6 and parts[-2] == "old" else parts[-3:-1] + [""]
+        if len(parts) < 5 or len(tail) < 2:
+            continue
+        host, pid = tail[0], tail[1]
+        if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_record(results_dir: str | Path, run: dict[str, Any], rows: list[tuple[int, str, str, float]]) -> Path:
@@ -98,17 +211,23 @@ def write_record(results_dir: str | Path, run: dict[str, Any], rows: list[tuple[
             writer = csv.writer(f)
             writer.writerow(("step", "metric", "layer", "value"))
             writer.writerows(rows)
-        (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+        (tmp / "run.json").write_text(dumps(run))
 
     return _atomic_dir(record_dir(results_dir, run["run_id"]), fill)
 
 
 def read_probes(path: Path) -> list[tuple[int, str, str, float]]:
-    """The rows of a record's probes.csv (``nan``/``inf`` are values, not missing data)."""
-    with open(path / "probes.csv", newline="") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
+    """The rows of a record's probes.csv (``nan``/``inf`` are values, not missing data); ValueError
+    if malformed."""
+    if not _inside(path):
+        raise ValueError("a symbolic link; not read")
+    try:
+        with open(path / "probes.csv", newline="") as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
+    except csv.Error as exc:
+        raise ValueError(str(exc)) from None
 
 
 def manifest_path(results_dir: str | Path, study: str, profile: str) -> Path:
@@ -118,8 +237,8 @@ def manifest_path(results_dir: str | Path, study: str, profile: str) -> Path:
 def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(results_dir, manifest["study"], manifest["profile"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp = path.with_name(f".{path.name}.{_TEMP_TAG}.tmp")
+    tmp.write_text(dumps(manifest))
     os.replace(tmp, path)
     return path
 

@@ -11,7 +11,6 @@ report is built in a temporary folder and swapped in whole: no stale figure surv
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,6 +29,7 @@ from suite.records import (
     record_dir,
     varying_settings,
 )
+from suite.tables import legend, study_table
 
 OBSERVE = ("probe.", "diagnosis.", "profile.")  # settings that only observe; not shown as cell settings
 PROBE_METRICS = ("grad_norm", "grad_through_time", "batch_loss", "grad_ratio")  # what the figures draw
@@ -101,88 +101,44 @@ def collect(manifest: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.D
             row["status"] = "missing"
             continue
         try:
-            series = read_probes(path)
-        except (OSError, ValueError) as exc:
+            summary, frame = _read_record(run, path, thresholds)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             print(
-                f"gradbench: warning: {path / 'probes.csv'} unreadable ({exc}); cell shown as missing", file=sys.stderr
+                f"gradbench: warning: record {path} is malformed ({type(exc).__name__}: {exc}); shown as missing",
+                file=sys.stderr,
             )
             row["status"] = "missing"
             continue
         records[cell["run_id"]] = run
-        row["status"] = run["status"]
-        steps, chance = run["settings"]["task.steps"], run["task_info"]["chance_loss"]
-        diagnosis = diagnose(series, run["status"], steps, chance, thresholds)
-        if diagnosis is not None:
-            init, training = diagnosis["init"], diagnosis["training"]
-            row.update(
-                init=init["verdict"],
-                init_log10_grad_ratio=init["log10_grad_ratio"],
-                training=training["verdict"],
-                training_flags="+".join(training["flags"]),
-                late_log10_grad_ratio=training["late_log10_grad_ratio"],
-            )
-        row.update({k: v for k, v in run["summary"].items() if isinstance(v, (int, float)) and k != "steps"})
-        keep = [r for r in series if r[1] in PROBE_METRICS or r[1] == run["task_info"]["flow_metric"]]
-        frame = pd.DataFrame(keep, columns=["step", "metric", "layer", "value"])
+        row.update(summary)
         probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
     probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
     return pd.DataFrame(rows), probe_frame, records, old
 
 
-def _mean_std(values: pd.Series, scientific: bool) -> str:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    values = values[values.map(math.isfinite)]
-    if values.empty:
-        return "n/a"
-    fmt = "{:.2e}" if scientific else "{:.3f}"
-    return fmt.format(values.mean()) + (" ± " + fmt.format(values.std()) if len(values) > 1 else "")
-
-
-def _majority(values: pd.Series, n: int) -> str:
-    counts = Counter(v for v in values.dropna() if v)
-    if not counts:
-        return "n/a"
-    verdict, count = counts.most_common(1)[0]
-    others = ", ".join(f"{v} {c}" for v, c in counts.most_common()[1:])
-    return f"{verdict} {count}/{n}" + (f" ({others})" if others else "")
-
-
-def _median(values: pd.Series) -> str:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return "n/a" if values.empty else f"{values.median():.1f}"
-
-
-def _verdicts(done: pd.DataFrame, part: str, ratio: str) -> str:
-    """Majority verdict of one diagnosis part over the completed seeds, with the median log10 ratio."""
-    if done.empty or part not in done:
-        return "n/a"
-    return f"{_majority(done[part], len(done))} ({_median(done[ratio])})"
-
-
-def study_table(cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
-    """One row per cell (mitigations x swept settings), mean ± sample std over seeds."""
-    swept = manifest["swept"]
-    metrics = [m for m in dict.fromkeys(("grad_ratio_init", *headline)) if m in cells.columns]
-    header = [
-        "mitigations",
-        *swept,
-        "runs",
-        metrics[0] if metrics else "grad_ratio_init",
-        "init (log10 ratio)",
-        *metrics[1:],
-        "training (later-half log10 ratio)",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (mitigations, _), group in cells.groupby(["mitigations", "setting"], sort=False):
-        done = group[group["status"] != "missing"]
-        statuses = Counter(done["status"])
-        runs = f"{len(done)}/{len(group)}" + "".join(f" ({n} {s})" for s, n in statuses.items() if s != "completed")
-        init = _verdicts(done, "init", "init_log10_grad_ratio")
-        training = _verdicts(done, "training", "late_log10_grad_ratio")
-        values = [_mean_std(done[m], m == "grad_ratio_init") if m in done else "n/a" for m in metrics]
-        settings = [str(group[k].iloc[0]) for k in swept]
-        lines.append("| " + " | ".join([mitigations, *settings, runs, values[0], init, *values[1:], training]) + " |")
-    return "\n".join(lines)
+def _read_record(run: dict[str, Any], path: Path, thresholds: DiagnosisConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the row's values: status, diagnosis, numeric summary; the probe rows the figures draw).
+    Raises on a record that lacks what the report reads, so it is shown as missing, not half-used."""
+    series = read_probes(path)
+    status, info, provenance = str(run["status"]), run["task_info"], run["provenance"]
+    if not (isinstance(info["headline_metrics"], list) and isinstance(info["layers"], list)):
+        raise TypeError("task_info.headline_metrics and task_info.layers must be lists")
+    float(provenance["wall_time_s"]), str(provenance["numerics"]["aten_cpu_capability"])
+    values: dict[str, Any] = {"status": status}
+    diagnosis = diagnose(series, status, int(run["settings"]["task.steps"]), info["chance_loss"], thresholds)
+    if diagnosis is not None:
+        init, training = diagnosis["init"], diagnosis["training"]
+        values.update(
+            init=init["verdict"],
+            init_log10_grad_ratio=init["log10_grad_ratio"],
+            training=training["verdict"],
+            training_flags="+".join(training["flags"]),
+            late_log10_grad_ratio=training["late_log10_grad_ratio"],
+        )
+    summary = run["summary"]
+    values.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "steps"})
+    keep = [r for r in series if r[1] in PROBE_METRICS or r[1] == info["flow_metric"]]
+    return values, pd.DataFrame(keep, columns=["step", "metric", "layer", "value"])
 
 
 ID_COLUMNS = ["study", "task", "mitigations", "setting", "seed", "run_id"]
@@ -281,7 +237,7 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         f"# gradbench report ({profile} profile)\n",
         f"Generated by `gradbench report` from the records in `{source}/`; regenerate with `nox`. "
         "Do not edit by hand.\n",
-        _legend(manifests[0]["diagnosis"]),
+        legend(manifests[0]["diagnosis"]),
     ]
     records = list(all_records.values())
     provenance, mixed = _provenance(records) if records else ("no records", None)
@@ -299,20 +255,3 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
             file=sys.stderr,
         )
     print(f"report: {len(records)} records, {missing} cells missing", file=sys.stderr)
-
-
-def _legend(t: dict[str, float]) -> str:
-    van, exp = f"1e-{t['vanishing_orders']:g}", f"1e{t['exploding_orders']:g}"
-    return (
-        "Each table row is one cell (mitigations × swept settings); numbers are mean ± sample standard deviation "
-        "over its seeds. *init* is the gradient flow of the untrained network, from the step-0 ratio of the first "
-        f"to the last hidden layer's (or time step's) gradient norm: vanishing (≤ {van}), exploding (≥ {exp}) or "
-        "stable; the median log10 ratio is in brackets. *training* is what happened while training, in order of "
-        "precedence: diverged (non-finite values), stalled (final training loss at or above "
-        f"{t['stall_fraction']:.0%} of the task's chance loss), exploding (ratio ≥ {exp} or global gradient norm "
-        f"above {t['exploding_grad_norm']:g} at a sampled step after step 0, or grown "
-        f"{10 ** t['exploding_growth_orders']:g}× over the later half), vanishing (ratio ≤ {van} over the later "
-        f"half), dead_units (≥ {t['dead_fraction']:.0%} of ReLU units dead), else healthy (inconclusive without "
-        "evidence); the median later-half log10 ratio is in brackets. Counts are runs out of the completed ones; "
-        "`-inf` is a ratio that underflowed float32 to zero.\n"
-    )

@@ -118,7 +118,10 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "summary": _summary(records, metrics, steps),
         "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis),
     }
-    write_record(spec.run.results_dir, record, records)
+    try:
+        write_record(spec.run.results_dir, record, records)
+    except OSError as exc:  # read-only folder, full disk...: the result is reported, and the sweep goes on
+        record["status"], record["error"] = "failed", f"record not written: {exc}"
     return record
 
 

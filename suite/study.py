@@ -13,16 +13,88 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
-from suite.config import compose, load_group_file, prepare
-from suite.records import is_finished, varying_settings, write_manifest
+from suite.config import compose, group_file, prepare
+from suite.errors import UserError
+from suite.records import clean_stale, is_finished, varying_settings, write_manifest
+
+STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
+ENTRY_KEYS = ("mitigations", "sweep", "profiles")
+
+
+def load_study(name: str) -> dict[str, Any]:
+    """The study file ``name`` from the config roots, checked against the study schema."""
+    path = group_file("study", name)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return check_study(data, str(path))
+
+
+def check_study(data: Any, where: str) -> dict[str, Any]:
+    """Refuse, in one line naming the file and the field, a study that does not fit the schema."""
+
+    def fail(field: str, problem: str) -> None:
+        raise UserError(f"{where}: {field} {problem}")
+
+    def names(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if not isinstance(data, dict):
+        fail("the file", f"must be a mapping with keys task, seeds and grid, not {type(data).__name__}")
+    for key in data:
+        if key not in STUDY_KEYS:
+            fail(f"key '{key}'", f"is unknown; valid keys: {', '.join(STUDY_KEYS)}")
+    for key in ("task", "seeds", "grid"):
+        if key not in data:
+            fail(f"'{key}'", "is missing")
+    if not isinstance(data["task"], str):
+        fail("'task'", f"must be a task name, not {data['task']!r}")
+    seeds = data["seeds"]
+    if not (isinstance(seeds, list) and seeds and all(type(x) is int and x >= 0 for x in seeds)):
+        fail("'seeds'", f"must be a non-empty list of non-negative integers, not {seeds!r}")
+    if not names(data.get("overrides") or []):
+        fail("'overrides'", "must be a list of Hydra overrides such as task.depth=40")
+    if not isinstance(data.get("description", ""), str):
+        fail("'description'", "must be text")
+    grid = data["grid"]
+    if not (isinstance(grid, list) and grid):
+        fail("'grid'", "must be a non-empty list of entries, each with a list of mitigation sets")
+    for i, entry in enumerate(grid):
+        field = f"'grid[{i}]"
+        if not isinstance(entry, dict):
+            fail(field + "'", "must be a mapping with 'mitigations' (and optionally 'sweep', 'profiles')")
+        for key in entry:
+            if key not in ENTRY_KEYS:
+                fail(f"{field}.{key}'", f"is unknown; valid keys: {', '.join(ENTRY_KEYS)}")
+        sets = entry.get("mitigations")
+        if not (isinstance(sets, list) and sets and all(names(m) for m in sets)):
+            fail(
+                f"{field}.mitigations'",
+                f"must be a list of mitigation sets such as [[], [relu, he_init]], not {sets!r}",
+            )
+        sweep = entry.get("sweep") or {}
+        scalar = (str, int, float, bool)
+        if not (isinstance(sweep, dict) and all(isinstance(k, str) for k in sweep)) or not all(
+            isinstance(v, list) and v and all(isinstance(x, scalar) for x in v) for v in sweep.values()
+        ):
+            fail(f"{field}.sweep'", "must map settings to non-empty lists of values, e.g. {task.depth: [2, 5]}")
+        if not names(entry.get("profiles", [])):
+            fail(f"{field}.profiles'", "must be a list of profile names")
+    return data
 
 
 @dataclass(frozen=True)
@@ -60,8 +132,7 @@ class PlannedRun:
 
 def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) -> tuple[dict[str, Any], list[Cell]]:
     """The study file and all its cells under ``profile`` (plus extra mitigation sets, if given)."""
-    study = OmegaConf.to_container(load_group_file("study", name), resolve=True)
-    assert isinstance(study, dict)
+    study = load_study(name)
     task, seeds = study["task"], list(study["seeds"])
     base = tuple(study.get("overrides") or ())
     entries = list(study["grid"])
@@ -127,13 +198,55 @@ def _execute(config: dict[str, Any]) -> dict[str, Any]:
     """Worker entry point: one run, no per-step progress (many run side by side)."""
     from suite.runner import run
 
-    return run(prepare(OmegaConf.create({**config, "progress": False})))
+    try:
+        return run(prepare(OmegaConf.create({**config, "progress": False})))
+    except Exception as exc:  # anything the run itself did not record: reported as failed, the sweep goes on
+        error = f"{type(exc).__name__}: {exc}"
+        return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
+
+
+def _worker_init(parent: int) -> None:
+    """Ctrl-C reaches the whole process group: the parent alone decides what stops, and a
+    worker whose parent died (kill -9) exits instead of running on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+def _parallel(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+    """Run cells in ``jobs`` worker processes; on an interrupt, cancel what is pending, stop the
+    workers at once and remove what their unfinished writes left."""
+    ctx = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        futures = {pool.submit(_execute, r.config): r for r in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:
+        workers = list(getattr(pool, "_processes", {}).values())
+        for worker in workers:
+            worker.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.join(timeout=10)
+        for folder in {r.results_dir for r in todo}:
+            clean_stale(folder)
+        raise
+    pool.shutdown(wait=True)
 
 
 def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
     """Write the study's manifest, then run every unfinished cell; returns the number of failed runs."""
     manifest, runs = plan(name, profile, extra, with_sets)
     todo = [r for r in runs if not r.finished]
+    for folder in {r.results_dir for r in runs}:
+        if (removed := clean_stale(folder)) > 0:
+            print(f"study {name}: removed {removed} temporary folder(s) left by interrupted writes", file=sys.stderr)
     if runs:
         path = write_manifest(runs[0].results_dir, manifest)
         print(f"study {name}: manifest {path}", file=sys.stderr)
@@ -141,15 +254,11 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run",
         file=sys.stderr,
     )
-    failed, start = 0, time.perf_counter()
+    start = time.perf_counter()
     if jobs <= 1 or len(todo) <= 1:
-        results = ((r, _execute(r.config)) for r in todo)
-        failed = _report_progress(results, len(todo), start)
+        failed = _report_progress(((r, _execute(r.config)) for r in todo), len(todo), start)
     else:
-        ctx = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_execute, r.config): r for r in todo}
-            failed = _report_progress(((futures[f], f.result()) for f in as_completed(futures)), len(todo), start)
+        failed = _report_progress(_parallel(todo, jobs), len(todo), start)
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
     return failed
 
@@ -165,8 +274,7 @@ def _report_progress(results, total: int, start: float) -> int:
         settings = " ".join(cell.overrides)
         print(
             f"[{i}/{total}] {cell.label} {settings} seed={cell.seed}: {record['status']} (init/training {verdict})"
-            f"{loss_text}"
-            f" ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
+            f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
             file=sys.stderr,
         )
         if record["status"] == "failed":

@@ -90,6 +90,12 @@ class Task(ABC):
     def steps(self) -> int:
         return self.config.steps
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse (``ValueError``) settings that are inconsistent with the task's data, before
+        anything is built or trained (e.g. a batch larger than the training set)."""
+        return None
+
     @abstractmethod
     def build_model(self) -> ProbedModel:
         """Build the model described by ``self.config`` on ``self.device``."""

@@ -15,6 +15,8 @@ import torch
 
 from suite.task import ProbedModel, Task
 
+N_IMAGES = 1797  # scikit-learn's digits
+
 
 @dataclass
 class Digits:
@@ -37,8 +39,6 @@ class Digits:
 def load_digits(test_fraction: float, split_seed: int, device: torch.device) -> Digits:
     from sklearn.datasets import load_digits as sk_load_digits
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     data = sk_load_digits()
     x = data.data.astype(np.float32)  # (1797, 64) pixel intensities 0..16
     y = data.target.astype(np.int64)
@@ -77,10 +77,14 @@ class DigitsClassification(Task):
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)
         self.data: Digits = load_digits(config.test_fraction, config.split_seed, device)
-        if config.batch_size > self.data.x_train.shape[0]:
-            raise ValueError(
-                f"task.batch_size={config.batch_size} exceeds the {self.data.x_train.shape[0]} training images"
-            )
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        if not 0.0 < config.test_fraction < 1.0:
+            raise ValueError(f"task.test_fraction must be in (0, 1), got {config.test_fraction}")
+        n_train = N_IMAGES - int(round(config.test_fraction * N_IMAGES))
+        if not 1 <= config.batch_size <= n_train:
+            raise ValueError(f"task.batch_size={config.batch_size} must be between 1 and the {n_train} training images")
 
     def chance_loss(self) -> float:
         """Cross-entropy of the class frequencies: the best prediction that ignores the image."""

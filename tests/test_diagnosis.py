@@ -45,7 +45,9 @@ def test_a_ratio_that_explodes_after_step_0_is_never_healthy(steps, high, start)
 
 @given(steps_st, st.floats(min_value=3.1, max_value=8))
 def test_a_global_norm_that_grows_over_the_later_half_is_exploding(steps, growth):
-    rows = series(steps, log_schedule(steps, 24, 8), lambda s: 0.0, norm=lambda s: 10.0 ** (growth * min(1.0, 2 * s / steps)))
+    rows = series(
+        steps, log_schedule(steps, 24, 8), lambda s: 0.0, norm=lambda s: 10.0 ** (growth * min(1.0, 2 * s / steps))
+    )
     assert diagnose(rows, "completed", steps, CHANCE, CFG)["training"]["verdict"] == "exploding"
 
 

@@ -1,0 +1,261 @@
+"""Fault injection: kills in the middle of a record write, concurrent writers, interrupts of a
+parallel study, a results folder that stops accepting writes, malformed study files and records.
+Each ends in a whole record, a one-line error or a skipped record, never a traceback or lost data."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import gradbench
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from suite import records, study
+from suite.errors import UserError
+from suite.records import clean_stale, dumps, load_run, write_record
+
+PHASES = {  # the function a write calls at that phase -> where a kill there leaves the write
+    "fill": "suite.records.dumps",  # probes.csv written, run.json not yet
+    "swap": "os.rename",  # the new folder complete, not yet in place
+    "cleanup": "shutil.rmtree",  # the new folder in place, the old one not yet removed
+}
+KILL_AT = """
+import os, sys, importlib
+from suite import records
+module, _, name = sys.argv[2].rpartition(".")
+setattr(importlib.import_module(module), name, lambda *a, **k: os._exit(9))
+records.write_record(sys.argv[1], {"run_id": "r", "schema_version": 2, "version": "new"}, [(0, "m", "", 2.0)])
+"""
+
+
+def _dot_folders(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_kill_at_any_phase_of_a_write_leaves_a_whole_record_and_the_next_run_cleans_up(phase, tmp_path):
+    write_record(tmp_path, {"run_id": "r", "schema_version": 2, "version": "old"}, [(0, "m", "", 1.0)])
+    out = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(tmp_path), PHASES[phase]], capture_output=True, timeout=120
+    )
+    assert out.returncode == 9, out.stderr
+    record = load_run(tmp_path / "r")
+    assert record is not None and record["version"] in ("old", "new")  # whole, never half-written or gone
+    assert (tmp_path / "r" / "probes.csv").read_text().startswith("step,metric,layer,value")
+    assert _dot_folders(tmp_path)  # the killed writer left its temporary folder...
+    assert clean_stale(tmp_path) >= 1 and not _dot_folders(tmp_path)  # ...which the next run removes
+
+
+def test_concurrent_writers_of_one_record_leave_one_whole_record(tmp_path):
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(25):
+                write_record(tmp_path, {"run_id": "r", "schema_version": 2, "writer": k, "i": i}, [(i, "m", "", k)])
+        except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    record = load_run(tmp_path / "r")
+    assert record["i"] == 24 and not _dot_folders(tmp_path)
+    assert (tmp_path / "r" / "probes.csv").read_text().splitlines()[1] == f"24,m,,{record['writer']}"
+
+
+def test_records_are_standard_json_and_read_back_non_finite_values(tmp_path):
+    summary = {"grad_ratio_init": 0.0, "log": -math.inf, "loss": math.nan, "big": math.inf}
+    write_record(tmp_path, {"run_id": "r", "schema_version": 2, "summary": summary}, [])
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    json.loads((tmp_path / "r" / "run.json").read_text(), parse_constant=refuse)  # what JSON.parse accepts
+    back = load_run(tmp_path / "r")["summary"]
+    assert back["log"] == -math.inf and back["big"] == math.inf and math.isnan(back["loss"])
+    assert "NaN" not in dumps({"x": 1.0})
+
+
+def _small_study(monkeypatch, cells: int = 6) -> None:
+    """Replace the study file by a few cells of the 3-layer MLP (seconds to run)."""
+    small = {
+        "task": "deep_mlp",
+        "seeds": list(range(cells)),
+        "overrides": ["task.depth=3"],
+        "grid": [{"mitigations": [[]]}],
+    }
+    monkeypatch.setattr(study, "load_study", lambda name: small)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_a_results_folder_that_stops_accepting_writes_fails_those_runs_and_keeps_the_others(
+    code, tmp_path, monkeypatch
+):
+    _small_study(monkeypatch)
+    real, calls = records._atomic_dir, []
+
+    def failing(final, fill):
+        calls.append(final)
+        if len(calls) > 2:
+            raise OSError(code, os.strerror(code), str(final))
+        return real(final, fill)
+
+    monkeypatch.setattr(records, "_atomic_dir", failing)
+    failed = study.run_study("small", "smoke", [f"results_dir={tmp_path}", "progress=false"], jobs=1)
+    assert failed == 4  # the sweep went on past each failed write
+    written = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    assert len(written) == 2 and all(r["status"] == "completed" for r in written)
+    assert not _dot_folders(tmp_path)
+
+
+def _session_processes(sid: int) -> list[int]:
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies are already gone
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _start_study(results: Path) -> subprocess.Popen:
+    command = [str(Path(sys.executable).with_name("gradbench")), "study", "mlp_vanishing", "--profile", "smoke"]
+    proc = subprocess.Popen(
+        [*command, "--jobs", "2", f"results_dir={results}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while len(list(results.glob("*/run.json"))) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_study_within_seconds_and_a_rerun_resumes(results):
+    proc = _start_study(results)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    start = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.time() - start < 15, err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(1)
+    assert not _session_processes(proc.pid)  # no worker outlived the study
+    assert not _dot_folders(results)  # no temporary folder left
+    done = len(list(results.glob("*/run.json")))
+    assert done < 93  # pending cells were cancelled
+    again = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    assert again.returncode == 0 and f"{done} already finished" in again.stderr, again.stderr
+
+
+@pytest.mark.slow
+def test_workers_do_not_outlive_a_killed_study(results):
+    proc = _start_study(results)
+    proc.kill()  # kill -9: no handler runs in the study process
+    proc.communicate(timeout=60)
+    deadline = time.time() + 15
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _session_processes(proc.pid)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+study_like = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"task": json_values, "seeds": json_values, "grid": json_values},
+        optional={"overrides": json_values, "description": json_values, "nope": json_values},
+    ),
+    st.fixed_dictionaries(
+        {
+            "task": st.just("deep_mlp"),
+            "seeds": st.just([0]),
+            "grid": st.lists(
+                st.dictionaries(
+                    st.sampled_from(["mitigations", "sweep", "profiles", "other"]), json_values, max_size=3
+                ),
+                max_size=3,
+            ),
+        }
+    ),
+)
+
+
+@given(study_like)
+def test_malformed_study_files_get_one_line_naming_the_file(data):
+    try:
+        checked = study.check_study(data, "conf/study/x.yaml")
+    except UserError as exc:
+        assert str(exc).startswith("conf/study/x.yaml: ") and "\n" not in str(exc)
+    else:
+        assert isinstance(checked["grid"], list) and checked["seeds"]
+
+
+def test_bad_yaml_and_study_paths_are_refused_in_one_line(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: deep_mlp\ngrid: [\n")
+    monkeypatch.setattr(study, "group_file", lambda group, name: bad)
+    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        study.load_study("bad")
+    for args in (["study", str(tmp_path / "x")], ["study", "../conf/study/rnn_copy"]):
+        out = gradbench(*args)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "unknown study" in out.stderr
+
+
+garbage_records = st.one_of(
+    st.text(max_size=40),  # not JSON at all
+    json_values.map(json.dumps),  # JSON, but not a record
+    st.fixed_dictionaries(  # the current schema, with any section wrong
+        {"schema_version": st.just(2)},
+        optional={k: json_values for k in ("status", "settings", "task_info", "summary", "provenance")},
+    ).map(json.dumps),
+)
+THRESHOLDS = dict.fromkeys(
+    (
+        "vanishing_orders",
+        "exploding_orders",
+        "exploding_grad_norm",
+        "exploding_growth_orders",
+        "dead_fraction",
+        "stall_fraction",
+    ),
+    1.0,
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage_records, st.text(max_size=60))
+def test_a_malformed_record_is_shown_as_missing_never_a_crash(tmp_path, run_json, probes_csv):
+    from suite.report import collect
+
+    path = tmp_path / "bad0000000000000"
+    path.mkdir(exist_ok=True)
+    (path / "run.json").write_text(run_json)
+    (path / "probes.csv").write_text(probes_csv)
+    cell = {"run_id": path.name, "mitigations": [], "seed": 0, "settings": {}}
+    manifest = {"study": "s", "task": "t", "swept": [], "diagnosis": THRESHOLDS, "cells": [cell]}
+    cells, _, _, _ = collect(manifest, tmp_path)
+    assert cells["status"].iloc[0] == "missing"
