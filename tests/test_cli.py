@@ -63,10 +63,16 @@ def test_run_one_config_writes_a_complete_record(results):
         (["optim.lr=nan"], "optim.lr must be finite and > 0"),
         (["probe.names=[nope]"], "unknown probe 'nope'"),
         (["numerics=fast"], "numerics 'fast' is not one of pinned, native"),
+        (["nope=1"], "Could not override 'nope'"),
+        (["task.depth=1.5"], "setting 'task.depth'"),
+        (["optim.lr=-1"], "optim.lr must be finite and > 0"),
+        (["diagnosis.vanishing_orders=abc"], "setting 'diagnosis.vanishing_orders'"),
+        (["task.batch_size=5000"], "task.batch_size=5000 must be between 1 and the 1438 training images"),
+        (["results_dir=/dev/null"], "results_dir '/dev/null' exists and is not a folder"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
-    out = gradbench("run", *args, f"results_dir={results}", *TINY)
+    out = gradbench("run", f"results_dir={results}", *TINY, *args)  # the case's own results_dir wins
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
@@ -90,6 +96,13 @@ def test_diverging_run_is_recorded_not_crashed(results):
     (record,) = _records(results)
     assert record["status"] == "diverged"
     assert record["diagnosis"]["training"]["verdict"] == "diverged"
+
+
+def test_multirun_goes_on_past_a_refused_run_and_exits_non_zero(results):
+    out = gradbench("run", "-m", "task.depth=2,0,3", f"results_dir={results}", *TINY)
+    assert out.returncode == 1, out.stderr
+    assert "1 of 3 runs failed or were refused" in out.stderr and "Traceback" not in out.stderr
+    assert sorted(r["settings"]["task.depth"] for r in _records(results)) == [2, 3]
 
 
 def test_hydra_multirun_sweeps_mitigation_sets(results):
