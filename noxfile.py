@@ -56,7 +56,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install(*CONSTRAINTS, "ruff")
-    paths = ("suite", "tasks", "tests", "examples", "noxfile.py")
+    paths = ("suite", "tasks", "tests", "examples", "noxfile.py", "setup.py")
     session.run("ruff", "check", *paths, *session.posargs)
     session.run("ruff", "format", "--check", *paths)
 

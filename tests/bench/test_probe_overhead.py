@@ -16,7 +16,7 @@ pytestmark = pytest.mark.bench
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
     spec = prepare(compose([f"results_dir={tmp_path_factory.mktemp('r')}", "progress=false"]))
-    seed_everything(spec.seed, spec.threads)
+    seed_everything(spec.run.seed, spec.run.threads)
     return spec
 
 
@@ -28,7 +28,7 @@ def task(spec):
 def bare_loop(task, spec) -> None:
     model = task.build_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.optim.lr)
-    batches = task.batches(torch.Generator().manual_seed(spec.seed))
+    batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
     for _ in range(task.steps):
         x, y = next(batches)
         loss = torch.nn.functional.cross_entropy(model(x), y)
