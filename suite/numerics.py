@@ -28,15 +28,20 @@ FALLBACK = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_
 _INHERITED = {k: os.environ.get(k) for k in PINNED}  # what the environment said before gradbench touched it
 
 
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where unreadable)."""
+def cpuinfo(field: str) -> str | None:
+    """A field of the first CPU in /proc/cpuinfo ("flags", "model name"), or None where unreadable."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of the CPU (empty where unknown)."""
+    return set((cpuinfo("flags") or "").split())
 
 
 def has_avx2() -> bool:

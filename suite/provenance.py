@@ -53,23 +53,13 @@ def source() -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def provenance(device: torch.device, wall_time_s: float) -> dict[str, Any]:
     return {
         "gradbench": suite.__version__,
         **source(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": _cpu_model(),
+        "cpu": numerics.cpuinfo("model name") or platform.processor() or platform.machine(),
         "numerics": numerics.provenance(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),

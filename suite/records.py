@@ -31,6 +31,7 @@ SCHEMA_VERSION = 2
 FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
 IDENTITY_PREFIXES = ("task.", "mitigation.", "optim.")  # setting groups that shape training
 IDENTITY_KEYS = ("task", "mitigations", "seed", "device", "threads", "numerics")
+OBSERVING = ("probe.", "diagnosis.", "profile.")  # setting groups that only observe: study-level, not per cell
 STUDIES_DIR = "_studies"
 MANIFEST_KEYS = {"study", "profile", "task", "swept", "diagnosis", "cells"}  # <results>/_studies/<study>-<profile>.json
 
@@ -181,11 +182,10 @@ def clean_stale(folder: str | Path) -> int:
     except OSError:
         return 0
     for path in entries:
-        parts = path.name.split(".")
-        tail = parts[-4:-1] if len(parts) >= 6 and parts[-2] == "old" else parts[-3:-1] + [""]
-        if len(parts) < 5 or len(tail) < 2:
+        parts = path.name.split(".")  # "", name, host, pid, ["old",] random
+        if len(parts) < 5:
             continue
-        host, pid = tail[0], tail[1]
+        host, pid = (parts[-4], parts[-3]) if parts[-2] == "old" else (parts[-3], parts[-2])
         if host != _HOST or not pid.isdigit() or _alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
@@ -198,8 +198,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
@@ -228,6 +228,34 @@ def read_probes(path: Path) -> list[tuple[int, str, str, float]]:
             return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
     except csv.Error as exc:
         raise ValueError(str(exc)) from None
+
+
+def make_manifest(
+    study: str, profile: str, task: str, description: str, runs: list[tuple[str, list[str], int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """What the reporter needs to show a study without composing any config: every cell (run_id,
+    mitigations, seed, settings that shape training), the settings that vary across cells, and the
+    diagnosis thresholds; ``runs`` holds (run_id, mitigations, seed, flat settings) per cell."""
+    cells = [
+        {
+            "run_id": rid,
+            "mitigations": list(m),
+            "seed": seed,
+            "settings": {k: v for k, v in s.items() if not k.startswith(OBSERVING)},
+        }
+        for rid, m, seed, s in runs
+    ]
+    first = runs[0][3] if runs else {}
+    return {
+        "manifest_version": 1,
+        "study": study,
+        "profile": profile,
+        "task": task,
+        "description": description,
+        "swept": varying_settings([c["settings"] for c in cells]),
+        "diagnosis": {k.partition(".")[2]: v for k, v in first.items() if k.startswith("diagnosis.")},
+        "cells": cells,
+    }
 
 
 def manifest_path(results_dir: str | Path, study: str, profile: str) -> Path:

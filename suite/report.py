@@ -25,51 +25,35 @@ from suite.records import (
     _atomic_dir,
     load_manifests,
     load_run,
+    make_manifest,
     read_probes,
     record_dir,
-    varying_settings,
 )
 from suite.tables import legend, study_table
 
-OBSERVE = ("probe.", "diagnosis.", "profile.")  # settings that only observe; not shown as cell settings
 PROBE_METRICS = ("grad_norm", "grad_through_time", "batch_loss", "grad_ratio")  # what the figures draw
 
 
 def adhoc_manifests(runs_dir: str) -> list[dict[str, Any]]:
     """One manifest per task for every record in ``runs_dir`` (e.g. a ``gradbench run -m`` sweep)."""
-    by_task: dict[str, list[dict]] = {}
-    for path in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
+    by_task: dict[str, list[tuple]] = {}
+    for path in sorted(Path(runs_dir).iterdir()):
         try:
             run = load_run(path)
+            if run is not None:
+                cell = (run["run_id"], run["mitigations"], run["seed"], dict(run["settings"]))
+                by_task.setdefault(str(run["task"]), []).append(cell)
         except OldRecord:
             continue
-        if run is not None:
-            by_task.setdefault(run["task"], []).append(run)
-    manifests = []
-    for task, runs in sorted(by_task.items()):
-        cells = [
-            {
-                "run_id": r["run_id"],
-                "mitigations": r["mitigations"],
-                "seed": r["seed"],
-                "settings": {k: v for k, v in r["settings"].items() if not k.startswith(OBSERVE)},
-            }
-            for r in runs
-        ]
-        manifests.append(
-            {
-                "study": f"runs_{task}",
-                "profile": "runs",
-                "task": task,
-                "description": f"every {task} record in {runs_dir}",
-                "swept": varying_settings([c["settings"] for c in cells]),
-                "diagnosis": {
-                    k.partition(".")[2]: v for k, v in runs[0]["settings"].items() if k.startswith("diagnosis.")
-                },
-                "cells": cells,
-            }
-        )
-    return manifests
+        except (KeyError, TypeError, ValueError) as exc:
+            print(
+                f"gradbench: warning: record {path} is malformed ({type(exc).__name__}: {exc}); skipped",
+                file=sys.stderr,
+            )
+    return [
+        make_manifest(f"runs_{task}", "runs", task, f"every {task} record in {runs_dir}", cells)
+        for task, cells in sorted(by_task.items())
+    ]
 
 
 def _label(cell: dict[str, Any], swept: list[str]) -> str:
@@ -123,7 +107,8 @@ def _read_record(run: dict[str, Any], path: Path, thresholds: DiagnosisConfig) -
     status, info, provenance = str(run["status"]), run["task_info"], run["provenance"]
     if not (isinstance(info["headline_metrics"], list) and isinstance(info["layers"], list)):
         raise TypeError("task_info.headline_metrics and task_info.layers must be lists")
-    float(provenance["wall_time_s"]), str(provenance["numerics"]["aten_cpu_capability"])
+    if not isinstance(provenance["numerics"], dict) or float(provenance["wall_time_s"]) < 0:
+        raise TypeError("provenance lacks numerics or wall_time_s (the provenance section reads them)")
     values: dict[str, Any] = {"status": status}
     diagnosis = diagnose(series, status, int(run["settings"]["task.steps"]), info["chance_loss"], thresholds)
     if diagnosis is not None:
@@ -145,16 +130,12 @@ ID_COLUMNS = ["study", "task", "mitigations", "setting", "seed", "run_id"]
 DIAGNOSIS_COLUMNS = ["status", "init", "training", "training_flags"]
 
 
-def tidy_summary(cells: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: one numeric value per row (study, task, mitigations, setting, seed, run_id, metric, value)."""
+def tidy_summary(cells: pd.DataFrame, setting_columns: set[str]) -> pd.DataFrame:
+    """summary.csv: one numeric value per row (study, task, mitigations, setting, seed, run_id, metric, value);
+    the swept settings are in the ``setting`` column, not metrics."""
     found = cells[cells["status"] != "missing"]
-    numeric = [
-        c
-        for c in found.columns
-        if c not in ID_COLUMNS + DIAGNOSIS_COLUMNS
-        and pd.api.types.is_numeric_dtype(found[c])
-        and not c.startswith(("task.", "optim.", "mitigation."))
-    ]
+    skip = set(ID_COLUMNS + DIAGNOSIS_COLUMNS) | setting_columns
+    numeric = [c for c in found.columns if c not in skip and pd.api.types.is_numeric_dtype(found[c])]
     long = found.melt(id_vars=ID_COLUMNS, value_vars=numeric, var_name="metric", value_name="value")
     long = long.dropna(subset=["value"])
     return long.sort_values(ID_COLUMNS[:5] + ["metric"], kind="stable").reset_index(drop=True)
@@ -230,7 +211,7 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         for fig in write_figures(manifest, cells, probes, records, headline, out / "figures"):
             parts.append(f"![{fig.stem}](figures/{fig.name})\n")
     cells = pd.concat(all_cells, ignore_index=True)
-    tidy_summary(cells).to_csv(out / "summary.csv", index=False)
+    tidy_summary(cells, {k for m in manifests for k in m["swept"]}).to_csv(out / "summary.csv", index=False)
     found = cells[cells["status"] != "missing"]
     found[[c for c in ID_COLUMNS + DIAGNOSIS_COLUMNS if c in found]].to_csv(out / "diagnosis.csv", index=False)
     header = [

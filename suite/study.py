@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from suite.config import compose, group_file, prepare
 from suite.errors import UserError
-from suite.records import clean_stale, is_finished, varying_settings, write_manifest
+from suite.records import clean_stale, is_finished, make_manifest, write_manifest
 
 STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
 ENTRY_KEYS = ("mitigations", "sweep", "profiles")
@@ -165,33 +165,9 @@ def plan(
         config = OmegaConf.to_container(cfg, resolve=True)
         rid, results_dir = spec.run_id, spec.run.results_dir
         runs.setdefault(rid, PlannedRun(cell, config, spec.settings, rid, results_dir, is_finished(results_dir, rid)))
-    return _manifest(name, profile, study, list(runs.values())), list(runs.values())
-
-
-def _manifest(name: str, profile: str, study: dict[str, Any], runs: list[PlannedRun]) -> dict[str, Any]:
-    """What the reporter needs to show a study without composing any config: every cell with its
-    settings and run_id, the settings that vary across cells, and the diagnosis thresholds."""
-    observe = ("probe.", "diagnosis.", "profile.")
-    cells = [
-        {
-            "run_id": r.run_id,
-            "mitigations": list(r.cell.mitigations),
-            "seed": r.cell.seed,
-            "settings": {k: v for k, v in r.settings.items() if not k.startswith(observe)},
-        }
-        for r in runs
-    ]
-    first = runs[0].settings if runs else {}
-    return {
-        "manifest_version": 1,
-        "study": name,
-        "profile": profile,
-        "task": study["task"],
-        "description": study.get("description", ""),
-        "swept": varying_settings([c["settings"] for c in cells]),
-        "diagnosis": {k.partition(".")[2]: v for k, v in first.items() if k.startswith("diagnosis.")},
-        "cells": cells,
-    }
+    cells = [(r.run_id, list(r.cell.mitigations), r.cell.seed, r.settings) for r in runs.values()]
+    manifest = make_manifest(name, profile, study["task"], study.get("description", ""), cells)
+    return manifest, list(runs.values())
 
 
 def _execute(config: dict[str, Any]) -> dict[str, Any]:
