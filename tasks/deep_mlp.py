@@ -28,6 +28,7 @@ class DeepMLPConfig:
     width: int
     activation: str
     init: str
+    weight_scale: float
     norm: str
     residual: str
     steps: int
@@ -41,6 +42,8 @@ class DeepMLPConfig:
                 f"deep_mlp needs depth, width, steps and batch_size >= 1, got {self.depth}, "
                 f"{self.width}, {self.steps}, {self.batch_size}"
             )
+        if not self.weight_scale > 0:
+            raise ValueError(f"deep_mlp needs weight_scale > 0, got {self.weight_scale}")
         for knob, accepted in DeepMLP.knob_values.items():
             check_choice(knob, getattr(self, knob), accepted)
 
@@ -59,13 +62,28 @@ class Block(nn.Module):
         return self.sum(x, self.act(self.norm(self.linear(x))))  # (B, d_out)
 
 
+def scaled_init(modules: list[nn.Module], sigma_w: float) -> None:
+    """The mean-field initialisation of Poole et al. (2016) and Schoenholz et al. (2017): every
+    weight N(0, sigma_w^2 / fan_in), biases 0. sigma_w = sqrt(2) with ReLU is He init; ReLU above
+    it, or tanh far above 1, is the exploding (chaotic) phase."""
+    with torch.no_grad():
+        for module in modules:
+            for m in module.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.normal_(0.0, sigma_w / m.in_features**0.5)
+                    nn.init.zeros_(m.bias)
+
+
 class MLP(ProbedModel):
     def __init__(self, d_in: int, n_classes: int, cfg: DeepMLPConfig) -> None:
         super().__init__()
         dims = [d_in] + [cfg.width] * cfg.depth
         self.blocks = nn.ModuleList(Block(a, b, cfg) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.head = nn.Linear(dims[-1], n_classes)
-        init_linear_stack([*self.blocks, self.head], cfg.init)
+        if cfg.init == "scaled":
+            scaled_init([*self.blocks, self.head], cfg.weight_scale)
+        else:
+            init_linear_stack([*self.blocks, self.head], cfg.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -85,7 +103,7 @@ class DeepMLP(DigitsClassification):
     knobs = ("activation", "init", "norm", "residual")
     knob_values = {
         "activation": tuple(ACTIVATIONS),  # identity gives a deep linear network (Saxe et al. 2014)
-        "init": INITS,
+        "init": (*INITS, "scaled"),  # scaled: N(0, weight_scale^2 / fan_in), the mean-field init
         "norm": NORMS,
         "residual": ("none", "identity"),
     }
