@@ -14,7 +14,14 @@ nox.options.sessions = ["reproduce"]
 nox.options.reuse_existing_virtualenvs = False
 
 CONSTRAINTS = ("-c", "constraints.txt")
-STUDIES = ("mlp_vanishing", "rnn_copy", "resnet_depth", "transformer_ln")
+STUDIES = (
+    "mlp_vanishing",
+    "mlp_exploding",
+    "rnn_copy",
+    "rnn_exploding",
+    "resnet_depth",
+    "transformer_ln",
+)
 
 
 def _install(session: nox.Session, *extras: str) -> None:

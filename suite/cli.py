@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from suite.errors import UserError
 
@@ -18,7 +19,8 @@ commands:
   run [overrides...]        train one configuration (a Hydra app: -m for multirun, --cfg job, --help)
   study NAME [overrides...] run every cell of a study, skipping finished runs (see `gradbench study -h`)
   report                    turn records into reports/ (see `gradbench report -h`)
-  list                      registered tasks, mitigations, probes, studies
+  claims                    check published claims against the records (see `gradbench claims -h`)
+  list                      registered tasks, mitigations, probes, claims, studies
 """
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "list": cmd_list}
+    commands = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "claims": cmd_claims, "list": cmd_list}
     try:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
@@ -172,9 +174,42 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_claims(argv: list[str]) -> int:
+    from suite.claims import claims_markdown, evaluate_all
+
+    parser = argparse.ArgumentParser(
+        prog="gradbench claims",
+        description="Judge every published claim on the study records: ✓, ✗, fragile (flips at half or double "
+        "the learning rate) or not run. Exit status 1 when a claim that ran is ✗ (fragile does not fail).",
+    )
+    parser.add_argument("--results", default="results", help="records directory with study manifests")
+    parser.add_argument("--profile", default="quick", help="profile whose study manifests to read (default: quick)")
+    parser.add_argument("--claim", action="append", default=None, help="check only these claims (repeatable)")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text", help="output format")
+    args = parser.parse_args(argv)
+    if not Path(args.results).is_dir():
+        raise UserError(f"no records directory '{args.results}'; run `nox` or `gradbench study NAME` first")
+    results = evaluate_all(args.results, args.profile, args.claim)
+    if args.format == "markdown":
+        print(claims_markdown(results))
+    else:
+        for r in results:
+            print(f"{r.status:8s} {r.name}  [{r.paper}, {r.where}]")
+            print(f"         {r.statement}")
+            print(f"         {r.numbers}")
+            print(f"         lr ×0.5 / ×2: {r.neighbourhood}")
+    failed = [r.name for r in results if r.status == "✗"]
+    if failed:
+        print(
+            f"gradbench claims: {len(failed)} claim(s) contradicted by the records: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
 def cmd_list(argv: list[str]) -> int:
     from suite.config import group_options
-    from suite.registry import MITIGATIONS, PROBES, TASKS
+    from suite.registry import CLAIMS, MITIGATIONS, PROBES, TASKS
 
     def first_line(obj) -> str:
         return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
@@ -189,6 +224,9 @@ def cmd_list(argv: list[str]) -> int:
     print("probes:")
     for name in PROBES.names():
         print(f"  {name:18s} {first_line(PROBES.get(name))}")
+    print("claims:")
+    for name in CLAIMS.names():
+        print(f"  {name:28s} {CLAIMS.get(name).paper}")
     print("studies:")
     for name in group_options("study"):
         print(f"  {name}")

@@ -139,6 +139,8 @@ def _sweep_figures(
         counts = data.groupby(["mitigations", "others"])[key].nunique()
         swept_sets = {m for (m, _), n in counts.items() if n >= 3}
         data = data[data["mitigations"].isin(swept_sets)]
+        if data.empty:  # the key takes several values only across mitigation sets (e.g. a tbptt window)
+            continue
         long = data.melt(id_vars=["mitigations", key, "others"], value_vars=metrics, var_name="metric")
         g = sns.relplot(
             data=long,

@@ -289,11 +289,11 @@ def load_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]
 
 def varying_settings(settings: list[dict[str, Any]]) -> list[str]:
     """The swept settings: keys that take several values among cells with the same mitigations
-    (a knob that only follows the mitigation set, e.g. ``task.activation`` under ``relu``, is not)."""
+    (a knob that only follows the mitigation set, e.g. ``task.activation`` under ``relu``, is not; a
+    mitigation's own parameter swept by a study, e.g. ``mitigation.tbptt.window``, is)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in settings:
         groups.setdefault(repr(s.get("mitigations")), []).append(s)
-    keys = sorted(
-        {k for s in settings for k in s if k not in ("seed", "mitigations") and not k.startswith("mitigation.")}
-    )
-    return [k for k in keys if any(len({repr(s.get(k)) for s in group}) > 1 for group in groups.values())]
+    keys = sorted({k for s in settings for k in s if k not in ("seed", "mitigations")})
+    # a key only some cells have (optim.momentum when SGD and Adam cells mix) varies only where it is present
+    return [k for k in keys if any(len({repr(s[k]) for s in group if k in s}) > 1 for group in groups.values())]

@@ -1,12 +1,14 @@
-"""Registries of tasks, mitigations and probes, keyed by stable snake_case names.
+"""Registries of tasks, mitigations, probes and published claims, keyed by stable snake_case names.
 
 One decorator registers a class under its name (timm style); lookups of unknown names fail
-loudly with the list of valid names. The engine's own mitigations and probes are imported by
+loudly with the list of valid names. The engine's own mitigations, probes and claims are imported by
 ``load_all``; every task, built-in or not, and third-party mitigations and probes come through
 the ``gradbench.plugins`` entry-point group (the entry point names a module to import or a
 callable to call); the built-in tasks are declared there in gradbench's pyproject.toml, so the
 engine lists no task. Plugins ship Hydra configs through the ``gradbench.conf`` group (the
 entry point names a package holding ``mitigation/``, ``task/``, ``study/`` ... folders).
+Published claims (``suite.claims``) come through their own torch-free ``gradbench.claims`` group,
+so the reporter can judge them without importing any model code.
 """
 
 from __future__ import annotations
@@ -32,15 +34,17 @@ BUILTIN_MODULES = (  # the engine's own extensions; tasks come only through entr
     "suite.probes",
 )
 PLUGIN_GROUP = "gradbench.plugins"
+CLAIMS_GROUP = "gradbench.claims"  # torch-free: the reporter and `gradbench claims` load only these
 CONF_GROUP = "gradbench.conf"
 
 
 class Registry(Generic[T]):
     """Name -> class mapping for one kind of extension point."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, loader: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._load = loader  # None: load_all
 
     def register(self, name: str) -> Callable[[T], T]:
         if not _NAME.match(name):
@@ -56,13 +60,13 @@ class Registry(Generic[T]):
         return decorate
 
     def get(self, name: str) -> T:
-        load_all()
+        (self._load or load_all)()
         if name not in self._items:
             raise UserError(f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:
-        load_all()
+        (self._load or load_all)()
         return sorted(self._items)
 
 
@@ -71,6 +75,23 @@ MITIGATIONS: Registry = Registry("mitigation")
 PROBES: Registry = Registry("probe")
 
 _loaded = False
+_claims_loaded = False
+
+
+def load_claims() -> None:
+    """Import the built-in claims and every ``gradbench.claims`` entry point (once); no torch."""
+    global _claims_loaded
+    if _claims_loaded:
+        return
+    _claims_loaded = True
+    importlib.import_module("suite.claims_builtin")
+    for ep in entry_points(group=CLAIMS_GROUP):
+        obj = ep.load()
+        if callable(obj):
+            obj()
+
+
+CLAIMS: Registry = Registry("claim", load_claims)
 
 
 def load_all() -> None:

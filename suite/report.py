@@ -29,9 +29,16 @@ from suite.records import (
     read_probes,
     record_dir,
 )
-from suite.tables import legend, study_table
+from suite.tables import delay_table, legend, lr_table, study_table
 
-PROBE_METRICS = ("grad_norm", "grad_through_time", "batch_loss", "grad_ratio")  # what the figures draw
+PROBE_METRICS = (
+    "grad_norm",
+    "grad_through_time",
+    "batch_loss",
+    "grad_ratio",
+    "sigma_max",
+    "grad_preact",
+)  # figures, claims
 
 
 def adhoc_manifests(runs_dir: str) -> list[dict[str, Any]]:
@@ -193,11 +200,17 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
     return path
 
 
+def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
+    """Claims read study manifests; an ad-hoc ``--runs`` report has none."""
+    return all(m["profile"] != "runs" for m in manifests)
+
+
 def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
     from suite.figures import write_figures
 
     all_cells, all_records, parts, skipped = [], {}, [], 0
     for manifest in manifests:
+        thresholds = DiagnosisConfig(**manifest["diagnosis"])
         cells, probes, records, old = collect(manifest, source)
         all_cells.append(cells)
         all_records.update(records)
@@ -208,6 +221,9 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         if manifest.get("description"):
             parts.append(manifest["description"] + "\n")
         parts.append(study_table(cells, manifest, headline) + "\n")
+        validation = first["task_info"].get("validation_metric", "train_loss") if first else "train_loss"
+        extra = (lr_table(cells, manifest, validation), delay_table(cells, manifest, thresholds.stall_fraction))
+        parts.extend(table + "\n" for table in extra if table)
         for fig in write_figures(manifest, cells, probes, records, headline, out / "figures"):
             parts.append(f"![{fig.stem}](figures/{fig.name})\n")
     cells = pd.concat(all_cells, ignore_index=True)
@@ -225,6 +241,18 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
     if mixed:
         header.append(f"**Warning: {mixed}.**\n")
         print(f"gradbench: warning: {mixed}", file=sys.stderr)
+    if runs_dir_is_study(source, manifests):
+        from suite.claims import claims_frame, claims_markdown, evaluate_all
+
+        claims = evaluate_all(source, profile)
+        claims_frame(claims).to_csv(out / "claims.csv", index=False)
+        parts.append("## Published claims\n")
+        parts.append(
+            "Each claim is judged on every seed of the cells it reads (`gradbench claims` prints the same), "
+            "then again at half and double the learning rate where those cells ran: **fragile** means the "
+            "verdict flips there. A claim the records contradict stays, marked ✗.\n"
+        )
+        parts.append(claims_markdown(claims) + "\n")
     parts.append("## Provenance\n")
     parts.append(provenance + "\n")
     (out / "summary.md").write_text("\n".join(header + parts))

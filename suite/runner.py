@@ -110,6 +110,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         "task_info": {  # what the task declares, so a reader never looks the task up
             "headline_metrics": list(spec.task_cls.headline_metrics),
             "flow_metric": spec.task_cls.flow_metric,
+            "validation_metric": spec.task_cls.validation_metric,
             "chance_loss": chance,
             "constants": task.constants() if task is not None else {},
             "layers": layers,  # probe-able layers in input->output order

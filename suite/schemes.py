@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 RESIDUAL_SCHEMES = ("none", "identity", "rezero", "skipinit", "fixup", "deepnorm")
-RECURRENT_INITS = ("default", "orthogonal", "identity")
+RECURRENT_INITS = ("default", "orthogonal", "identity", "scaled")
 
 
 class ResidualSum(nn.Module):
@@ -77,9 +77,15 @@ def fixup_init(first: Iterable[torch.Tensor], last: Iterable[torch.Tensor], n_br
             w.zero_()
 
 
-def init_recurrent(weight_hh: torch.Tensor, biases: Iterable[torch.Tensor], scheme: str, hidden: int) -> None:
-    """Orthogonal (Saxe et al. 2014) or identity (Le, Jaitly & Hinton 2015) blocks for each gate's
-    recurrent matrix, biases zero; ``default`` keeps PyTorch's initialisation."""
+def init_recurrent(
+    weight_hh: torch.Tensor, biases: Iterable[torch.Tensor], scheme: str, hidden: int, gain: float = 1.0
+) -> None:
+    """Orthogonal (Saxe et al. 2014), identity (Le, Jaitly & Hinton 2015) or scaled Gaussian
+    blocks for each gate's recurrent matrix, biases zero; ``default`` keeps PyTorch's initialisation.
+
+    ``scaled`` draws N(0, gain^2 / hidden) entries: by the circular law the spectral radius is close
+    to ``gain``, so gain > 1 puts a tanh RNN in the chaotic phase where gradients through time can
+    grow geometrically (Sompolinsky et al. 1988; Pascanu et al. 2013: rho > 1 is necessary for it)."""
     if scheme not in RECURRENT_INITS:
         raise ValueError(f"recurrent init '{scheme}' is not one of {', '.join(RECURRENT_INITS)}")
     if scheme == "default":
@@ -88,7 +94,18 @@ def init_recurrent(weight_hh: torch.Tensor, biases: Iterable[torch.Tensor], sche
         for block in weight_hh.view(-1, hidden, hidden):  # (gates, H, H)
             if scheme == "orthogonal":
                 nn.init.orthogonal_(block)
+            elif scheme == "scaled":
+                block.normal_(0.0, gain / hidden**0.5)
             else:
                 block.copy_(torch.eye(hidden))
         for b in biases:
             b.zero_()
+
+
+def init_forget_bias(bias_ih: torch.Tensor, bias_hh: torch.Tensor, value: float, hidden: int) -> None:
+    """Set an LSTM's forget-gate bias (PyTorch gate order i, f, g, o) to ``value`` in total: the
+    input-side bias holds it, the recurrent-side one is zero (Gers, Schmidhuber & Cummins 2000;
+    Jozefowicz, Zaremba & Sutskever 2015 recommend 1, so the cell state is kept by default)."""
+    with torch.no_grad():
+        bias_ih[hidden : 2 * hidden].fill_(value)
+        bias_hh[hidden : 2 * hidden].zero_()

@@ -1,8 +1,9 @@
 """Studies: named grids of runs (task x mitigation sets x overrides x seeds), run resumably.
 
 A study file (``conf/study/<name>.yaml``) lists grid entries; each entry is a list of
-mitigation sets, optionally a ``sweep`` of override values (cartesian product) and the
-``profiles`` it belongs to. A cell is composed through Hydra like any single run, so its
+mitigation sets, optionally a ``sweep`` of override values (cartesian product), the
+``profiles`` it belongs to and its own ``seeds`` (headline cells run more seeds than the rest).
+A cell is composed through Hydra like any single run, so its
 ``run_id`` is the same as ``gradbench run`` would give; cells whose finished record exists
 are skipped, which makes an interrupted study resume where it stopped. Before training, the
 study writes its manifest, ``<results>/_studies/<study>-<profile>.json``: every cell with its
@@ -31,7 +32,7 @@ from suite.errors import UserError
 from suite.records import clean_stale, is_finished, make_manifest, write_manifest
 
 STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
-ENTRY_KEYS = ("mitigations", "sweep", "profiles")
+ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds")
 
 
 def load_study(name: str) -> dict[str, Any]:
@@ -63,9 +64,12 @@ def check_study(data: Any, where: str) -> dict[str, Any]:
             fail(f"'{key}'", "is missing")
     if not isinstance(data["task"], str):
         fail("'task'", f"must be a task name, not {data['task']!r}")
-    seeds = data["seeds"]
-    if not (isinstance(seeds, list) and seeds and all(type(x) is int and x >= 0 for x in seeds)):
-        fail("'seeds'", f"must be a non-empty list of non-negative integers, not {seeds!r}")
+
+    def check_seeds(field: str, seeds: Any) -> None:
+        if not (isinstance(seeds, list) and seeds and all(type(x) is int and x >= 0 for x in seeds)):
+            fail(field, f"must be a non-empty list of non-negative integers, not {seeds!r}")
+
+    check_seeds("'seeds'", data["seeds"])
     if not names(data.get("overrides") or []):
         fail("'overrides'", "must be a list of Hydra overrides such as task.depth=40")
     if not isinstance(data.get("description", ""), str):
@@ -94,6 +98,8 @@ def check_study(data: Any, where: str) -> dict[str, Any]:
             fail(f"{field}.sweep'", "must map settings to non-empty lists of values, e.g. {task.depth: [2, 5]}")
         if not names(entry.get("profiles", [])):
             fail(f"{field}.profiles'", "must be a list of profile names")
+        if "seeds" in entry:
+            check_seeds(f"{field}.seeds'", entry["seeds"])
     return data
 
 
@@ -133,7 +139,7 @@ class PlannedRun:
 def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) -> tuple[dict[str, Any], list[Cell]]:
     """The study file and all its cells under ``profile`` (plus extra mitigation sets, if given)."""
     study = load_study(name)
-    task, seeds = study["task"], list(study["seeds"])
+    task = study["task"]
     base = tuple(study.get("overrides") or ())
     entries = list(study["grid"])
     if with_sets:
@@ -147,7 +153,7 @@ def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) ->
         for values in itertools.product(*(sweep[k] for k in keys)):
             overrides = base + tuple(f"{k}={v}" for k, v in zip(keys, values, strict=False))
             for mitigations in entry["mitigations"]:
-                for seed in seeds:
+                for seed in entry.get("seeds", study["seeds"]):
                     cell = Cell(name, task, tuple(mitigations), overrides, int(seed))
                     cells.setdefault((cell.mitigations, cell.overrides, cell.seed), cell)
     return study, list(cells.values())

@@ -74,3 +74,77 @@ def legend(t: dict[str, float]) -> str:
         "evidence); the median later-half log10 ratio is in brackets. Counts are runs out of the completed ones; "
         "`-inf` is a ratio that underflowed float32 to zero.\n"
     )
+
+
+def _finite_mean(values: pd.Series) -> float:
+    """Mean over seeds where a diverged seed (no finite value) counts as infinitely bad."""
+    values = pd.to_numeric(values, errors="coerce")
+    return math.inf if values.isna().any() or not values.map(math.isfinite).all() else float(values.mean())
+
+
+def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str | None:
+    """Learning rate tuned per mitigation set (DeepOBS / AlgoPerf practice): for every cell group
+    swept over ``optim.lr`` on one shared grid, the mean held-out ``metric`` at each learning rate
+    and the one that won. A seed that diverged or has no value counts as infinitely bad. ``None``
+    when the study sweeps no learning rate."""
+    key = "optim.lr"
+    if key not in manifest["swept"] or metric not in cells:
+        return None
+    others = [k for k in manifest["swept"] if k != key]
+    done = cells[cells["status"] != "missing"]
+    groups = [(name, g) for name, g in done.groupby(["mitigations", *others], sort=False) if g[key].nunique() > 1]
+    if not groups:
+        return None
+    lrs = sorted({lr for _, g in groups for lr in g[key]})
+    header = ["mitigations", *others, *(f"lr {lr:g}" for lr in lrs), "tuned lr"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, group in groups:
+        name = name if isinstance(name, tuple) else (name,)
+        scores = {lr: _finite_mean(g[metric]) for lr, g in group.groupby(key)}
+        best = min(scores, key=lambda lr: (scores[lr], lr))
+        row = [str(v) for v in name]
+        for lr in lrs:
+            n = int((group[key] == lr).sum())
+            text = "–" if lr not in scores else ("diverged" if math.isinf(scores[lr]) else f"{scores[lr]:.3f}")
+            row.append(text if lr not in scores else f"{text} ({n})")
+        row.append(f"**{best:g}**" if math.isfinite(scores[best]) else "none finite")
+        lines.append("| " + " | ".join(row) + " |")
+    caption = (
+        f"Learning rate per mitigation set: mean held-out `{metric}` over seeds (number of seeds in brackets) "
+        "at each learning rate of the shared grid, and the one that wins; a diverged seed counts as infinitely bad. "
+        "The table above compares every set at each fixed learning rate; this one at its own best.\n"
+    )
+    return caption + "\n" + "\n".join(lines)
+
+
+def delay_table(cells: pd.DataFrame, manifest: dict[str, Any], stall_fraction: float) -> str | None:
+    """For a copy-task study sweeping the delay T: per mitigation set, how many seeds end below the
+    memoryless baseline (``loss_ratio_baseline`` under ``stall_fraction``) at each T, and the largest T
+    where every seed does. ``None`` without a ``task.delay`` sweep."""
+    key, metric = "task.delay", "loss_ratio_baseline"
+    if key not in manifest["swept"] or metric not in cells:
+        return None
+    others = [k for k in manifest["swept"] if k != key]
+    done = cells[cells["status"] != "missing"]
+    delays = sorted(done[key].dropna().unique())
+    header = ["mitigations", *others, *(f"T={d:g}" for d in delays), "largest T left"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, group in done.groupby(["mitigations", *others], sort=False, dropna=False):
+        name = name if isinstance(name, tuple) else (name,)
+        row, left = [str(v) for v in name], []
+        for d in delays:
+            ratios = pd.to_numeric(group.loc[group[key] == d, metric], errors="coerce")
+            if ratios.empty:
+                row.append("–")
+                continue
+            below = int((ratios < stall_fraction).sum())  # NaN (diverged) is never below
+            row.append(f"{below}/{len(ratios)}")
+            if below == len(ratios):
+                left.append(d)
+        row.append(f"{max(left):g}" if left else "none")
+        lines.append("| " + " | ".join(row) + " |")
+    caption = (
+        f"Seeds whose final loss is below {stall_fraction:.0%} of the memoryless baseline 10 ln 8 / (T + 20), "
+        "per delay T, and the largest T at which every seed leaves the baseline.\n"
+    )
+    return caption + "\n" + "\n".join(lines)

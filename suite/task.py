@@ -10,6 +10,8 @@ builds its model from a typed config dataclass (``Config``, no defaults: the val
   same kind) mean the same thing across tasks;
 - ``flow_metric``: the probe series whose first/last hidden entries give ``grad_ratio``;
 - ``headline_metrics``: the summary metrics a report shows;
+- ``validation_metric``: the summary metric, on data not trained on, on which a study's learning
+  rate is tuned per mitigation set (lower is better);
 - ``chance_loss()``: the training loss of the best input-blind predictor, against which a run is
   judged ``stalled``;
 - ``capabilities``: optional probe hooks it implements (see ``Capability``); probes ask for a
@@ -80,6 +82,7 @@ class Task(ABC):
     knob_values: ClassVar[dict[str, tuple]] = {}  # the values a knob accepts, where limited
     flow_metric: ClassVar[str] = "grad_norm"  # probe metric whose first/last hidden entries give grad_ratio
     headline_metrics: ClassVar[tuple[str, ...]] = ("final_train_loss",)  # summary metrics a report shows
+    validation_metric: ClassVar[str] = "train_loss"  # held-out metric (lower is better) for learning-rate tuning
     capabilities: ClassVar[frozenset[str]] = frozenset()  # see Capability
 
     def __init__(self, config: Any, device: torch.device) -> None:

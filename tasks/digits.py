@@ -73,6 +73,7 @@ class DigitsClassification(Task):
     Subclass configs need ``test_fraction``, ``split_seed`` and ``batch_size``."""
 
     headline_metrics = ("final_train_loss", "test_accuracy")
+    validation_metric = "test_loss"  # the held-out split; learning rates tuned on it make it a validation set
 
     def __init__(self, config: Any, device: torch.device) -> None:
         super().__init__(config, device)

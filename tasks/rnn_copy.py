@@ -6,7 +6,8 @@ predicts blanks and then guesses uniformly scores the baseline cross-entropy 10 
 beating it needs the gradient to carry information across T steps (Bengio, Simard & Frasconi
 1994; Pascanu, Mikolov & Bengio 2013). Knobs: cell (tanh RNN, LSTM, GRU), activation of the
 plain RNN (tanh; relu for the IRNN of Le, Jaitly & Hinton 2015), init of the recurrent matrix,
-truncated BPTT window.
+truncated BPTT window. The LSTM's forget-gate bias starts at 1 (Gers et al. 2000; Jozefowicz
+et al. 2015), unless ``forget_bias`` is null (PyTorch's default init, a reproducible variant).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 
 from suite.nn import Activation, check_choice
 from suite.registry import TASKS
-from suite.schemes import RECURRENT_INITS, init_recurrent
+from suite.schemes import RECURRENT_INITS, init_forget_bias, init_recurrent
 from suite.task import Capability, Layer, ProbedModel, Task
 
 BLANK, DELIMITER = 0, 9  # tokens; symbols are 1..8
@@ -37,6 +38,8 @@ class RNNCopyConfig:
     cell: str
     activation: str
     init: str
+    recurrent_gain: float
+    forget_bias: float | None
     tbptt: int
     steps: int
     batch_size: int
@@ -46,6 +49,8 @@ class RNNCopyConfig:
     def __post_init__(self) -> None:
         if self.delay < 1 or self.hidden < 1 or self.steps < 1 or self.batch_size < 1 or self.tbptt < 0:
             raise ValueError("rnn_copy needs delay, hidden, steps, batch_size >= 1 and tbptt >= 0")
+        if not self.recurrent_gain > 0:
+            raise ValueError(f"rnn_copy needs recurrent_gain > 0, got {self.recurrent_gain}")
         for knob, accepted in RNNCopy.knob_values.items():
             check_choice(knob, getattr(self, knob), accepted)
 
@@ -81,7 +86,10 @@ class RecurrentNet(ProbedModel):
         # observes the hidden states (B, L, H), which are the tanh/relu outputs of a plain RNN
         self.observe = Activation(cfg.activation, observe_only=True) if cfg.cell == "rnn" else None
         self.readout = nn.Linear(cfg.hidden, n_out)
-        init_recurrent(self.rnn.weight_hh_l0, (self.rnn.bias_hh_l0, self.rnn.bias_ih_l0), cfg.init, cfg.hidden)
+        r = self.rnn
+        init_recurrent(r.weight_hh_l0, (r.bias_hh_l0, r.bias_ih_l0), cfg.init, cfg.hidden, cfg.recurrent_gain)
+        if cfg.cell == "lstm" and cfg.forget_bias is not None:
+            init_forget_bias(r.bias_ih_l0, r.bias_hh_l0, cfg.forget_bias, cfg.hidden)
 
     def recurrent_matrix(self) -> torch.Tensor:
         """The square matrix of the candidate path: W_hh (rnn), the g gate (lstm), the n gate (gru)."""

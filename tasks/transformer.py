@@ -178,7 +178,7 @@ class Transformer(Task):
         "residual": ("identity", "rezero", "deepnorm"),
         "init": ("default", "xavier", "small"),
     }
-    headline_metrics = ("final_train_loss", "sort_accuracy")
+    headline_metrics = ("loss_vs_position_only", "sort_accuracy")
     capabilities = frozenset({Capability.ATTENTION})
 
     def __init__(self, config: TransformerConfig, device: torch.device) -> None:
@@ -189,7 +189,16 @@ class Transformer(Task):
     def build_model(self) -> TransformerNet:
         return TransformerNet(self.config).to(self.device)
 
+    def constants(self) -> dict[str, float]:
+        """Both reference levels: uniform guessing, ln(vocab), and the best predictor that sees only
+        positions (computed exactly); a collapsed model sits near the latter, not the former."""
+        return {
+            "uniform_loss": math.log(self.config.vocab),
+            "position_only_loss": position_only_loss(self.config.seq_len, self.config.vocab),
+        }
+
     def chance_loss(self) -> float:
+        """The position-only predictor's loss: what a model ignoring token values reaches."""
         return position_only_loss(self.config.seq_len, self.config.vocab)
 
     def batches(self, generator: torch.Generator) -> Iterator[Any]:
@@ -207,7 +216,9 @@ class Transformer(Task):
         model.eval()
         logits = model(self.eval_x)  # (N, T, vocab)
         model.train(was_training)
+        loss = float(F.cross_entropy(logits.flatten(0, 1), self.eval_y.flatten()))
         return {
-            "train_loss": float(F.cross_entropy(logits.flatten(0, 1), self.eval_y.flatten())),
+            "train_loss": loss,
+            "loss_vs_position_only": loss / self.chance_loss(),
             "sort_accuracy": float((logits.argmax(-1) == self.eval_y).float().mean()),
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from suite.mitigation import KnobMitigation
 from suite.registry import MITIGATIONS
@@ -12,9 +14,15 @@ from suite.registry import MITIGATIONS
 @dataclass
 class LSTM(KnobMitigation):
     """LSTM cell (Hochreiter & Schmidhuber 1997): the additive cell state carries gradient
-    through time wherever the forget gate is open (constant error carousel)."""
+    through time wherever the forget gate is open (constant error carousel). The forget-gate bias
+    starts at ``forget_bias`` (1, as Gers et al. 2000 and Jozefowicz et al. 2015 advise, so the
+    gate starts mostly open); null keeps PyTorch's default init, whose forget bias is ~0."""
 
     knob, value = "cell", "lstm"
+    forget_bias: float | None  # value in conf/mitigation/lstm.yaml
+
+    def adjust_config(self, config: Any) -> Any:
+        return dataclasses.replace(super().adjust_config(config), forget_bias=self.forget_bias)
 
 
 @MITIGATIONS.register("gru")

@@ -1,0 +1,148 @@
+"""The claims judge: statuses from seeds and the learning-rate neighbourhood, the CLI, the bound."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import gradbench
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from suite.claims import Cells, Claim, Outcome, _Study, evaluate, fmt, less
+from suite.claims_builtin import bound_holds
+from suite.registry import CLAIMS
+
+
+class ToyClaim(Claim):
+    name, paper, where, statement, study = "toy_claim", "Toy 2024", "Fig. 1", "b trains below a", "toy"
+    cells = {"a": Cells((), {"optim.lr": 0.1}), "b": Cells(("fix",), {"optim.lr": 0.1})}
+
+    def predicate(self, g):
+        a, b = g["a"].values("final_train_loss"), g["b"].values("final_train_loss")
+        return Outcome(less(b, a), f"b {fmt(b)} vs a {fmt(a)}")
+
+
+def fake_study(losses: dict[tuple[str, float], list[float]]) -> _Study:
+    """A study whose cell (mitigation, lr) has one finished seed per loss (nan: diverged)."""
+    study = _Study.__new__(_Study)
+    cells, rows = [], []
+    for (mitigation, lr), values in losses.items():
+        for seed, loss in enumerate(values):
+            rid = f"{mitigation}-{lr}-{seed}"
+            mitigations = [mitigation] if mitigation else []
+            cells.append({"run_id": rid, "mitigations": mitigations, "seed": seed, "settings": {"optim.lr": lr}})
+            status = "diverged" if math.isnan(loss) else "completed"
+            rows.append({"run_id": rid, "status": status, "final_train_loss": loss, "training": "healthy"})
+    study.missing, study.manifest = None, {"cells": cells}
+    study.cells, study.probes = pd.DataFrame(rows), pd.DataFrame(columns=["step", "metric", "layer", "value", "run_id"])
+    study.chance = {r["run_id"]: 2.0 for r in rows}
+    return study
+
+
+def judge(losses):
+    return evaluate(ToyClaim(), "res", "quick", cache={("res", "toy", "quick"): fake_study(losses)})
+
+
+GOOD, BAD = [0.1, 0.12, 0.11], [1.0, 1.1, 0.9]
+
+
+def test_holds_everywhere_is_a_checked_tick():
+    r = judge({(a, lr): (BAD if a == "" else GOOD) for a in ("", "fix") for lr in (0.05, 0.1, 0.2)})
+    assert r.status == "✓" and "×0.5 ✓" in r.neighbourhood and "×2 ✓" in r.neighbourhood
+
+
+def test_flip_at_double_learning_rate_is_fragile():
+    losses = {(a, lr): (BAD if a == "" else GOOD) for a in ("", "fix") for lr in (0.05, 0.1)}
+    losses |= {("", 0.2): GOOD, ("fix", 0.2): BAD}
+    assert judge(losses).status == "fragile"
+
+
+def test_fails_everywhere_is_a_cross_and_unrun_neighbours_are_said():
+    r = judge({("", 0.1): GOOD, ("fix", 0.1): BAD})
+    assert r.status == "✗" and r.neighbourhood.startswith("not run")
+
+
+def test_tick_without_neighbours_is_marked():
+    r = judge({("", 0.1): BAD, ("fix", 0.1): GOOD})
+    assert r.status == "✓" and "not run" in r.neighbourhood
+
+
+def test_too_few_seeds_is_not_run():
+    assert judge({("", 0.1): BAD, ("fix", 0.1): GOOD[:1]}).status == "not run"
+
+
+def test_diverged_seeds_count_as_worse_than_any_loss():
+    nan = float("nan")
+    assert judge({("", 0.1): [nan, nan, 1.0], ("fix", 0.1): GOOD}).status == "✓"
+    assert judge({("", 0.1): GOOD, ("fix", 0.1): [0.01, nan, 0.01]}).status == "✗"
+    assert "1 diverged" in fmt(np.array([0.1, np.inf, 0.2]))
+
+
+def test_missing_study_is_not_run(tmp_path):
+    r = evaluate(ToyClaim(), tmp_path, "quick")
+    assert r.status == "not run" and "no manifest" in r.numbers
+
+
+@given(st.lists(st.floats(0, 10), min_size=2, max_size=6), st.lists(st.floats(0, 10), min_size=2, max_size=6))
+@settings(deadline=None)
+def test_less_is_never_true_both_ways(a, b):
+    assert not (less(np.array(a), np.array(b)) and less(np.array(b), np.array(a)))
+
+
+def test_registry_holds_at_least_twelve_cited_claims():
+    names = CLAIMS.names()
+    assert len(names) >= 12
+    for name in names:
+        claim = CLAIMS.get(name)
+        assert claim.paper and claim.where and claim.statement and claim.cells
+
+
+@given(st.integers(2, 8), st.floats(0.3, 3.0), st.integers(0, 2**16))
+@settings(deadline=None, max_examples=25)
+def test_sigma_max_bound_holds_for_any_tanh_rnn(hidden, gain, seed):
+    """||dL/dh_t|| <= sigma_max^(s-t) ||dL/dh_s|| before the first step s that carries a loss."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(hidden, hidden, generator=g, dtype=torch.float64) * gain / hidden**0.5
+    x = torch.randn(15, 3, hidden, generator=g, dtype=torch.float64)
+    h, taps = torch.zeros(3, hidden, dtype=torch.float64), []
+    states = []
+    for t in range(15):
+        h = torch.tanh(x[t] + h @ w.T)
+        tap = torch.zeros_like(h, requires_grad=True)
+        h = h + tap
+        taps.append(tap)
+        states.append(h)
+    loss = sum((s**2).sum() for s in states[-10:])
+    grads = torch.autograd.grad(loss, taps)
+    flow = pd.Series({f"t{t}": float(gr.norm()) for t, gr in enumerate(grads)})
+    held, total = bound_holds(flow, float(torch.linalg.matrix_norm(w, ord=2)))
+    assert total == 5 and held == total
+
+
+def test_bound_check_can_fail():
+    flow = pd.Series({f"t{t}": v for t, v in enumerate([5.0, 1.0, *([1.0] * 10)])})
+    assert bound_holds(flow, 1.0) == (1, 2)
+
+
+def test_cli_refuses_unknown_claims_and_missing_results(tmp_path):
+    out = gradbench("claims", "--results", str(tmp_path), "--claim", "nope")
+    assert out.returncode == 2 and "unknown claim 'nope'" in out.stderr and "glorot2010_sigmoid" in out.stderr
+    out = gradbench("claims", "--results", str(tmp_path / "absent"))
+    assert out.returncode == 2 and "no records directory" in out.stderr
+
+
+@pytest.mark.slow
+def test_claims_run_on_a_small_profile(tmp_path):
+    results = tmp_path / "results"
+    study = gradbench("study", "rnn_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    assert study.returncode == 0, study.stderr
+    out = gradbench("claims", "--results", str(results), "--profile", "smoke")
+    lines = [line for line in out.stdout.splitlines() if line and not line.startswith(" ")]
+    assert len(lines) == len(CLAIMS.names())
+    assert any("pascanu2013_sigma_bound" in line and line.startswith("✓") for line in lines)  # a true bound
+    assert any("pascanu2013_clipping_rnn" in line and not line.startswith("not run") for line in lines)
+    assert out.returncode == (1 if any(line.startswith("✗") for line in lines) else 0), out.stdout
