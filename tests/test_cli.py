@@ -129,18 +129,20 @@ def test_study_resumes_and_reports(tmp_path):
     out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| mitigations | task.depth | runs |" in summary and "| baseline | 20 | 3/3 |" in summary
+    assert "| mitigations | optim.lr | task.depth | runs |" in summary and "| baseline | 0.05 | 20 | 5/5 |" in summary
     csv = (reports / "summary.csv").read_text().splitlines()
     assert csv[0] == "study,task,mitigations,setting,seed,run_id,metric,value"
-    assert any(line.startswith("mlp_vanishing,deep_mlp,relu+he_init,task.depth=40,") for line in csv)
-    assert any(line.startswith("mlp_vanishing,deep_mlp,baseline,task.depth=20,0,") for line in csv)
+    assert any(line.startswith('mlp_vanishing,deep_mlp,relu+he_init,"optim.lr=0.05, task.depth=40",') for line in csv)
+    assert any(line.startswith('mlp_vanishing,deep_mlp,baseline,"optim.lr=0.05, task.depth=20",0,') for line in csv)
     manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
-    assert len(manifest["cells"]) == n and manifest["swept"] == ["task.depth"]
+    assert len(manifest["cells"]) == n and manifest["swept"] == ["optim.lr", "task.depth"]
     assert {p.name for p in (reports / "figures").glob("*.png")} >= {
         "mlp_vanishing_gradient_flow.png",
         "mlp_vanishing_loss.png",
         "mlp_vanishing_task_depth.png",
+        "mlp_vanishing_optim_lr.png",
     }
+    assert "Learning rate per mitigation set" in summary and "## Published claims" in summary
 
 
 @pytest.mark.slow
