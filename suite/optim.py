@@ -35,6 +35,7 @@ class _Base:
 @dataclass
 class SGDSettings(_Base):
     momentum: float
+    weight_decay: float
 
 
 @dataclass

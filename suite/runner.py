@@ -49,11 +49,15 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=False)
 
 
-def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter], mitigations: list) -> torch.optim.Optimizer:
+def make_optimizer(cfg: OptimConfig, groups: list[dict[str, Any]], mitigations: list) -> torch.optim.Optimizer:
+    """The optimiser over ``groups`` (``Task.param_groups``): each group's ``lr_scale`` multiplies ``cfg.lr``."""
     kwargs = dict(cfg.kwargs)
     for m in mitigations:
         kwargs = m.optimizer_kwargs(kwargs)
-    return OPTIMIZERS[cfg.name][0](params, lr=cfg.lr, **kwargs)
+    groups = [
+        {**{k: v for k, v in g.items() if k != "lr_scale"}, "lr": cfg.lr * g.get("lr_scale", 1.0)} for g in groups
+    ]
+    return OPTIMIZERS[cfg.name][0](groups, lr=cfg.lr, **kwargs)
 
 
 class Progress:
@@ -131,7 +135,7 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
         m.init_model(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(spec.optim, params, spec.mitigations)
+    optimizer = make_optimizer(spec.optim, task.param_groups(model), spec.mitigations)
     lr_factors = [m.lr_factor for m in spec.mitigations if type(m).lr_factor is not Mitigation.lr_factor]
     scheduler = (
         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: float(np.prod([f(s) for f in lr_factors])))

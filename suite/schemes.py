@@ -11,7 +11,8 @@ schemes it supports in ``knob_values["residual"]``.
 - ``skipinit``: x + alpha * F(x), alpha = 0 at the end of the branch (De & Smith 2020), the same
   sum as ReZero; the papers differ in what else the block keeps (normalisation, activation);
 - ``fixup``: x + scale * F(x), scale a learned scalar initialised to 1, the branch's last layer
-  initialised to 0 and its other layers rescaled by L^(-1/(2m-2)) (Zhang, Dauphin & Ma 2019);
+  initialised to 0 and its other layers drawn from He's fan-out init times L^(-1/(2m-2)) (Zhang,
+  Dauphin & Ma 2019; the scalar biases around each layer belong to the task's block);
 - ``deepnorm``: alpha * x + F(x) with alpha = (2N)^(1/4) before a Post-LN, and the branch's value,
   output and MLP weights initialised with Xavier gain beta = (8N)^(-1/4) (Wang et al. 2022, encoder).
 """
@@ -68,11 +69,15 @@ def deepnorm_init(weights: Iterable[torch.Tensor], n_blocks: int) -> None:
 
 
 def fixup_init(first: Iterable[torch.Tensor], last: Iterable[torch.Tensor], n_branches: int, m: int) -> None:
-    """Fixup: scale each branch's first ``m - 1`` layers by L^(-1/(2m-2)) and zero its last layer."""
+    """Fixup (Zhang, Dauphin & Ma 2019, sec. 3, rules 1-2): draw each branch's first ``m - 1`` layers
+    from He's normal init, N(0, 2 / fan_out) (fan-out = out_channels * kernel area, as the official
+    code ``cifar/models/fixup_resnet_cifar.py`` does), scaled by L^(-1/(2m-2)) for L = ``n_branches``;
+    set each branch's last layer (and whatever else ``last`` names, e.g. the classifier) to 0."""
     factor = n_branches ** (-1.0 / (2 * m - 2))
     with torch.no_grad():
         for w in first:
-            w.mul_(factor)
+            fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
+            w.normal_(0.0, (2.0 / fan_out) ** 0.5 * factor)
         for w in last:
             w.zero_()
 

@@ -12,6 +12,8 @@ builds its model from a typed config dataclass (``Config``, no defaults: the val
 - ``headline_metrics``: the summary metrics a report shows;
 - ``validation_metric``: the summary metric, on data not trained on, on which a study's learning
   rate is tuned per mitigation set (lower is better);
+- ``param_groups(model)`` (optional): the optimiser's parameter groups, each with an optional
+  ``lr_scale`` on the learning rate;
 - ``chance_loss()``: the training loss of the best input-blind predictor, against which a run is
   judged ``stalled``;
 - ``capabilities``: optional probe hooks it implements (see ``Capability``); probes ask for a
@@ -123,6 +125,12 @@ class Task(ABC):
         """Capability ``gradient_through_time``: the loss that needs memory, appending a zero tensor
         added to each h_t to ``taps`` so that its gradient is dL/dh_t."""
         raise NotImplementedError(f"task '{self.name}' declares no gradient through time")
+
+    def param_groups(self, model: ProbedModel) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: dicts with ``params`` and optionally ``lr_scale``, a
+        multiplier on ``optim.lr`` for that group (a training recipe's per-parameter learning rate,
+        e.g. Fixup's lower one for its scalars). Default: one group of every trainable parameter."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     def constants(self) -> dict[str, float]:
         """Task constants stored with every run (e.g. a memoryless baseline loss)."""

@@ -6,6 +6,21 @@ classifier; batch norm and He init as in the paper, shortcuts of type A (subsamp
 zero-pad) where the shape changes. The baseline form is ``plain`` (no shortcuts), the network
 whose degradation with depth motivated residual learning. Knobs: residual (none, identity,
 fixup, rezero, skipinit), norm (batchnorm, none), init.
+
+Training recipe (``conf/task/resnet.yaml``): He et al.'s SGD with momentum 0.9, weight decay 1e-4
+and batch 128 (sec. 4.2); scaled down for a CPU budget to width 8 (theirs 16), 140 steps at a
+constant learning rate 0.05 (theirs 0.1, divided by 10 at 32k and 48k of 64k iterations); at 0.1
+ReZero and SkipInit diverge or stall without normalisation here. Deviations: README.
+
+Fixup follows the official implementation (github.com/hongyi-zhang/Fixup,
+``cifar/models/fixup_resnet_cifar.py`` and ``cifar/cifar_train.py``): no normalisation; scalar
+biases before each convolution, after the first one's and before the activations (``bias1a``,
+``bias1b``, ``bias2a``, ``bias2b``), one after the stem convolution and one before the
+classifier; the multiplier ``scale`` on the branch output, before ``bias2b``; the downsampling
+shortcut taking ``x + bias1a``; each branch's first convolution drawn from He's fan-out normal
+init times L^(-1/2), its last convolution and the classifier zero; and the scalar biases,
+multipliers and the classifier's bias trained at ``fixup_scalar_lr`` times the learning rate
+(1/10 in the official training script).
 """
 
 from __future__ import annotations
@@ -38,12 +53,15 @@ class ResNetConfig:
     batch_size: int
     test_fraction: float
     split_seed: int
+    fixup_scalar_lr: float
 
     def __post_init__(self) -> None:
         if self.depth < 8 or (self.depth - 2) % 6:
             raise ValueError(f"resnet depth must be 6n+2 with n >= 1 (8, 20, 56, 110...), got {self.depth}")
         if self.width < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError("resnet needs width, steps and batch_size >= 1")
+        if not self.fixup_scalar_lr > 0:
+            raise ValueError(f"resnet fixup_scalar_lr must be > 0, got {self.fixup_scalar_lr}")
         for knob, accepted in ResNet.knob_values.items():
             check_choice(knob, getattr(self, knob), accepted)
 
@@ -56,8 +74,8 @@ class BasicBlock(nn.Module):
     """conv-norm-relu-conv-norm, plus a shortcut combined by a ``suite.schemes.ResidualSum``:
 
     - none (plain): relu(F(x)); identity: relu(x + F(x)) (He et al. 2016);
-    - fixup: relu(x + scale * F(x)) with no normalisation and scalar biases around each conv
-      (Zhang, Dauphin & Ma 2019; initialisation in ``suite.schemes.fixup_init``);
+    - fixup: relu(x + scale * F(x) + bias2b), F(x) = conv2(relu(conv1(x + bias1a) + bias1b) + bias2a),
+      no normalisation (Zhang, Dauphin & Ma 2019, official code; init in ``suite.schemes.fixup_init``);
     - rezero: x + alpha * F(x) and no activation after the sum, so the block is the identity at
       initialisation (Bachlechner et al. 2020);
     - skipinit: relu(x + alpha * F(x)) (De & Smith 2020)."""
@@ -74,25 +92,33 @@ class BasicBlock(nn.Module):
         self.act2 = Activation("relu")
         self.stride, self.pad = stride, c_out - c_in
         self.sum = ResidualSum(cfg.residual, n_blocks)
-        if cfg.residual == "fixup":
-            self.biases = nn.Parameter(torch.zeros(4))  # before conv1, after conv1, before conv2, after conv2
+        if cfg.residual == "fixup":  # scalar biases, zero at init, named as in the official code
+            self.bias1a, self.bias1b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+            self.bias2a, self.bias2b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """Option A: subsample, then zero-pad the new channels (no parameters)."""
+        """Option A: subsample, then zero-pad the new channels (no parameters); under Fixup the
+        downsampling shortcut takes ``x + bias1a``, as the official code does."""
         if self.stride == 1 and self.pad == 0:
             return x
+        if self.scheme == "fixup":
+            x = x + self.bias1a
         return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch F(x) (with Fixup's scalar biases where the scheme has them)."""
         if self.scheme == "fixup":
-            b = self.biases
-            return self.conv2(self.act1(self.conv1(x + b[0]) + b[1]) + b[2]) + b[3]
+            return self.conv2(self.act1(self.conv1(x + self.bias1a) + self.bias1b) + self.bias2a)
         return self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))  # (B, C_out, H', W')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
         out = self.sum(self.shortcut(x) if self.scheme != "none" else x, self.branch(x))
+        if self.scheme == "fixup":
+            out = out + self.bias2b  # after the multiplier: x + scale * F(x) + bias2b
         return out if self.scheme == "rezero" else self.act2(out)  # ReZero: no activation after the sum
+
+    def fixup_scalars(self) -> list[nn.Parameter]:
+        return [self.bias1a, self.bias1b, self.bias2a, self.sum.scale, self.bias2b]
 
 
 class CifarResNet(ProbedModel):
@@ -109,16 +135,29 @@ class CifarResNet(ProbedModel):
                 c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(c_in, n_classes)
+        self.fixup = cfg.residual == "fixup"
+        if self.fixup:  # Fixup's scalar biases after the stem and before the classifier (official code)
+            self.stem_bias, self.head_bias = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
         init_linear_stack([self], cfg.init)
-        if cfg.residual == "fixup":  # m = 2 layers per branch; the classifier starts at zero too
+        if self.fixup:  # m = 2 layers per branch; the classifier starts at zero too
             first, last = [b.conv1.weight for b in self.blocks], [b.conv2.weight for b in self.blocks]
             fixup_init(first, [*last, self.head.weight, self.head.bias], len(self.blocks), m=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_act(self.stem_norm(self.stem(x.view(-1, 1, 8, 8))))  # (B, w, 8, 8)
+        x = self.stem_norm(self.stem(x.view(-1, 1, 8, 8)))  # (B, w, 8, 8)
+        x = self.stem_act(x + self.stem_bias if self.fixup else x)
         for block in self.blocks:
             x = block(x)  # (B, C, H, W)
-        return self.head(x.mean(dim=(2, 3)))  # (B, n_classes)
+        x = x.mean(dim=(2, 3))  # (B, C)
+        return self.head(x + self.head_bias if self.fixup else x)  # (B, n_classes)
+
+    def fixup_scalars(self) -> list[nn.Parameter]:
+        """Fixup's scalar biases and multipliers, and the classifier's bias: the parameters whose
+        names contain 'bias' or 'scale' in the official code, which trains them at lr / 10."""
+        if not self.fixup:
+            return []
+        blocks = [p for b in self.blocks for p in b.fixup_scalars()]
+        return [self.stem_bias, *blocks, self.head_bias, self.head.bias]
 
     def layers(self) -> list[Layer]:
         out = [Layer("stem", self.stem.weight, self.stem_act, hidden=False, kind="stem")]  # the input layer
@@ -138,3 +177,15 @@ class ResNet(DigitsClassification):
 
     def build_model(self) -> CifarResNet:
         return CifarResNet(self.config, self.data.n_classes).to(self.device)
+
+    def param_groups(self, model: CifarResNet) -> list[dict]:
+        """Fixup: its scalars at ``fixup_scalar_lr`` times the learning rate (official
+        ``cifar/cifar_train.py``: ``base_lr / 10``); every other scheme: one group."""
+        scalars = {id(p) for p in model.fixup_scalars()}
+        if not scalars:
+            return super().param_groups(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if id(p) not in scalars]},
+            {"params": [p for p in params if id(p) in scalars], "lr_scale": self.config.fixup_scalar_lr},
+        ]

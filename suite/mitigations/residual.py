@@ -11,8 +11,12 @@ from suite.registry import MITIGATIONS
 @MITIGATIONS.register("fixup")
 @dataclass
 class Fixup(KnobMitigation):
-    """Fixup initialisation (Zhang, Dauphin & Ma 2019): residual learning without normalisation;
-    each branch starts as zero and its first layer is rescaled by L^(-1/2)."""
+    """Fixup initialisation (Zhang, Dauphin & Ma 2019): residual learning without normalisation.
+    Each branch's last layer and the classifier start at zero, its first layer is drawn from He's
+    fan-out init times L^(-1/2); scalar biases around each layer and after the stem / before the
+    classifier, a scalar multiplier per branch, and a 10x lower learning rate for those scalars,
+    as in the official code (github.com/hongyi-zhang/Fixup, cifar/). The task builds the scheme
+    (``tasks/resnet.py``); this sets its ``residual`` knob."""
 
     knob, value = "residual", "fixup"
 
