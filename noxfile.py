@@ -17,6 +17,7 @@ CONSTRAINTS = ("-c", "constraints.txt")
 STUDIES = (
     "mlp_vanishing",
     "mlp_exploding",
+    "mlp_meanfield",
     "rnn_copy",
     "rnn_exploding",
     "resnet_depth",

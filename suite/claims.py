@@ -214,10 +214,12 @@ def _empty_probes() -> pd.DataFrame:
     return pd.DataFrame(columns=["step", "metric", "layer", "value", "run_id"])
 
 
-def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | None:
+def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | str:
+    """The predicate's outcome, or the name of a group with fewer than ``MIN_SEEDS`` finished seeds."""
     groups = {name: study.group(c) for name, c in cells.items()}
-    if any(g is None for g in groups.values()):
-        return None
+    for name, g in groups.items():
+        if g is None:
+            return name
     return claim.predicate(groups)
 
 
@@ -234,8 +236,9 @@ def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None
     if study.missing:
         return result("not run", study.missing, "–")
     base = _judge(claim, study, claim.cells)
-    if base is None:
-        return result("not run", f"fewer than {MIN_SEEDS} finished seeds in a cell of study {claim.study}", "–")
+    if isinstance(base, str):
+        where = f"study {claim.study}, profile {profile}"
+        return result("not run", f"cell group '{base}' has fewer than {MIN_SEEDS} finished seeds ({where})", "–")
     if claim.neighbourhood is None:
         return result("✓" if base.holds else "✗", base.numbers, "n/a (at initialisation)")
     k = claim.neighbourhood
@@ -247,7 +250,7 @@ def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None
     for factor in (0.5, 2.0):
         shifted = {n: Cells(c.mitigations, {**c.settings, k: center * factor}) for n, c in claim.cells.items()}
         outcome = _judge(claim, study, shifted)
-        if outcome is not None:
+        if isinstance(outcome, Outcome):
             ran.append((factor, outcome))
     agree = all(o.holds == base.holds for _, o in ran)
     status = ("✓" if base.holds else "✗") if agree else "fragile"

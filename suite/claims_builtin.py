@@ -82,7 +82,7 @@ class IoffeBatchNorm(Claim):
 
 
 def _resnet(mitigations: tuple[str, ...], depth: int) -> Cells:
-    return Cells(mitigations, {"task.depth": depth})
+    return Cells(mitigations, {"task.depth": depth, "optim.lr": 0.05})  # the task's default rate
 
 
 @CLAIMS.register("he2016_degradation")
@@ -325,3 +325,65 @@ class DeepNorm(Claim):
             f"{fmt(post.values('loss_vs_chance'))}"
         )
         return Outcome(stalls(post) and trains(deep), numbers)
+
+
+def _scaled(activation: str, sigma_w: float, **extra) -> Cells:
+    return Cells((), {"task.activation": activation, "task.weight_scale": sigma_w, **extra})
+
+
+@CLAIMS.register("poole2016_chi1")
+class MeanFieldChi(Claim):
+    paper = "Poole et al. 2016, Exponential expressivity in deep neural networks through transient chaos"
+    where = "Sec. 3; Schoenholz et al. 2017, eq. (5)"
+    statement = (
+        "At init the backward signal changes by sqrt(chi_1) per layer, chi_1 = sigma_w^2 E[phi'(h)^2]: it "
+        "vanishes for chi_1 < 1 and explodes for chi_1 > 1 (within 25% over 19 layers, every seed)."
+    )
+    study = "mlp_meanfield"
+    neighbourhood = None
+    cells = {
+        "tanh 0.5": _scaled("tanh", 0.5, **{"task.depth": 20}),
+        "tanh 3": _scaled("tanh", 3.0, **{"task.depth": 20}),
+        "relu 1": _scaled("relu", 1.0, **{"task.depth": 20}),
+        "relu 2": _scaled("relu", 2.0, **{"task.depth": 20}),
+    }
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        from suite.meanfield import chi1
+
+        ok, parts = True, []
+        for name, group in g.items():
+            act, sw = name.split()
+            expected = 0.5 * np.log10(chi1(act, float(sw)))
+            measured = []
+            for flow in group.step0("grad_preact"):
+                v = np.log10(flow.to_numpy(dtype=float))
+                measured.append((v[0] - v[-1]) / (len(v) - 1))
+            measured = np.array(measured)
+            ok &= bool((np.abs(measured - expected) <= 0.25 * abs(expected)).all())
+            parts.append(f"{name}: {fmt(measured)} vs {expected:.3f} decades/layer")
+        return Outcome(ok, "; ".join(parts))
+
+
+@CLAIMS.register("schoenholz2017_depth_scale")
+class EdgeOfChaos(Claim):
+    paper = "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation"
+    where = "Fig. 5"
+    statement = (
+        "Trainable depth diverges at the edge of chaos: an 80-layer tanh net trains at sigma_w = 1, not far off it."
+    )
+    study = "mlp_meanfield"
+    cells = {
+        "critical": _scaled("tanh", 1.0, **{"task.depth": 80}),
+        "ordered": _scaled("tanh", 0.5, **{"task.depth": 80}),
+        "chaotic": _scaled("tanh", 3.0, **{"task.depth": 80}),
+    }
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        c, o, x = g["critical"], g["ordered"], g["chaotic"]
+        holds = trains(c) and not trains(o) and not trains(x)
+        numbers = (
+            f"loss/chance at 80 layers: sigma_w=1 {fmt(c.values('loss_vs_chance'))}, 0.5 "
+            f"{fmt(o.values('loss_vs_chance'))}, 3 {fmt(x.values('loss_vs_chance'))}"
+        )
+        return Outcome(holds, numbers)

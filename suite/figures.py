@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -203,3 +205,144 @@ def _save(figure: Any, path: Path, plt: Any) -> Path:
     figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
     return path
+
+
+# --- The sigma_max^T bound of Pascanu et al. (2013) against the measured gradient through time ---
+
+
+def rnn_bound_points(probes: pd.DataFrame, records: dict[str, dict], recall: int = 10) -> pd.DataFrame:
+    """One row per (plain-RNN run, lag) at step 0: the measured log10 ||dL/dh_t|| / ||dL/dh_s|| and
+    the bound (s - t) log10 sigma_max(W_hh), where s is the first of the ``recall`` positions that
+    carry the loss and lag = s - t for t < s.
+
+    Before s the loss reaches h_t only through h_s, so dL/dh_t = (dh_s/dh_t)^T dL/dh_s, and for a
+    plain tanh or ReLU cell (|phi'| <= 1) ||dh_s/dh_t|| <= sigma_max^(s-t): the bound must hold at
+    every lag (at positions >= s the readout adds direct terms, so they are not compared). Runs with
+    a gated cell (the probed matrix is one gate block, not the Jacobian's) or truncated BPTT (the
+    gradient is cut, trivially bounded) are left out. Columns: run_id, group, seed, sigma_max,
+    lag, measured, bound (both log10), radius (lag log10 of the spectral radius: a reference for the
+    typical growth, not a bound), holds."""
+    columns = ["run_id", "group", "seed", "sigma_max", "lag", "measured", "bound", "radius", "holds"]
+    if probes.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    step0 = probes[probes["step"] == 0]
+    for rid, group in step0.groupby("run_id"):
+        run = records.get(rid)
+        if run is None or run["task"] != "rnn_copy":
+            continue
+        s = run["settings"]
+        if s.get("task.cell") != "rnn" or int(s.get("task.tbptt") or 0) > 0:
+            continue
+        flow = group[group["metric"] == "grad_through_time"].set_index("layer")["value"]
+        sigma = group.loc[group["metric"] == "sigma_max", "value"]
+        if flow.empty or sigma.empty:
+            continue
+        values = flow.reindex([f"t{t}" for t in range(len(flow))]).to_numpy(dtype=float)
+        first = len(values) - recall
+        if first < 1 or not (values[first] > 0 and np.isfinite(values).all()):
+            continue
+        sigma_max = float(sigma.iloc[0])
+        rho = group.loc[group["metric"] == "spectral_radius", "value"]
+        log_rho = np.log10(float(rho.iloc[0])) if len(rho) else np.nan
+        label = _group_label(group)
+        for t in range(first):
+            lag = first - t
+            measured = np.log10(values[t] / values[first]) if values[t] > 0 else -np.inf
+            bound = lag * np.log10(sigma_max)
+            holds = bool(values[t] <= values[first] * sigma_max**lag * (1 + 1e-4))  # float32 records
+            rows.append((rid, label, run["seed"], sigma_max, lag, measured, bound, lag * log_rho, holds))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _group_label(group: pd.DataFrame) -> str:
+    parts = [str(group[c].iloc[0]) for c in ("mitigations", "setting") if c in group and str(group[c].iloc[0])]
+    return ", ".join(parts) or str(group["run_id"].iloc[0])[:8]
+
+
+def rnn_bound_fraction(points: pd.DataFrame) -> float:
+    """Share of (run, lag) pairs at which the sigma_max^T bound holds; NaN when none were checked."""
+    return float(points["holds"].mean()) if len(points) else float("nan")
+
+
+def rnn_bound_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Per group: seeds, sigma_max at init (mean), the lag checked up to, the share of lags where the
+    bound holds, and how loose it is at the longest lag (bound minus measured, decades, mean over seeds)."""
+    if points.empty:
+        return pd.DataFrame()
+    longest = points[points["lag"] == points.groupby("run_id")["lag"].transform("max")]
+    slack = (longest["bound"] - longest["measured"]).groupby(longest["group"]).mean()
+    table = points.groupby("group").agg(
+        seeds=("run_id", "nunique"), sigma_max=("sigma_max", "mean"), max_lag=("lag", "max"), holds=("holds", "mean")
+    )
+    return table.assign(slack_at_max_lag=slack).reset_index()
+
+
+def rnn_bound_figure(points: pd.DataFrame, path: Path) -> Path | None:
+    """One panel per group: measured log10 ||dL/dh_t|| / ||dL/dh_s|| against the lag s - t (mean over
+    seeds, band: min to max) and the bound lag * log10 sigma_max (dashed). None when no points."""
+    points = points[np.isfinite(points["measured"])] if len(points) else points
+    if points.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # cells that differ only in training (learning rate, optimiser, clipping) share their step-0
+    # curves: one panel per initialisation, named after every cell that shares it
+    runs = points.drop_duplicates("run_id").sort_values("seed")
+    init = runs.groupby("group")["sigma_max"].first().round(5)  # the lowest seed's initial sigma_max
+    names = {}
+    for key in init.unique():
+        same = sorted(init.index[init == key], key=len)
+        names[key] = same[0] + (f" (and {len(same) - 1} more cells, same init)" if len(same) > 1 else "")
+    points = points.assign(group=points["group"].map(lambda g: names[init[g]]))
+    groups = sorted(points["group"].unique())
+    ncols = min(3, len(groups))
+    nrows = -(-len(groups) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, groups, strict=False):
+        data = points[points["group"] == name]
+        by_lag = data.groupby("lag")
+        measured, bound = by_lag["measured"], by_lag["bound"].mean()
+        ax.fill_between(measured.min().index, measured.min(), measured.max(), color="C0", alpha=0.25, lw=0)
+        ax.plot(measured.mean().index, measured.mean(), color="C0", label="measured")
+        ax.plot(bound.index, bound, "k--", label=f"bound, σ_max={data['sigma_max'].mean():.2f}")
+        radius = by_lag["radius"].mean()
+        if radius.notna().all():
+            ax.plot(radius.index, radius, ":", color="0.5", label="spectral radius^lag (no bound)")
+        ax.set_title(f"{textwrap.fill(name, 55)}\n(holds at {data['holds'].mean():.0%} of lags)", fontsize=8)
+        ax.set_xlabel("lag s − t (s: first recall step)")
+        ax.set_ylabel("log10 ||dL/dh_t|| / ||dL/dh_s||")
+        ax.legend(fontsize=7)
+    fig.suptitle("Gradient through time at init against Pascanu et al.'s σ_max^(s−t) bound")
+    fig.tight_layout()
+    return _save(fig, path, plt)
+
+
+def rnn_bound_section(study: str, probes: pd.DataFrame, records: dict[str, dict], out: Path) -> list[str]:
+    """Markdown parts for one study: the share of (run, lag) pairs where the sigma_max^T bound holds,
+    a table per group, and ``<study>_sigma_bound.png`` in ``out``; empty without plain-RNN records."""
+    points = rnn_bound_points(probes, records)
+    if points.empty:
+        return []
+    table = rnn_bound_table(points)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    parts = [
+        "**Gradient through time against the σ_max bound** (Pascanu et al. 2013). Before the first recall "
+        "step s the loss reaches h_t only through h_s, and a tanh or ReLU cell has |φ′| ≤ 1, so "
+        "||dL/dh_t|| ≤ σ_max(W_hh)^(s−t) ||dL/dh_s||. At step 0 it holds at "
+        f"{rnn_bound_fraction(points):.1%} of {len(points)} (run, lag) pairs; slack: bound minus measured "
+        "at the longest lag, in decades (a bound, not a prediction: σ_max > 1 permits growth, it does not "
+        "cause it).\n",
+        "\n".join(lines) + "\n",
+    ]
+    path = rnn_bound_figure(points, out / f"{study}_sigma_bound.png")
+    if path is not None:
+        parts.append(f"![{path.stem}](figures/{path.name})\n")
+    return parts

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from suite.nn import RECTIFIERS, SATURATING
+from suite.nn import ACTIVATIONS, RECTIFIERS, SATURATING
 from suite.registry import PROBES
 from suite.task import Capability, Layer, ProbedModel, Task
 
@@ -184,6 +184,49 @@ def _activation_stats(kind: str, out: torch.Tensor) -> torch.Tensor:
     return torch.stack([units.mean(), units.std(), frac])
 
 
+@PROBES.register("backprop")
+class Backprop(Probe):
+    """Per-layer ||dL/dh|| for h the input of each layer's activation (its pre-activation): the
+    backward signal that mean-field theory predicts, ||dL/dh_l||^2 ~ chi_1 ||dL/dh_(l+1)||^2 with
+    chi_1 = sigma_w^2 E[phi'(h)^2] (Poole et al. 2016; Schoenholz et al. 2017). Weight gradients are
+    this signal times the layer's input, so with ReLU they stay flat whatever sigma_w (the input
+    grows as fast as the signal shrinks): compare chi_1 with this probe, not with ``grad_norm``.
+    A tensor hook only reads the gradient; it never changes it."""
+
+    metrics = ("grad_preact",)
+
+    def applies(self, task: Task, model: ProbedModel) -> bool:
+        return any(_computes(layer.activation) for layer in model.layers())
+
+    def before_forward(self, ctx: ProbeContext) -> None:
+        norms: dict[str, torch.Tensor] = {}
+        handles = []
+        for layer in ctx.layers:
+            if not _computes(layer.activation):
+                continue
+
+            def hook(module, inputs, out, name=layer.name):
+                if inputs[0].requires_grad:
+                    inputs[0].register_hook(lambda g: norms.__setitem__(name, torch.linalg.vector_norm(g.detach())))
+
+            handles.append(layer.activation.register_forward_hook(hook))
+        ctx.scratch["backprop"] = (norms, handles)
+
+    def after_backward(self, ctx: ProbeContext) -> None:
+        norms, handles = ctx.scratch.pop("backprop")
+        for h in handles:
+            h.remove()
+        names = [layer.name for layer in ctx.layers if layer.name in norms]
+        if names:
+            ctx.rows.add(ctx.step, "grad_preact", names, torch.stack([norms[n] for n in names]))
+
+
+def _computes(module: torch.nn.Module | None) -> bool:
+    """Whether ``module`` applies its nonlinearity (not an ``observe_only`` marker on a tensor that a
+    fused kernel already put through it, e.g. nn.RNN's hidden states, whose input is no pre-activation)."""
+    return module is not None and getattr(module, "fn", None) is ACTIVATIONS.get(getattr(module, "kind", ""))
+
+
 @PROBES.register("update_ratio")
 class UpdateRatio(Probe):
     """Per-layer ||W_new - W_old|| / ||W_new||, the step's relative size (Karpathy's 1e-3 rule)."""
@@ -224,14 +267,16 @@ class GradThroughTime(Probe):
 @PROBES.register("recurrent_spectrum")
 class RecurrentSpectrum(Probe):
     """Spectral radius and largest singular value of the recurrent matrix (Pascanu et al. 2013:
-    sigma_max < 1 is sufficient for vanishing, rho > 1 necessary for exploding)."""
+    sigma_max < 1 is sufficient for vanishing, rho > 1 necessary for exploding). Read before the
+    sampled step's forward, so step 0 is the initialisation and each value belongs to the same
+    weights as that step's ``grad_through_time`` (the sigma_max^T bound compares the two)."""
 
     metrics = ("spectral_radius", "sigma_max")
 
     def applies(self, task: Task, model: ProbedModel) -> bool:
         return Capability.RECURRENT in task.capabilities
 
-    def after_step(self, ctx: ProbeContext) -> None:
+    def before_forward(self, ctx: ProbeContext) -> None:
         w = ctx.model.recurrent_matrix().detach().float()
         ctx.rows.add(ctx.step, "spectral_radius", ["recurrent"], torch.linalg.eigvals(w).abs().max())
         ctx.rows.add(ctx.step, "sigma_max", ["recurrent"], torch.linalg.matrix_norm(w, ord=2))

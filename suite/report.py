@@ -30,6 +30,7 @@ from suite.records import (
     record_dir,
 )
 from suite.tables import delay_table, legend, lr_table, study_table
+from suite.theory import section as theory_section
 
 PROBE_METRICS = (
     "grad_norm",
@@ -37,6 +38,7 @@ PROBE_METRICS = (
     "batch_loss",
     "grad_ratio",
     "sigma_max",
+    "spectral_radius",
     "grad_preact",
 )  # figures, claims
 
@@ -206,7 +208,7 @@ def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
 
 
 def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
-    from suite.figures import write_figures
+    from suite.figures import rnn_bound_section, write_figures
 
     all_cells, all_records, parts, skipped = [], {}, [], 0
     for manifest in manifests:
@@ -226,6 +228,8 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         parts.extend(table + "\n" for table in extra if table)
         for fig in write_figures(manifest, cells, probes, records, headline, out / "figures"):
             parts.append(f"![{fig.stem}](figures/{fig.name})\n")
+        parts.extend(theory_section(manifest["study"], cells, probes, records, out / "figures"))
+        parts.extend(rnn_bound_section(manifest["study"], probes, records, out / "figures"))
     cells = pd.concat(all_cells, ignore_index=True)
     tidy_summary(cells, {k for m in manifests for k in m["swept"]}).to_csv(out / "summary.csv", index=False)
     found = cells[cells["status"] != "missing"]

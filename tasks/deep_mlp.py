@@ -108,5 +108,9 @@ class DeepMLP(DigitsClassification):
         "residual": ("none", "identity"),
     }
 
+    def constants(self) -> dict[str, float]:
+        """The input's mean second moment, the q_0 a mean-field prediction starts from."""
+        return {"input_second_moment": float(self.data.x_train.double().pow(2).mean())}
+
     def build_model(self) -> MLP:
         return MLP(self.data.x_train.shape[1], self.data.n_classes, self.config).to(self.device)

@@ -1,0 +1,228 @@
+"""Mean-field theory (suite.meanfield) and the backprop probe it is compared with."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import task_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from suite import meanfield
+from suite.figures import rnn_bound_fraction, rnn_bound_points, rnn_bound_section
+from suite.probes import Backprop, GradThroughTime, ProbeContext, RecurrentSpectrum, Rows
+from tasks.deep_mlp import MLP
+from tasks.rnn_copy import RNNCopy
+
+scales = st.floats(0.2, 4.0)
+
+
+@given(scales, st.floats(1e-3, 50.0))
+def test_relu_chi_is_half_sigma_squared_at_any_length(sigma_w, q):
+    assert meanfield.chi(q, "relu", sigma_w) == pytest.approx(sigma_w**2 / 2, rel=1e-12)
+    assert meanfield.chi1("relu", sigma_w) == pytest.approx(sigma_w**2 / 2, rel=1e-12)
+    assert meanfield.length_map(q, "relu", sigma_w) == pytest.approx(sigma_w**2 * q / 2, rel=1e-12)
+
+
+@given(st.floats(0.2, 0.95))
+def test_tanh_without_bias_is_ordered_below_one_with_chi_sigma_squared(sigma_w):
+    assert meanfield.fixed_point("tanh", sigma_w) < 1e-6
+    assert meanfield.chi1("tanh", sigma_w) == pytest.approx(sigma_w**2, rel=1e-4)
+
+
+@given(st.floats(1.1, 4.0), st.floats(0.0, 0.5))
+@settings(deadline=None)
+def test_tanh_fixed_point_above_one_is_nontrivial_and_fixed(sigma_w, sigma_b):
+    q = meanfield.fixed_point("tanh", sigma_w, sigma_b)
+    assert q > 0.01
+    assert meanfield.length_map(q, "tanh", sigma_w, sigma_b) == pytest.approx(q, rel=1e-8)
+
+
+@given(st.sampled_from(["tanh", "sigmoid"]), scales, st.floats(0.05, 5.0))
+@settings(deadline=None, max_examples=30)
+def test_chi_matches_monte_carlo(activation, sigma_w, q):
+    phi, dphi = meanfield.ACTIVATIONS[activation]
+    z = np.random.default_rng(0).standard_normal(400_000)
+    estimate = sigma_w**2 * np.mean(dphi(math.sqrt(q) * z) ** 2)
+    assert meanfield.chi(q, activation, sigma_w) == pytest.approx(estimate, rel=0.01)
+
+
+@given(st.floats(0.3, 1.0), st.floats(1.0, 3.5))
+@settings(deadline=None)
+def test_tanh_chi1_grows_with_sigma_w_and_crosses_one_at_criticality(low, high):
+    assert meanfield.chi1("tanh", low) <= meanfield.chi1("tanh", 1.0) + 1e-9 <= meanfield.chi1("tanh", high) + 2e-9
+    assert meanfield.chi1("tanh", 1.0) == pytest.approx(1.0, abs=1e-6)
+
+
+@given(st.sampled_from(["tanh", "sigmoid", "relu"]), scales, st.integers(2, 30))
+@settings(deadline=None, max_examples=30)
+def test_profile_from_the_fixed_point_is_chi1_per_layer(activation, sigma_w, depth):
+    q_star = meanfield.fixed_point(activation, sigma_w)
+    if q_star == math.inf:  # ReLU above sqrt(2): no finite fixed point, but its chi does not depend on q
+        q_star = 1.0
+    profile = meanfield.profile(activation, sigma_w, q_star / sigma_w**2, depth)
+    per_layer = 0.5 * math.log10(meanfield.chi(q_star, activation, sigma_w))
+    assert profile[-1] == 0.0
+    assert profile == pytest.approx(per_layer * np.arange(depth - 1, -1, -1), abs=1e-6)
+
+
+def test_depth_scale_is_infinite_at_criticality_and_finite_off_it():
+    assert meanfield.depth_scale(1.0) == math.inf
+    assert meanfield.depth_scale(0.5) == pytest.approx(1 / math.log(2))
+    assert meanfield.depth_scale(2.0) == pytest.approx(1 / math.log(2))
+
+
+def _mlp(activation: str, sigma_w: float, depth: int, width: int, seed: int) -> MLP:
+    torch.manual_seed(seed)
+    cfg = task_config("deep_mlp", activation=activation, init="scaled", weight_scale=sigma_w, depth=depth, width=width)
+    return MLP(64, 10, cfg).double()
+
+
+def _backprop_norms(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+    """(the probe's per-layer ||dL/dh||, the same from autograd on retained pre-activations)."""
+    probe, rows = Backprop(), Rows()
+    ctx = ProbeContext(task=None, model=model, layers=model.layers(), params=list(model.parameters()), rows=rows)
+    preacts = []
+
+    def keep(module, inputs, out):  # returns None, so the output is left alone
+        inputs[0].retain_grad()
+        preacts.append(inputs[0])
+
+    hooks = [b.act.register_forward_hook(keep) for b in model.blocks]
+    probe.before_forward(ctx)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    probe.after_backward(ctx)
+    for h in hooks:
+        h.remove()
+    measured = [v for *_, v in rows.to_records()]
+    return measured, [float(p.grad.norm()) for p in preacts]
+
+
+def test_backprop_probe_measures_the_true_gradient_and_changes_nothing():
+    model = _mlp("tanh", 1.5, depth=6, width=16, seed=0)
+    x, y = torch.randn(32, 64, dtype=torch.float64), torch.randint(0, 10, (32,))
+    measured, truth = _backprop_norms(model, x, y)
+    assert measured == pytest.approx(truth, rel=1e-5)
+    probed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(probed, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("activation", "sigma_w"), [("tanh", 0.7), ("tanh", 2.5), ("relu", 1.8)])
+def test_wide_net_at_init_follows_the_mean_field_profile(activation, sigma_w):
+    """A 512-wide, 10-layer net: measured log10 ||dL/dh_l|| / ||dL/dh_L|| within 0.15 decades of theory."""
+    x = torch.randn(128, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(2))
+    curves = []
+    for seed in range(2):
+        measured, _ = _backprop_norms(_mlp(activation, sigma_w, depth=10, width=512, seed=seed), x, y)
+        curves.append(np.log10(measured) - np.log10(measured[-1]))
+    predicted = meanfield.profile(activation, sigma_w, float(x.pow(2).mean()), 10)
+    assert np.mean(curves, axis=0) == pytest.approx(predicted, abs=0.15)
+    assert abs(predicted[0]) > 0.5  # the check is not trivially flat
+
+
+def test_backprop_probe_skips_observe_only_markers():
+    """nn.RNN's hidden states pass through an observe-only marker: its input is no pre-activation."""
+    task = RNNCopy(task_config("rnn_copy", delay=3, hidden=8), torch.device("cpu"))
+    assert not Backprop().applies(task, task.build_model())
+
+
+# --- the sigma_max^T bound (Pascanu et al. 2013) in the reporter ---
+
+
+def _rnn_frames(flows: dict[str, tuple[list[float], float]], **settings) -> tuple[pd.DataFrame, dict[str, dict]]:
+    rows, records = [], {}
+    for rid, (flow, sigma) in flows.items():
+        rows += [(0, "grad_through_time", f"t{t}", v, rid) for t, v in enumerate(flow)]
+        rows.append((0, "sigma_max", "recurrent", sigma, rid))
+        s = {"task.cell": "rnn", "task.tbptt": 0, **settings}
+        records[rid] = {"task": "rnn_copy", "seed": 0, "settings": s}
+    probes = pd.DataFrame(rows, columns=["step", "metric", "layer", "value", "run_id"])
+    return probes.assign(mitigations="baseline", setting=""), records
+
+
+def test_rnn_bound_holds_where_the_gradient_decays_and_fails_where_it_outgrows_sigma(tmp_path):
+    decays = [0.5**lag for lag in range(5, 0, -1)] + [1.0] * 10  # first recall step s = 5
+    outgrows = [3.0**lag for lag in range(5, 0, -1)] + [1.0] * 10
+    probes, records = _rnn_frames({"a": (decays, 1.0), "b": (outgrows, 2.0)})
+    points = rnn_bound_points(probes, records)
+    assert sorted(points["lag"].unique()) == [1, 2, 3, 4, 5]
+    assert points.groupby("run_id")["holds"].mean().to_dict() == {"a": 1.0, "b": 0.0}
+    assert rnn_bound_fraction(points) == 0.5
+    assert points.loc[points["run_id"] == "b", "bound"].to_numpy() == pytest.approx(np.arange(5, 0, -1) * math.log10(2))
+    parts = rnn_bound_section("s", probes, records, tmp_path)
+    assert "50.0% of 10 (run, lag) pairs" in parts[0] and (tmp_path / "s_sigma_bound.png").is_file()
+    for excluded in ({"task.cell": "lstm"}, {"task.tbptt": 35}):
+        assert rnn_bound_points(*_rnn_frames({"a": (decays, 1.0)}, **excluded)).empty
+
+
+@given(st.floats(0.5, 3.0), st.integers(0, 2**16))
+@settings(deadline=None, max_examples=10)
+def test_rnn_bound_holds_on_the_probes_of_a_real_tanh_rnn(gain, seed):
+    cfg = task_config("rnn_copy", delay=6, hidden=16, init="scaled", recurrent_gain=gain, batch_size=4)
+    task = RNNCopy(cfg, torch.device("cpu"))
+    torch.manual_seed(seed)
+    model = task.build_model()
+    rows = Rows()
+    ctx = ProbeContext(task=task, model=model, layers=model.layers(), params=list(model.parameters()), rows=rows)
+    ctx.batch = next(task.batches(torch.Generator().manual_seed(seed)))
+    for probe in (GradThroughTime(), RecurrentSpectrum()):
+        probe.before_forward(ctx)
+    probes = pd.DataFrame(rows.to_records(), columns=["step", "metric", "layer", "value"]).assign(run_id="r")
+    points = rnn_bound_points(
+        probes,
+        {
+            "r": {
+                "task": "rnn_copy",
+                "seed": seed,
+                "settings": {f"task.{k}": v for k, v in dataclasses.asdict(cfg).items()},
+            }
+        },
+    )
+    assert len(points) == 16 and rnn_bound_fraction(points) == 1.0
+
+
+# --- the correlation map and its depth scale (Schoenholz et al. 2017), drawn on the phase diagram ---
+
+
+@given(st.sampled_from(["tanh", "sigmoid"]), st.floats(0.3, 3.0), st.floats(0.05, 0.5))
+@settings(deadline=None, max_examples=10)
+def test_full_correlation_is_a_fixed_point_of_the_correlation_map(activation, sigma_w, sigma_b):
+    """c = 1 maps to itself; the 2-D rule is good to ~1e-4 at the largest lengths here (q* ~ 9)."""
+    assert meanfield.correlation_map(1.0, activation, sigma_w, sigma_b) == pytest.approx(1.0, abs=2e-4)
+
+
+@given(st.sampled_from(["tanh", "sigmoid"]), st.floats(0.2, 4.0))
+@settings(deadline=None, max_examples=15)
+def test_correlation_depth_scale_is_the_gradient_one_on_the_ordered_side(activation, sigma_w):
+    chi_1 = meanfield.chi1(activation, sigma_w)
+    if chi_1 > 1:  # chaotic tanh: correlations converge to c* < 1 over a longer, finite depth
+        assert meanfield.chi_c(activation, sigma_w) < 1
+        assert meanfield.correlation_depth_scale(activation, sigma_w) > meanfield.depth_scale(chi_1)
+    else:
+        assert meanfield.correlation_depth_scale(activation, sigma_w) == pytest.approx(meanfield.depth_scale(chi_1))
+
+
+@given(st.floats(1.2, 3.0))
+@settings(deadline=None, max_examples=4)
+def test_chaotic_tanh_chi_c_closed_form_agrees_with_the_correlation_map_root(sigma_w):
+    """Without bias the odd tanh map has c* = 0 (closed form); a vanishing bias takes the general
+    path (root of the 2-D correlation map), which must land on the same value."""
+    assert meanfield.chi_c("tanh", sigma_w, 1e-9) == pytest.approx(meanfield.chi_c("tanh", sigma_w), rel=5e-3)
+
+
+def test_chaotic_tanh_chi_c_matches_monte_carlo():
+    sigma_w = 2.0
+    q = meanfield.fixed_point("tanh", sigma_w)
+    z = np.random.default_rng(0).standard_normal((2, 400_000))
+    estimate = (
+        sigma_w**2 * np.mean(1 - np.tanh(math.sqrt(q) * z[0]) ** 2) * np.mean(1 - np.tanh(math.sqrt(q) * z[1]) ** 2)
+    )
+    assert meanfield.chi_c("tanh", sigma_w) == pytest.approx(estimate, rel=0.01)
