@@ -33,6 +33,17 @@ def test_default_optimiser_is_he_et_al_sgd_with_momentum_and_weight_decay():
     assert other.optim.kwargs == {"momentum": 0.0, "weight_decay": 0.0}
 
 
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop"])
+def test_another_optimiser_replaces_the_resnet_recipe_whole(name):
+    """The recipe is an optim group of its own (sgd_he2016), so no SGD-only key leaks into Adam."""
+    spec = prepare(compose(["task=resnet", f"optim={name}", "progress=false"]))
+    plain = prepare(compose(["task=deep_mlp", f"optim={name}", "progress=false"]))
+    assert spec.optim.name == name
+    assert {k: v for k, v in spec.settings.items() if k.startswith("optim.")} == {
+        k: v for k, v in plain.settings.items() if k.startswith("optim.")
+    }
+
+
 def test_fixup_scalars_are_present_zero_biases_and_unit_multipliers():
     """Official code: bias1a, bias1b, bias2a, bias2b and scale in every block; bias1 after the stem
     convolution and bias2 before the classifier; no normalisation anywhere."""
