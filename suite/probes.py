@@ -7,6 +7,7 @@ sample costs a few fused kernels (``torch._foreach_norm``) and no ``.item()`` pe
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -140,16 +141,11 @@ class ActivationStats(Probe):
 
     def before_forward(self, ctx: ProbeContext) -> None:
         stats: list[tuple[str, torch.Tensor, str]] = []
-        handles = []
-        for layer in ctx.layers:
-            if layer.activation is None:
-                continue
 
-            def hook(module, inputs, out, name=layer.name):
-                stats.append((name, _activation_stats(module.kind, out.detach()), module.kind))
+        def hook(name, module, inputs, out):
+            stats.append((name, _activation_stats(module.kind, out.detach()), module.kind))
 
-            handles.append(layer.activation.register_forward_hook(hook))
-        ctx.scratch["activation"] = (stats, handles)
+        ctx.scratch["activation"] = (stats, _hook_activations(ctx, hook, lambda m: m is not None))
 
     def after_backward(self, ctx: ProbeContext) -> None:
         stats, handles = ctx.scratch.pop("activation")
@@ -200,17 +196,12 @@ class Backprop(Probe):
 
     def before_forward(self, ctx: ProbeContext) -> None:
         norms: dict[str, torch.Tensor] = {}
-        handles = []
-        for layer in ctx.layers:
-            if not _computes(layer.activation):
-                continue
 
-            def hook(module, inputs, out, name=layer.name):
-                if inputs[0].requires_grad:
-                    inputs[0].register_hook(lambda g: norms.__setitem__(name, torch.linalg.vector_norm(g.detach())))
+        def hook(name, module, inputs, out):
+            if inputs[0].requires_grad:
+                inputs[0].register_hook(lambda g: norms.__setitem__(name, torch.linalg.vector_norm(g.detach())))
 
-            handles.append(layer.activation.register_forward_hook(hook))
-        ctx.scratch["backprop"] = (norms, handles)
+        ctx.scratch["backprop"] = (norms, _hook_activations(ctx, hook, _computes))
 
     def after_backward(self, ctx: ProbeContext) -> None:
         norms, handles = ctx.scratch.pop("backprop")
@@ -219,6 +210,16 @@ class Backprop(Probe):
         names = [layer.name for layer in ctx.layers if layer.name in norms]
         if names:
             ctx.rows.add(ctx.step, "grad_preact", names, torch.stack([norms[n] for n in names]))
+
+
+def _hook_activations(ctx: ProbeContext, hook: Any, keep: Any) -> list:
+    """Forward hooks ``hook(layer_name, module, inputs, out)`` on every layer whose activation
+    module passes ``keep``; the handles, to remove after the backward pass."""
+    return [
+        layer.activation.register_forward_hook(functools.partial(hook, layer.name))
+        for layer in ctx.layers
+        if keep(layer.activation)
+    ]
 
 
 def _computes(module: torch.nn.Module | None) -> bool:

@@ -226,3 +226,51 @@ def test_chaotic_tanh_chi_c_matches_monte_carlo():
         sigma_w**2 * np.mean(1 - np.tanh(math.sqrt(q) * z[0]) ** 2) * np.mean(1 - np.tanh(math.sqrt(q) * z[1]) ** 2)
     )
     assert meanfield.chi_c("tanh", sigma_w) == pytest.approx(estimate, rel=0.01)
+
+
+def _scaled_record(steps: int, seed: int) -> dict:
+    layers = [{"name": f"l{i}", "hidden": True} for i in (1, 2, 3)] + [{"name": "out", "hidden": False}]
+    settings = {"task.init": "scaled", "task.norm": "none", "task.residual": "none", "task.activation": "tanh"}
+    settings |= {"task.weight_scale": 0.5, "task.depth": 3, "task.steps": steps}
+    return {
+        "task": "deep_mlp",
+        "seed": seed,
+        "settings": settings,
+        "task_info": {"layers": layers, "constants": {"input_second_moment": 1.0}},
+    }
+
+
+def test_agreement_counts_a_seed_once_when_only_the_training_budget_differs():
+    """Runs that differ only in task.steps share their step-0 probes: one seed, not two."""
+    from suite.theory import agreement
+
+    records = {"a": _scaled_record(100, 0), "b": _scaled_record(300, 0), "c": _scaled_record(100, 1)}
+    predicted = meanfield.profile("tanh", 0.5, 1.0, 3)
+    rows = [
+        (0, "grad_preact", f"l{i + 1}", 10.0 ** (p + shift), rid)
+        for rid, shift in (("a", 0.0), ("b", 0.0), ("c", 0.3))
+        for i, p in enumerate(predicted)
+    ]
+    probes = pd.DataFrame(rows, columns=["step", "metric", "layer", "value", "run_id"])
+    points = agreement(probes, records)
+    assert (points["seeds"] == 2).all() and len(points) == 3
+    np.testing.assert_allclose(points["measured"], predicted, atol=1e-9)  # the shift cancels against the last layer
+    np.testing.assert_allclose(points["predicted"], predicted)
+
+
+@pytest.mark.slow
+def test_meanfield_study_reports_its_agreement_and_the_chi1_claim_holds(tmp_path):
+    from helpers import gradbench
+
+    results, out = tmp_path / "results", tmp_path / "report"
+    study = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    assert study.returncode == 0, study.stderr
+    report = gradbench("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
+    assert report.returncode == 0, report.stderr
+    text = (out / "summary.md").read_text()
+    agreement = text[text.index("Agreement over all") :].split("\n")[0]
+    r2 = float(agreement.split("R² = ")[1].split(",")[0])
+    assert "220 points" in agreement and r2 > 0.99, agreement  # 11 cells x 20 layers, theory within noise
+    assert (out / "figures" / "mlp_meanfield_meanfield.png").is_file()
+    claims = gradbench("claims", "--results", str(results), "--profile", "smoke", "--claim", "poole2016_chi1")
+    assert claims.stdout.startswith("✓"), claims.stdout
