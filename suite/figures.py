@@ -256,8 +256,10 @@ def rnn_bound_points(probes: pd.DataFrame, records: dict[str, dict], recall: int
 
 
 def _group_label(group: pd.DataFrame) -> str:
+    """ "mitigations, key=value, ..." without the settings that do not apply to the cell (None)."""
     parts = [str(group[c].iloc[0]) for c in ("mitigations", "setting") if c in group and str(group[c].iloc[0])]
-    return ", ".join(parts) or str(group["run_id"].iloc[0])[:8]
+    words = [w for part in parts for w in part.split(", ") if not w.endswith(("=None", "=nan"))]
+    return ", ".join(words) or str(group["run_id"].iloc[0])[:8]
 
 
 def rnn_bound_fraction(points: pd.DataFrame) -> float:
