@@ -274,3 +274,32 @@ def test_meanfield_study_reports_its_agreement_and_the_chi1_claim_holds(tmp_path
     assert (out / "figures" / "mlp_meanfield_meanfield.png").is_file()
     claims = gradbench("claims", "--results", str(results), "--profile", "smoke", "--claim", "poole2016_chi1")
     assert claims.stdout.startswith("✓"), claims.stdout
+
+
+def test_phase_diagram_marks_trained_cells_and_draws_the_depth_scale(tmp_path):
+    """The full profile's weight scale x depth grid: each point is the share of seeds that trained,
+    and the figure carries 6 xi_c (finite off criticality)."""
+    from suite.theory import phase, section
+
+    records, rows = {}, []
+    for sw in (0.5, 1.0, 3.0):
+        for depth in (5, 10, 40):
+            for seed in (0, 1):
+                rid = f"{sw}-{depth}-{seed}"
+                record = _scaled_record(3000, seed)
+                record["settings"] |= {"task.weight_scale": sw, "task.depth": depth}
+                record["task_info"]["layers"] = [{"name": f"l{i}", "hidden": True} for i in range(1, depth + 1)]
+                record["task_info"]["chance_loss"] = 2.3
+                trained = depth < 40 or sw == 1.0
+                record["summary"] = {"final_train_loss": 0.1 if trained else 2.3}
+                records[rid] = record
+                q_in = record["task_info"]["constants"]["input_second_moment"]
+                for i, p in enumerate(meanfield.profile("tanh", sw, q_in, depth)):
+                    rows.append((0, "grad_preact", f"l{i + 1}", 10.0**p, rid))
+    probes = pd.DataFrame(rows, columns=["step", "metric", "layer", "value", "run_id"])
+    grid = phase(records)
+    assert len(grid) == 9 and set(grid["trained"]) == {0.0, 1.0}
+    assert grid.set_index(["sigma_w", "depth"]).loc[(1.0, 40), "trained"].item() == 1.0
+    parts = section("s", pd.DataFrame(), probes, records, tmp_path)
+    assert any("s_phase_tanh.png" in part for part in parts) and (tmp_path / "s_phase_tanh.png").is_file()
+    assert 6 * meanfield.correlation_depth_scale("tanh", 0.5) < 10 < 6 * meanfield.correlation_depth_scale("tanh", 0.95)
