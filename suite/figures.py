@@ -331,10 +331,9 @@ def rnn_bound_section(study: str, probes: pd.DataFrame, records: dict[str, dict]
     points = rnn_bound_points(probes, records)
     if points.empty:
         return []
+    from suite.tables import frame_markdown
+
     table = rnn_bound_table(points)
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
     parts = [
         "**Gradient through time against the σ_max bound** (Pascanu et al. 2013). Before the first recall "
         "step s the loss reaches h_t only through h_s, and a tanh or ReLU cell has |φ′| ≤ 1, so "
@@ -342,7 +341,7 @@ def rnn_bound_section(study: str, probes: pd.DataFrame, records: dict[str, dict]
         f"{rnn_bound_fraction(points):.1%} of {len(points)} (run, lag) pairs; slack: bound minus measured "
         "at the longest lag, in decades (a bound, not a prediction: σ_max > 1 permits growth, it does not "
         "cause it).\n",
-        "\n".join(lines) + "\n",
+        frame_markdown(table) + "\n",
     ]
     path = rnn_bound_figure(points, out / f"{study}_sigma_bound.png")
     if path is not None:

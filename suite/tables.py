@@ -148,3 +148,14 @@ def delay_table(cells: pd.DataFrame, manifest: dict[str, Any], stall_fraction: f
         "per delay T, and the largest T at which every seed leaves the baseline.\n"
     )
     return caption + "\n" + "\n".join(lines)
+
+
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A data frame as a Markdown table, floats to three significant digits."""
+
+    def cell(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from suite import meanfield
 from suite.figures import _save
+from suite.tables import frame_markdown
 
 KEYS = ("task.activation", "task.weight_scale", "task.depth")
 
@@ -129,7 +130,7 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
         "from the measured input (Poole et al. 2016; Schoenholz et al. 2017: each layer multiplies "
         f"E||dL/dh||² by χ(q_l) = σ_w² E[φ′(h)²]). Agreement over all {len(points)} points: "
         f"R² = {r2:.3f}, median absolute error {med:.3f} decades.\n",
-        _markdown(table) + "\n",
+        frame_markdown(table) + "\n",
     ]
     out.mkdir(parents=True, exist_ok=True)
     acts = sorted(points["activation"].unique())
@@ -160,15 +161,6 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
     if not grid.empty:
         parts.extend(_phase_figure(study, grid, out, plt))
     return parts
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[str]:
