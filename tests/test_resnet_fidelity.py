@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import task_config
 
 from suite.config import compose, prepare
 from suite.runner import make_optimizer
 from tasks.resnet import CifarResNet, ResNet
-from tests.helpers import task_config
 
 
 def fixup_net(depth: int = 56, seed: int = 0) -> CifarResNet:
