@@ -270,6 +270,20 @@ def evaluate_all(results: str | Path, profile: str, names: list[str] | None = No
     return [evaluate(CLAIMS.get(n)(), results, profile, cache) for n in (names or known)]
 
 
+def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """run_id -> the registered claims whose cell groups (at the claim's own settings, not the
+    learning-rate neighbourhood) include that cell of ``manifest``."""
+    out: dict[str, list[str]] = {}
+    for name in CLAIMS.names():
+        claim = CLAIMS.get(name)
+        if claim.study != manifest["study"]:
+            continue
+        for cell in manifest["cells"]:
+            if any(c.matches(cell) for c in claim.cells.values()):
+                out.setdefault(cell["run_id"], []).append(name)
+    return out
+
+
 def claims_frame(results: list[Result]) -> pd.DataFrame:
     return pd.DataFrame([r.__dict__ for r in results])
 

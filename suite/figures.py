@@ -1,21 +1,276 @@
-"""Seaborn figures of one study, drawn from its cells, probe rows and records (no torch, no Hydra).
+"""Figures of one study, drawn from its cells, probe rows and records (no torch, no Hydra).
 
-- ``<study>_gradient_flow.png``: the flow metric at step 0 along depth (hidden layers of the same
-  kind as the first, input -> output) or along time;
-- ``<study>_grad_norm_per_block.png``: step-0 gradient norm per block and kind of layer, where
-  blocks hold several kinds (attention and MLP, two convolutions);
-- ``<study>_<setting>.png``: headline metrics against each swept setting with 3+ values;
-- ``<study>_loss.png``: training batch loss over steps.
+Every figure is written as PNG and PDF (vector) at a paper's width, one column (3.3 in) or two
+(6.9 in), with its data beside it as CSV (same name) so a reader can replot it. A mitigation set has
+one colour, line style and marker across all figures of a report (``set_styles``; Okabe-Ito's
+colour-blind-safe palette, the baseline black). Lines are the mean over seeds (geometric mean on a
+log axis), bands the seeds' min-max (so they stay inside a metric's range). A value that underflowed
+to 0 is marked ▽ at the bottom edge, a non-finite one (a diverged run) × at the top edge, not dropped;
+y limits come from the runs that completed, so a diverged run cannot stretch them.
+
+- ``<study>_gradient_flow``: the flow metric at step 0 along depth or time;
+- ``<study>_grad_norm_per_block``: step-0 gradient norm per block, where blocks hold several kinds;
+- ``<study>_grad_ratio_training``: the first/last gradient ratio over training steps;
+- ``<study>_grad_heatmap``: log10 per-layer (or per-time-step) gradient norm over training steps;
+- ``<study>_<setting>``: headline metrics against each swept setting with 3+ values;
+- ``<study>_trainability_depth``: the share of seeds that trained against depth;
+- ``<study>_loss_ratio_delay``: copy-task loss relative to the memoryless baseline against the delay T;
+- ``<study>_loss``: training batch loss over steps.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+WIDTH = {"one": 3.3, "two": 6.9}  # inches: a one-column and a two-column paper figure
+DPI = 150  # the PNGs (for screens and the HTML page); the PDFs are vector
+RC = {
+    "font.size": 7,
+    "axes.titlesize": 7,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "figure.titlesize": 8,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3,
+    "pdf.fonttype": 42,
+    "svg.hashsalt": "gradbench",
+}
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999")
+DASHES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (3, 1, 1, 1)))
+MARKERS = ("o", "s", "^", "D", "P", "X", "*")
+_STYLES: dict[str, tuple[str, Any, str]] = {}
+TRAINED_NOT = ("stalled", "diverged")  # training verdicts that mean the run did not train
+
+
+def set_styles(names: list[str]) -> None:
+    """Fix each mitigation set's (colour, line style, marker) for the report: the baseline black and
+    solid, the others in the given order through 7 colours x 4 line styles, markers cycling."""
+    _STYLES.clear()
+    for name in ["baseline", *[n for n in names if n != "baseline"]]:
+        style(name)
+
+
+def style(name: str) -> tuple[str, Any, str]:
+    if name not in _STYLES:
+        if name == "baseline":
+            _STYLES[name] = ("#000000", "-", "o")
+        else:
+            i = len([n for n in _STYLES if n != "baseline"])
+            _STYLES[name] = (OKABE_ITO[i % 7], DASHES[(i // 7) % 4], MARKERS[i % 7])
+    return _STYLES[name]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcdefaults()
+    plt.rcParams.update(RC)
+    return plt
+
+
+def _title(ax: Any, text: str) -> None:
+    """A panel title wrapped to the panel's width (7-pt text: about 15 characters an inch)."""
+    inches = ax.figure.get_figwidth() / ax.get_gridspec().ncols
+    ax.set_title(textwrap.fill(text or "all cells", max(20, int(inches * 15))))
+
+
+def _panels(plt: Any, n: int, aspect: float = 0.75, ncols: int = 3) -> tuple[Any, np.ndarray]:
+    """A constrained-layout grid: one column wide for a single panel, else two columns wide."""
+    ncols = 1 if n == 1 else min(ncols, n)
+    width = WIDTH["one"] if ncols == 1 else WIDTH["two"]
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, width / ncols * aspect * nrows + 0.6), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _legend(fig: Any, handles: list, ncols: int = 4) -> None:
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def _handles(plt: Any, names: list[str], marks: set[str]) -> list:
+    from matplotlib.lines import Line2D
+
+    out = [Line2D([], [], color=style(n)[0], linestyle=style(n)[1], marker=style(n)[2], label=n) for n in names]
+    if "underflow" in marks:
+        out.append(Line2D([], [], color="0.3", marker="v", linestyle="", label="underflow to 0 (a seed)"))
+    if "diverged" in marks:
+        out.append(Line2D([], [], color="0.3", marker="x", linestyle="", label="non-finite (diverged seed)"))
+    return out
+
+
+def _limits(values: pd.Series, log: bool) -> tuple[float, float] | None:
+    """y limits from the values of completed runs, padded; None when there are none."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        return 10 ** (math.log10(lo) - 0.3), 10 ** (math.log10(hi) + 0.3)
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.1, 0.05)
+    return lo - pad, hi + pad
+
+
+def _draw_lines(ax: Any, data: pd.DataFrame, x: str, log: bool, band: bool, marker: bool) -> set[str]:
+    """Per mitigation set: mean over seeds (geometric on a log axis) with a min-max band; returns the
+    marks drawn ('underflow', 'diverged')."""
+    marks: set[str] = set()
+    for name, group in data.groupby("mitigations", sort=False):
+        colour, dashes, mark = style(name)
+        by_x = group.groupby(x, sort=True)["value"]
+        finite = group[np.isfinite(group["value"]) & ((group["value"] > 0) if log else True)]
+        stats = finite.groupby(x, sort=True)["value"]
+        if len(finite):
+            centre = stats.apply(lambda v: 10 ** np.log10(v).mean()) if log else stats.mean()
+            ax.plot(
+                centre.index, centre.values, color=colour, linestyle=dashes, marker=mark if marker else None, label=name
+            )
+            if band and stats.size().max() > 1:
+                ax.fill_between(
+                    stats.min().index, stats.min().values, stats.max().values, color=colour, alpha=0.15, lw=0
+                )
+        under = [k for k, v in by_x if log and (v == 0).any()]
+        bad = [k for k, v in by_x if (~np.isfinite(v)).any()]
+        trans = ax.get_xaxis_transform()
+        if under:
+            ax.plot(under, [0.01] * len(under), "v", color=colour, transform=trans, clip_on=False)
+            marks.add("underflow")
+        if bad:
+            ax.plot(bad, [0.99] * len(bad), "x", color=colour, transform=trans, clip_on=False)
+            marks.add("diverged")
+    return marks
+
+
+def line_figure(
+    data: pd.DataFrame,
+    path: Path,
+    title: str,
+    x: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    log: bool = True,
+    xscale: str = "linear",
+    integer_x: bool = False,
+    band: bool = True,
+    marker: bool = True,
+    hline: tuple[float, str] | None = None,
+) -> Path:
+    """One panel per value of ``data['panel']``, one line per mitigation set; ``data`` has columns
+    panel, mitigations, seed, status, ``x`` and value (and is written beside the figure as CSV).
+    Panels share y limits (from completed runs), or, with a ``share`` column, those with the same
+    ``share`` value do, and it is their y label."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = list(dict.fromkeys(data["panel"]))
+    fig, axes = _panels(plt, len(panels))
+    marks: set[str] = set()
+    share = data["share"] if "share" in data else pd.Series("", index=data.index)
+    limits = {}
+    for key, part in data.groupby(share, sort=False):
+        done = part.loc[part["status"] == "completed", "value"]
+        limits[key] = _limits(done, log) or _limits(part["value"], log)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        part = data[data["panel"] == panel]
+        key = share[part.index[0]]
+        ax.set_yscale("log" if log else "linear")
+        if xscale == "symlog":
+            ax.set_xscale("symlog", linthresh=max(1.0, float(part[x].replace(0, np.nan).min())))
+        else:
+            ax.set_xscale(xscale)
+        marks |= _draw_lines(ax, part, x, log, band, marker)
+        if limits[key]:
+            ax.set_ylim(*limits[key])
+        if hline:
+            ax.axhline(hline[0], color="0.4", lw=0.8, ls=":", label=hline[1])
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if xscale == "log":
+            ticks = sorted(part[x].unique())
+            ax.minorticks_off()
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        _title(ax, str(panel))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(key or ylabel)
+    names = list(dict.fromkeys(data["mitigations"]))
+    handles = _handles(plt, names, marks)
+    if hline:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="0.4", lw=0.8, ls=":", label=hline[1]))
+    _legend(fig, handles)
+    fig.suptitle(title)
+    keep = [c for c in ("panel", "share", "mitigations", "seed", "status", "layer", x, "value") if c in data]
+    return _save(fig, path, plt, data[list(dict.fromkeys(keep))])
+
+
+def heatmap_figure(data: pd.DataFrame, path: Path, title: str, ylabel: str) -> Path:
+    """One panel per run: log10 value per (position, sampled step); 0 (underflow) black, non-finite white."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(data["panel"]))
+    fig, axes = _panels(plt, len(panels), aspect=0.8)
+    logs = np.log10(data["value"].where(data["value"] > 0))
+    finite = logs[np.isfinite(logs)]
+    vmin, vmax = (float(finite.quantile(0.02)), float(finite.quantile(0.98))) if len(finite) else (0.0, 1.0)
+    cmap = plt.get_cmap("viridis").with_extremes(under="black", bad="white")
+    image = None
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        part = data[data["panel"] == panel]
+        table = part.pivot_table(index="position", columns="step", values="value", aggfunc="first", dropna=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.log10(table.to_numpy(dtype=float))
+        z = np.where(np.isneginf(z), vmin - 1, z)  # underflow drawn in the "under" colour
+        z = np.ma.masked_invalid(z)
+        image = ax.pcolormesh(np.arange(z.shape[1] + 1), np.arange(z.shape[0] + 1), z, cmap=cmap, vmin=vmin, vmax=vmax)
+        steps = list(table.columns)
+        ticks = sorted({0, len(steps) // 2, len(steps) - 1})
+        ax.set_xticks([t + 0.5 for t in ticks], [str(steps[t]) for t in ticks])
+        _title(ax, str(panel))
+        ax.set_xlabel("training step (sampled)")
+        ax.set_ylabel(ylabel)
+    if image is not None:
+        fig.colorbar(
+            image, ax=axes, shrink=0.8, extend="both", label="log10 gradient norm (black: 0, white: non-finite)"
+        )
+    fig.suptitle(title)
+    return _save(fig, path, plt, data[["panel", "run_id", "step", "position", "layer", "value"]])
+
+
+def _save(figure: Any, path: Path, plt: Any, data: pd.DataFrame | None = None) -> Path:
+    """Write ``path`` (PNG), the same figure as PDF, and ``data`` as CSV beside them; returns the PNG.
+    No creation dates or software versions are written, so reruns are byte-identical."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    figure.savefig(path.with_suffix(".pdf"), metadata={"Creator": None, "Producer": None, "CreationDate": None})
+    plt.close(figure)
+    if data is not None:
+        data.to_csv(path.with_suffix(".csv"), index=False, float_format="%.6g")
+    return path
+
+
+def figure_links(path: Path) -> list[str]:
+    """The Markdown parts of one figure: the image, then links to its PDF and data."""
+    extra = [f"[PDF](figures/{path.stem}.pdf)"]
+    if path.with_suffix(".csv").exists():
+        extra.append(f"[data (CSV)](figures/{path.stem}.csv)")
+    return [f"![{path.stem}](figures/{path.name})\n", f"{path.stem}: " + " · ".join(extra) + "\n"]
 
 
 def write_figures(
@@ -24,71 +279,90 @@ def write_figures(
     probes: pd.DataFrame,
     records: dict[str, dict],
     headline: list[str],
+    thresholds: Any,
     out: Path,
 ) -> list[Path]:
     if probes.empty:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
     study = manifest["study"]
-    data = probes.assign(setting=probes["setting"].replace("", "all cells"))
+    status = dict(zip(cells["run_id"], cells["status"], strict=True))
+    data = probes.assign(panel=probes["setting"].replace("", "all cells"), status=probes["run_id"].map(status))
     layers = {rid: r["task_info"]["layers"] for rid, r in records.items()}
     flow_metric = next(iter(records.values()))["task_info"]["flow_metric"]
+    along = "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t"
+    unit = "‖∂L/∂W_l‖" if flow_metric == "grad_norm" else "‖∂L/∂h_t‖"
     figures = []
     flow = data[(data["metric"] == flow_metric) & (data["step"] == 0)]
     if not flow.empty:
-        xlabel = "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t"
         figures.append(
-            _log_lines(
-                sns,
-                plt,
+            line_figure(
                 _like_with_like(flow, layers),
                 out / f"{study}_gradient_flow.png",
+                f"{study}: gradient norm along the network at initialisation (step 0)",
                 "position",
-                xlabel,
-                f"{flow_metric} at step 0",
-                col="setting",
-                col_wrap=3,
-                facet_kws={"sharex": False},
+                along,
+                unit,
+                integer_x=True,
             )
         )
     per_block = _per_block(data[(data["metric"] == "grad_norm") & (data["step"] == 0)], layers)
     if not per_block.empty:
+        per_block = per_block.assign(panel=per_block["kind"] + " | " + per_block["panel"])
         figures.append(
-            _log_lines(
-                sns,
-                plt,
+            line_figure(
                 per_block,
                 out / f"{study}_grad_norm_per_block.png",
+                f"{study}: step-0 gradient norm per block, by kind of layer",
                 "block",
-                "block",
-                "grad_norm at step 0",
-                row="kind",
-                col="setting",
-                height=2.6,
+                "block (input → output)",
+                "‖∂L/∂W‖",
+                integer_x=True,
             )
         )
-    figures += _sweep_figures(study, manifest["swept"], cells, headline, out, sns, plt)
+    ratio = data[(data["metric"] == "grad_ratio") & (data["step"] > 0)]
+    if not ratio.empty:
+        figures.append(
+            line_figure(
+                ratio,
+                out / f"{study}_grad_ratio_training.png",
+                f"{study}: first/last {'layer' if flow_metric == 'grad_norm' else 'time step'} gradient ratio "
+                "over training",
+                "step",
+                "training step",
+                "first / last gradient norm",
+                xscale="symlog",
+                marker=False,
+                hline=(1.0, "ratio 1 (no vanishing or explosion)"),
+            )
+        )
+    heat = _heatmap_runs(data[data["metric"] == flow_metric], cells, layers)
+    if not heat.empty:
+        shown = heat["mitigations"].nunique()
+        total = cells["mitigations"].nunique()
+        figures.append(
+            heatmap_figure(
+                heat,
+                out / f"{study}_grad_heatmap.png",
+                f"{study}: log10 gradient norm per {'layer' if flow_metric == 'grad_norm' else 'time step'} over "
+                f"training (one seed per mitigation set{'' if shown == total else f'; {shown} of {total} sets'})",
+                along,
+            )
+        )
+    figures += _sweep_figures(study, manifest["swept"], cells, headline, out)
+    figures += _trainability(study, manifest["swept"], cells, out)
+    figures += _delay_figure(study, manifest["swept"], cells, thresholds.stall_fraction, out)
     loss = data[data["metric"] == "batch_loss"]
     if not loss.empty:
         figures.append(
-            _log_lines(
-                sns,
-                plt,
+            line_figure(
                 loss,
                 out / f"{study}_loss.png",
+                f"{study}: training batch loss over steps (mean since the previous sample)",
                 "step",
-                "step",
-                "training batch loss (mean since last sample)",
+                "training step",
+                "batch loss (nats)",
                 xscale="symlog",
-                marker=None,
-                col="setting",
-                col_wrap=3,
+                marker=False,
             )
         )
     return figures
@@ -99,12 +373,31 @@ def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
     number them in input->output order; time steps (``t0``, ``t1``...) are all kept."""
     keep = []
     for run_id, group in flow.groupby("run_id", sort=False):
-        hidden = [entry for entry in layers.get(run_id, []) if entry["hidden"]]
-        names = list(group["layer"])
-        if hidden and set(names) & {h["name"] for h in hidden}:
-            names = [h["name"] for h in hidden if h["kind"] == hidden[0]["kind"] and h["name"] in names]
-        keep.append(group.set_index("layer").loc[names].reset_index().assign(position=range(len(names))))
+        for _, at_step in group.groupby("step", sort=True):
+            hidden = [entry for entry in layers.get(run_id, []) if entry["hidden"]]
+            names = list(at_step["layer"])
+            if hidden and set(names) & {h["name"] for h in hidden}:
+                names = [h["name"] for h in hidden if h["kind"] == hidden[0]["kind"] and h["name"] in names]
+            keep.append(at_step.set_index("layer").loc[names].reset_index().assign(position=range(len(names))))
     return pd.concat(keep, ignore_index=True)
+
+
+def _heatmap_runs(
+    flow: pd.DataFrame, cells: pd.DataFrame, layers: dict[str, list[dict]], most: int = 12
+) -> pd.DataFrame:
+    """The flow series of one run per mitigation set (its first cell in the study, lowest seed), at
+    most ``most`` sets, each labelled with its mitigations, settings and seed."""
+    if flow.empty:
+        return flow
+    found = cells[cells["status"].isin(["completed", "diverged"]) & cells["run_id"].isin(flow["run_id"])]
+    firsts = found.groupby("mitigations", sort=False).head(1).head(most)
+    runs = []
+    for _, cell in firsts.iterrows():
+        seeds = found[(found["mitigations"] == cell["mitigations"]) & (found["setting"] == cell["setting"])]
+        run = seeds.sort_values("seed").iloc[0]
+        label = f"{run['mitigations']}, {run['setting'] or 'all cells'}, seed {run['seed']}"
+        runs.append(_like_with_like(flow[flow["run_id"] == run["run_id"]], layers).assign(panel=label))
+    return pd.concat(runs, ignore_index=True)
 
 
 def _per_block(grad_norm: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.DataFrame:
@@ -125,86 +418,104 @@ def _per_block(grad_norm: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
     return pd.concat(keep, ignore_index=True) if keep else pd.DataFrame()
 
 
-def _sweep_figures(
-    study: str, swept: list[str], cells: pd.DataFrame, headline: list[str], out: Path, sns: Any, plt: Any
-) -> list[Path]:
-    """Headline metrics against each swept setting, one line per mitigation set, one panel per value
-    of the other swept settings (so no line averages over them)."""
+def _others(cells: pd.DataFrame, swept: list[str], key: str) -> pd.Series:
+    rest = [k for k in swept if k != key]
+    return cells.apply(lambda r: ", ".join(f"{k}={r[k]}" for k in rest if not pd.isna(r[k])), axis=1)
+
+
+def _along(cells: pd.DataFrame, swept: list[str], key: str) -> pd.DataFrame:
+    """The cells of the mitigation sets swept along ``key`` (3+ values at fixed other settings), with
+    'panel' holding the other settings; empty when none is."""
+    values = pd.to_numeric(cells[key], errors="coerce")
+    if values.nunique() < 3:
+        return cells.iloc[0:0]
+    data = cells.assign(panel=_others(cells, swept, key).replace("", "all cells"), **{key: values})
+    counts = data.groupby(["mitigations", "panel"])[key].nunique()
+    swept_sets = {m for (m, _), n in counts.items() if n >= 3}
+    return data[data["mitigations"].isin(swept_sets) & data[key].notna()]
+
+
+def _sweep_figures(study: str, swept: list[str], cells: pd.DataFrame, headline: list[str], out: Path) -> list[Path]:
+    """Each headline metric against each swept setting (the copy-task delay has its own figure), one
+    line per mitigation set, one panel per value of the other swept settings."""
     figures = []
     metrics = [m for m in headline if m in cells.columns]
     for key in swept:
-        values = pd.to_numeric(cells[key], errors="coerce")
-        if values.nunique() < 3 or not metrics:
+        if key == "task.delay" or not metrics:
             continue
-        data = cells.assign(others=cells.apply(lambda r: ", ".join(f"{k}={r[k]}" for k in swept if k != key), axis=1))
-        # mitigation sets that were swept along this key (others appear at one value only)
-        counts = data.groupby(["mitigations", "others"])[key].nunique()
-        swept_sets = {m for (m, _), n in counts.items() if n >= 3}
-        data = data[data["mitigations"].isin(swept_sets)]
-        if data.empty:  # the key takes several values only across mitigation sets (e.g. a tbptt window)
+        data = _along(cells, swept, key)
+        if data.empty:
             continue
-        long = data.melt(id_vars=["mitigations", key, "others"], value_vars=metrics, var_name="metric")
-        g = sns.relplot(
-            data=long,
-            x=key,
-            y="value",
-            hue="mitigations",
-            row="metric",
-            col="others",
-            kind="line",
-            marker="o",
-            errorbar="sd",
-            height=3.0,
-            facet_kws={"sharey": "row"},
+        wide = key == "optim.lr" or data[key].max() / max(data[key].min(), 1e-12) > 20
+        long = data.melt(id_vars=["mitigations", "panel", "seed", "status", key], value_vars=metrics, var_name="metric")
+        long = long.assign(
+            panel=long["metric"] + " | " + long["panel"], share=long["metric"], value=pd.to_numeric(long["value"])
         )
-        g.set_axis_labels(key, "")
-        ticks = sorted(values.dropna().unique())
-        for ax in g.axes.flat:
-            ax.set_xscale("log")
-            ax.minorticks_off()
-            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        figures.append(_save(g.figure, out / f"{study}_{key.replace('.', '_')}.png", plt))
+        figures.append(
+            line_figure(
+                long,
+                out / f"{study}_{key.replace('.', '_')}.png",
+                f"{study}: {', '.join(metrics)} against {key}",
+                key,
+                key,
+                "",
+                log=False,
+                xscale="log" if wide else "linear",
+                integer_x=not wide,
+            )
+        )
     return figures
 
 
-def _log_lines(
-    sns: Any,
-    plt: Any,
-    data: pd.DataFrame,
-    path: Path,
-    x: str,
-    xlabel: str,
-    ylabel: str,
-    xscale: str = "linear",
-    marker: str | None = "o",
-    **facets: Any,
-) -> Path:
-    """Mean line per mitigation set with a log y axis, faceted as asked. Exact zeros (float32
-    underflow, truncated gradients) cannot be drawn on a log axis and are left out."""
-    facets.setdefault("height", 3.2)
-    g = sns.relplot(
-        data=data[data["value"] > 0],
-        x=x,
-        y="value",
-        hue="mitigations",
-        kind="line",
-        marker=marker,
-        errorbar=None,
-        **facets,
+def _trainability(study: str, swept: list[str], cells: pd.DataFrame, out: Path) -> list[Path]:
+    """Share of seeds that trained (completed, training verdict neither stalled nor diverged) against depth."""
+    key = "task.depth"
+    if key not in swept or "training" not in cells:
+        return []
+    data = _along(cells[cells["status"] != "missing"], swept, key)
+    if data.empty:
+        return []
+    trained = (data["status"] == "completed") & ~data["training"].isin(TRAINED_NOT)
+    frame = data.assign(value=trained.astype(float))[["panel", "mitigations", "seed", "status", key, "value"]]
+    frame = frame.groupby(["panel", "mitigations", key], sort=False, as_index=False).agg(
+        value=("value", "mean"), seeds=("seed", "size")
     )
-    g.set(yscale="log", xscale=xscale)
-    if xscale == "symlog":  # steps start at 0: no negative half-axis
-        g.set(xlim=(0, None))
-    g.set_titles(row_template="{row_name}", col_template="{col_name}")
-    g.set_axis_labels(xlabel, ylabel)
-    return _save(g.figure, path, plt)
+    frame = frame.assign(seed=0, status="completed")
+    path = line_figure(
+        frame,
+        out / f"{study}_trainability_depth.png",
+        f"{study}: share of seeds that trained against depth",
+        key,
+        "hidden layers (task.depth)",
+        "share of seeds trained",
+        log=False,
+        integer_x=True,
+        band=False,
+    )
+    return [path]
 
 
-def _save(figure: Any, path: Path, plt: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
-    return path
+def _delay_figure(study: str, swept: list[str], cells: pd.DataFrame, stall: float, out: Path) -> list[Path]:
+    """Copy-task final loss relative to the memoryless baseline against the delay T."""
+    key, metric = "task.delay", "loss_ratio_baseline"
+    if key not in swept or metric not in cells:
+        return []
+    data = _along(cells[cells["status"] != "missing"], swept, key)
+    if data.empty:
+        return []
+    frame = data[["panel", "mitigations", "seed", "status", key]].assign(value=pd.to_numeric(data[metric]))
+    path = line_figure(
+        frame,
+        out / f"{study}_loss_ratio_delay.png",
+        f"{study}: final loss / memoryless baseline against the delay T",
+        key,
+        "delay T (time steps)",
+        "final loss / baseline 10 ln 8 / (T + 20)",
+        log=False,
+        integer_x=True,
+        hline=(stall, f"stall threshold {stall:g}"),
+    )
+    return [path]
 
 
 # --- The sigma_max^T bound of Pascanu et al. (2013) against the measured gradient through time ---
@@ -286,11 +597,7 @@ def rnn_bound_figure(points: pd.DataFrame, path: Path) -> Path | None:
     points = points[np.isfinite(points["measured"])] if len(points) else points
     if points.empty:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     # cells that differ only in training (learning rate, optimiser, clipping) share their step-0
     # curves: one panel per initialisation, named after every cell that shares it
     runs = points.drop_duplicates("run_id").sort_values("seed")
@@ -301,11 +608,7 @@ def rnn_bound_figure(points: pd.DataFrame, path: Path) -> Path | None:
         names[key] = same[0] + (f" (and {len(same) - 1} more cells, same init)" if len(same) > 1 else "")
     points = points.assign(group=points["group"].map(lambda g: names[init[g]]))
     groups = sorted(points["group"].unique())
-    ncols = min(3, len(groups))
-    nrows = -(-len(groups) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    for ax in axes.flat[len(groups) :]:
-        ax.set_visible(False)
+    fig, axes = _panels(plt, len(groups))
     for ax, name in zip(axes.flat, groups, strict=False):
         data = points[points["group"] == name]
         by_lag = data.groupby("lag")
@@ -316,13 +619,12 @@ def rnn_bound_figure(points: pd.DataFrame, path: Path) -> Path | None:
         radius = by_lag["radius"].mean()
         if radius.notna().all():
             ax.plot(radius.index, radius, ":", color="0.5", label="spectral radius^lag (no bound)")
-        ax.set_title(f"{textwrap.fill(name, 55)}\n(holds at {data['holds'].mean():.0%} of lags)", fontsize=8)
+        _title(ax, f"{name} (holds at {data['holds'].mean():.0%} of lags)")
         ax.set_xlabel("lag s − t (s: first recall step)")
         ax.set_ylabel("log10 ||dL/dh_t|| / ||dL/dh_s||")
-        ax.legend(fontsize=7)
+        ax.legend()
     fig.suptitle("Gradient through time at init against Pascanu et al.'s σ_max^(s−t) bound")
-    fig.tight_layout()
-    return _save(fig, path, plt)
+    return _save(fig, path, plt, points)
 
 
 def rnn_bound_section(study: str, probes: pd.DataFrame, records: dict[str, dict], out: Path) -> list[str]:
@@ -345,5 +647,5 @@ def rnn_bound_section(study: str, probes: pd.DataFrame, records: dict[str, dict]
     ]
     path = rnn_bound_figure(points, out / f"{study}_sigma_bound.png")
     if path is not None:
-        parts.append(f"![{path.stem}](figures/{path.name})\n")
+        parts.extend(figure_links(path))
     return parts

@@ -11,6 +11,7 @@ report is built in a temporary folder and swapped in whole: no stale figure surv
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,13 +24,14 @@ from suite.errors import UserError
 from suite.records import (
     OldRecord,
     _atomic_dir,
+    dumps,
     load_manifests,
     load_run,
     make_manifest,
     read_probes,
     record_dir,
 )
-from suite.tables import delay_table, legend, lr_table, study_table
+from suite.tables import cell_frame, delay_table, legend, lr_table, study_latex, study_table
 from suite.theory import section as theory_section
 
 PROBE_METRICS = (
@@ -103,7 +105,7 @@ def collect(manifest: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.D
             row["status"] = "missing"
             continue
         records[cell["run_id"]] = run
-        row.update(summary)
+        row.update(summary, git_commit=run["provenance"].get("git_commit"))
         probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
     probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
     return pd.DataFrame(rows), probe_frame, records, old
@@ -137,17 +139,46 @@ def _read_record(run: dict[str, Any], path: Path, thresholds: DiagnosisConfig) -
 
 ID_COLUMNS = ["study", "task", "mitigations", "setting", "seed", "run_id"]
 DIAGNOSIS_COLUMNS = ["status", "init", "training", "training_flags"]
+SUMMARY_IDS = ["run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status"]
 
 
-def tidy_summary(cells: pd.DataFrame, setting_columns: set[str]) -> pd.DataFrame:
-    """summary.csv: one numeric value per row (study, task, mitigations, setting, seed, run_id, metric, value);
-    the swept settings are in the ``setting`` column, not metrics."""
-    found = cells[cells["status"] != "missing"]
-    skip = set(ID_COLUMNS + DIAGNOSIS_COLUMNS) | setting_columns
+def tidy_summary(cells: pd.DataFrame, records: dict[str, dict], settings: list[str], profile: str) -> pd.DataFrame:
+    """summary.csv: one numeric value per row. Columns: run_id, profile, git_commit, study, task,
+    mitigations, seed, status, one column per setting swept in any study (the run's own value, so a
+    setting left at its default is written out; empty where it does not apply), metric, value.
+    Verdicts are in diagnosis.csv."""
+    found = cells[cells["status"] != "missing"].assign(profile=profile)
+    for key in settings:
+        found[key] = [records[rid]["settings"].get(key) for rid in found["run_id"]]
+    skip = set(ID_COLUMNS + DIAGNOSIS_COLUMNS + SUMMARY_IDS) | set(settings)
     numeric = [c for c in found.columns if c not in skip and pd.api.types.is_numeric_dtype(found[c])]
-    long = found.melt(id_vars=ID_COLUMNS, value_vars=numeric, var_name="metric", value_name="value")
+    ids = SUMMARY_IDS + settings
+    long = found.melt(id_vars=ids, value_vars=numeric, var_name="metric", value_name="value")
     long = long.dropna(subset=["value"])
-    return long.sort_values(ID_COLUMNS[:5] + ["metric"], kind="stable").reset_index(drop=True)
+    return long.sort_values(["study", "mitigations", *settings, "seed", "metric"], kind="stable").reset_index(drop=True)
+
+
+def report_id(records: dict[str, dict], source: Path) -> str:
+    """A stable id of the records a report summarises: a hash over each record's run_id, status,
+    summary and probe series (not its wall time or host), so the same records give the same id."""
+    digest = hashlib.sha256()
+    for rid in sorted(records):
+        run = records[rid]
+        probes = (record_dir(source, rid) / "probes.csv").read_bytes()
+        entry = [rid, run["status"], run["summary"], hashlib.sha256(probes).hexdigest()]
+        digest.update(dumps(entry).encode())
+    return digest.hexdigest()[:12]
+
+
+def citation(rid: str, profile: str, records: list[dict]) -> str:
+    """The citation text a report prints for itself (README: "Cite a report")."""
+    commits = sorted({str(r["provenance"].get("git_commit") or "unknown")[:12] for r in records})
+    version = sorted({str(r["provenance"].get("gradbench")) for r in records})
+    return (
+        f"gradbench contributors. gradbench report {rid} ({profile} profile, {len(records)} runs), "
+        f"gradbench {', '.join(version)}, source commit {', '.join(commits)}. "
+        "Software: gradbench, MIT licence; cite the software itself with CITATION.cff."
+    )
 
 
 def _provenance(records: list[dict]) -> tuple[str, str | None]:
@@ -164,8 +195,7 @@ def _provenance(records: list[dict]) -> tuple[str, str | None]:
     lines.append(
         "- CPU code path (ATen capability / numerics): " + ", ".join(f"{v} ({n} runs)" for v, n in paths.items())
     )
-    wall = sum(r["provenance"]["wall_time_s"] for r in records)
-    lines.append(f"- total training wall time: {wall:.0f} s over {len(records)} runs")
+    lines.append("- training wall time: per run in `timing.csv` (the one file that differs between reruns)")
     sources = Counter((r["provenance"].get("git_commit"), r["provenance"].get("git_dirty")) for r in records)
     warning = None
     if len(sources) > 1:
@@ -208,10 +238,16 @@ def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
 
 
 def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
-    from suite.figures import rnn_bound_section, write_figures
+    from suite.figures import figure_links, rnn_bound_section, set_styles, write_figures
+    from suite.html import write_html
 
+    with_claims = runs_dir_is_study(source, manifests)
+    if with_claims:
+        from suite.claims import cell_claims, claims_frame, claims_markdown, evaluate_all
+    set_styles(sorted({"+".join(c["mitigations"]) or "baseline" for m in manifests for c in m["cells"]}))
     all_cells, all_records, parts, skipped = [], {}, [], 0
     for manifest in manifests:
+        study = manifest["study"]
         thresholds = DiagnosisConfig(**manifest["diagnosis"])
         cells, probes, records, old = collect(manifest, source)
         all_cells.append(cells)
@@ -219,35 +255,44 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         skipped += old
         first = next(iter(records.values()), None)
         headline = first["task_info"]["headline_metrics"] if first else ["final_train_loss"]
-        parts.append(f"## Study `{manifest['study']}` (task `{manifest['task']}`)\n")
+        parts.append(f"## Study `{study}` (task `{manifest['task']}`)\n")
         if manifest.get("description"):
             parts.append(manifest["description"] + "\n")
-        parts.append(study_table(cells, manifest, headline) + "\n")
+        frame = cell_frame(cells, manifest, headline, cell_claims(manifest) if with_claims else None)
+        (out / "tables").mkdir(exist_ok=True)
+        frame.to_csv(out / "tables" / f"{study}.csv", index=False)
+        (out / "tables" / f"{study}.tex").write_text(study_latex(frame, manifest, headline))
+        parts.append(study_table(frame, manifest, headline) + "\n")
+        parts.append(f"Table files: [CSV](tables/{study}.csv) · [LaTeX (booktabs)](tables/{study}.tex)\n")
         validation = first["task_info"].get("validation_metric", "train_loss") if first else "train_loss"
         extra = (lr_table(cells, manifest, validation), delay_table(cells, manifest, thresholds.stall_fraction))
         parts.extend(table + "\n" for table in extra if table)
-        for fig in write_figures(manifest, cells, probes, records, headline, out / "figures"):
-            parts.append(f"![{fig.stem}](figures/{fig.name})\n")
-        parts.extend(theory_section(manifest["study"], cells, probes, records, out / "figures"))
-        parts.extend(rnn_bound_section(manifest["study"], probes, records, out / "figures"))
+        for fig in write_figures(manifest, cells, probes, records, headline, thresholds, out / "figures"):
+            parts.extend(figure_links(fig))
+        parts.extend(theory_section(study, cells, probes, records, out / "figures"))
+        parts.extend(rnn_bound_section(study, probes, records, out / "figures"))
     cells = pd.concat(all_cells, ignore_index=True)
-    tidy_summary(cells, {k for m in manifests for k in m["swept"]}).to_csv(out / "summary.csv", index=False)
+    settings = sorted({k for m in manifests for k in m["swept"]})
+    tidy_summary(cells, all_records, settings, profile).to_csv(out / "summary.csv", index=False)
     found = cells[cells["status"] != "missing"]
     found[[c for c in ID_COLUMNS + DIAGNOSIS_COLUMNS if c in found]].to_csv(out / "diagnosis.csv", index=False)
+    records = [all_records[rid] for rid in sorted(all_records)]
+    timing = [(r["run_id"], r["seed"], r["provenance"]["wall_time_s"]) for r in records]
+    pd.DataFrame(timing, columns=["run_id", "seed", "wall_time_s"]).to_csv(out / "timing.csv", index=False)
+    rid = report_id(all_records, source)
     header = [
-        f"# gradbench report ({profile} profile)\n",
+        f"# gradbench report {rid} ({profile} profile)\n",
         f"Generated by `gradbench report` from the records in `{source}/`; regenerate with `nox`. "
-        "Do not edit by hand.\n",
+        f"Do not edit by hand. Report id `{rid}` is a hash of the {len(records)} records it summarises "
+        "(their settings, status, summary and probe series): the same records give the same id.\n",
+        f"**Cite this report:** {citation(rid, profile, records)}\n",
         legend(manifests[0]["diagnosis"]),
     ]
-    records = list(all_records.values())
     provenance, mixed = _provenance(records) if records else ("no records", None)
     if mixed:
         header.append(f"**Warning: {mixed}.**\n")
         print(f"gradbench: warning: {mixed}", file=sys.stderr)
-    if runs_dir_is_study(source, manifests):
-        from suite.claims import claims_frame, claims_markdown, evaluate_all
-
+    if with_claims:
         claims = evaluate_all(source, profile)
         claims_frame(claims).to_csv(out / "claims.csv", index=False)
         parts.append("## Published claims\n")
@@ -259,7 +304,9 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         parts.append(claims_markdown(claims) + "\n")
     parts.append("## Provenance\n")
     parts.append(provenance + "\n")
-    (out / "summary.md").write_text("\n".join(header + parts))
+    text = "\n".join(header + parts)
+    (out / "summary.md").write_text(text)
+    write_html(text, out, title=f"gradbench report {rid}")
     missing = int((cells["status"] == "missing").sum())
     if skipped:
         print(

@@ -7,72 +7,200 @@ import math
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+LEVEL = 0.95  # confidence level of every interval in the report
+NOT_A_NUMBER = {
+    "underflow": "a gradient norm underflowed float32 to exactly 0, so its log10 ratio is -inf (k/n: in k of n seeds)",
+    "diverged": "every completed seed diverged (non-finite loss), so there is no value to average",
+    "not applicable": "the cell's task does not measure this metric, or no record of the cell was found",
+}
+INIT_METRIC = "init_log10_grad_ratio"  # the step-0 flow, as a log10 ratio (mean and CI are taken in decades)
 
-def _mean_std(values: pd.Series, scientific: bool) -> str:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    values = values[values.map(math.isfinite)]
-    if values.empty:
-        return "n/a"
-    fmt = "{:.2e}" if scientific else "{:.3f}"
-    return fmt.format(values.mean()) + (" ± " + fmt.format(values.std()) if len(values) > 1 else "")
+
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t confidence interval of the mean over seeds; low = high = NaN
+    for a single seed (no interval from one value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    return mean, mean - half, mean + half
 
 
-def _majority(values: pd.Series, n: int) -> str:
+def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """Mean and CI of one metric over a cell's completed seeds, or the word saying why there is none."""
+    out: dict[str, Any] = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "note": ""}
+    if metric not in done:
+        return {**out, "note": "not applicable"}
+    completed = done[done["status"] == "completed"]
+    values = pd.to_numeric(completed[metric], errors="coerce").dropna().to_numpy(dtype=float)
+    if metric == INIT_METRIC:  # a step-0 value exists for diverged seeds too
+        values = pd.to_numeric(done[metric], errors="coerce").dropna().to_numpy(dtype=float)
+    under = int(np.isneginf(values).sum())
+    if under:
+        return {**out, "n": len(values), "note": f"underflow ({under}/{len(values)})"}
+    values = values[np.isfinite(values)]
+    if not len(values):
+        diverged = (done["status"] == "diverged").any() and completed.empty
+        return {**out, "note": "diverged" if diverged else "not applicable"}
+    mean, low, high = t_interval(values)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values), "note": ""}
+
+
+def _majority(values: pd.Series) -> tuple[str, int, str]:
+    """(most common verdict, its count, the others as 'verdict count, ...')."""
     counts = Counter(v for v in values.dropna() if v)
     if not counts:
-        return "n/a"
-    verdict, count = counts.most_common(1)[0]
-    others = ", ".join(f"{v} {c}" for v, c in counts.most_common()[1:])
-    return f"{verdict} {count}/{n}" + (f" ({others})" if others else "")
+        return "", 0, ""
+    (verdict, count), *rest = counts.most_common()
+    return verdict, count, ", ".join(f"{v} {c}" for v, c in rest)
 
 
-def _median(values: pd.Series) -> str:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return "n/a" if values.empty else f"{values.median():.1f}"
+def cell_frame(
+    cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str], claims: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """One row per cell (mitigation set x swept settings): every swept setting as its own column,
+    how many seeds completed / diverged / failed / are missing, for the step-0 log10 gradient ratio and
+    each headline metric the mean over completed seeds with its 95% Student-t interval (``<m>_mean``,
+    ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_n``, and ``<m>_note`` when there is no number), both diagnosis
+    parts (majority verdict, its count, the others, the median log10 ratio), and the claims that read the
+    cell (``claims``: run_id -> claim names)."""
+    swept, claims = manifest["swept"], claims or {}
+    metrics = list(dict.fromkeys((INIT_METRIC, *headline)))
+    rows = []
+    for _, group in cells.groupby(["mitigations", "setting"], sort=False):
+        status = Counter(group["status"])
+        row: dict[str, Any] = {"mitigations": group["mitigations"].iloc[0]}
+        row.update({k: group[k].iloc[0] for k in swept})
+        row.update(
+            seeds=len(group),
+            completed=status["completed"],
+            diverged=status["diverged"],
+            failed=status["failed"],
+            missing=status["missing"],
+        )
+        done = group[group["status"].isin(["completed", "diverged"])]
+        for metric in metrics:
+            row.update({f"{metric}_{k}": v for k, v in _metric_stats(done, metric).items()})
+        for part, ratio in (("init", INIT_METRIC), ("training", "late_log10_grad_ratio")):
+            verdict, count, others = _majority(done[part]) if part in done else ("", 0, "")
+            ratios = pd.to_numeric(done[ratio], errors="coerce").dropna() if ratio in done else pd.Series([])
+            row.update(
+                {
+                    part: verdict,
+                    f"{part}_count": count,
+                    f"{part}_others": others,
+                    f"{part}_median_log10_ratio": float(ratios.median()) if len(ratios) else math.nan,
+                }
+            )
+        names = sorted({c for rid in group["run_id"] for c in claims.get(rid, [])})
+        row["claims"] = "; ".join(names)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-def _verdicts(done: pd.DataFrame, part: str, ratio: str) -> str:
-    """Majority verdict of one diagnosis part over the completed seeds, with the median log10 ratio."""
-    if done.empty or part not in done:
-        return "n/a"
-    return f"{_majority(done[part], len(done))} ({_median(done[ratio])})"
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return "-inf" if v < 0 else "inf" if v > 0 else "NaN"
+    return f"{v:.3g}"
 
 
-def study_table(cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
-    """One row per cell (mitigations x swept settings), mean ± sample std over seeds."""
-    swept = manifest["swept"]
-    metrics = list(dict.fromkeys(("grad_ratio_init", *headline)))  # a metric no record has shows as n/a
-    header = ["mitigations", *swept, "runs", metrics[0], "init (log10 ratio)", *metrics[1:]]
-    header.append("training (later-half log10 ratio)")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (mitigations, _), group in cells.groupby(["mitigations", "setting"], sort=False):
-        done = group[group["status"] != "missing"]
-        statuses = Counter(done["status"])
-        runs = f"{len(done)}/{len(group)}" + "".join(f" ({n} {s})" for s, n in statuses.items() if s != "completed")
-        init = _verdicts(done, "init", "init_log10_grad_ratio")
-        training = _verdicts(done, "training", "late_log10_grad_ratio")
-        values = [_mean_std(done[m], m == "grad_ratio_init") if m in done else "n/a" for m in metrics]
-        settings = [str(group[k].iloc[0]) for k in swept]
-        lines.append("| " + " | ".join([mitigations, *settings, runs, values[0], init, *values[1:], training]) + " |")
-    return "\n".join(lines)
+def _shown(row: pd.Series, metric: str) -> str:
+    """'mean [low, high]' or the word for what is not a number."""
+    if row[f"{metric}_note"]:
+        return row[f"{metric}_note"]
+    text = _number(row[f"{metric}_mean"])
+    if math.isnan(row[f"{metric}_ci_low"]):
+        return f"{text} (1 seed)"
+    return f"{text} [{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"
+
+
+def _verdict_text(row: pd.Series, part: str, n: int) -> str:
+    if not row[part]:
+        return "not applicable"
+    others = f" ({row[f'{part}_others']})" if row[f"{part}_others"] else ""
+    median = row[f"{part}_median_log10_ratio"]
+    return f"{row[part]} {row[f'{part}_count']}/{n}{others}; {_number(median)}"
+
+
+def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> pd.DataFrame:
+    """The table a reader sees (Markdown and LaTeX): strings, one column per swept setting."""
+    metrics = list(dict.fromkeys((INIT_METRIC, *headline)))
+    shown = []
+    for _, row in frame.iterrows():
+        n = int(row["completed"] + row["diverged"])
+        out = {"mitigations": row["mitigations"]}
+        out.update({k: "–" if pd.isna(row[k]) else str(row[k]) for k in manifest["swept"]})
+        out["n (done/div/fail)"] = f"{n}/{int(row['diverged'])}/{int(row['failed'])}" + (
+            f" ({int(row['missing'])} missing)" if row["missing"] else ""
+        )
+        out["log10 init ratio"] = _shown(row, INIT_METRIC)
+        out["init verdict; median"] = _verdict_text(row, "init", n)
+        out.update({m: _shown(row, m) for m in metrics[1:]})
+        out["training verdict; median later-half log10 ratio"] = _verdict_text(row, "training", n)
+        out["claims"] = row["claims"] or "–"
+        shown.append(out)
+    return pd.DataFrame(shown)
+
+
+def caption(manifest: dict[str, Any]) -> str:
+    """What every number in a study table means (Markdown; the LaTeX table carries it too)."""
+    return (
+        f"Study `{manifest['study']}`, {manifest['profile']} profile. One row per cell: the mitigation set and every "
+        "swept setting (written out even where it equals the task's default; – where it does not apply). "
+        "*n (done/div/fail)*: seeds that finished (completed or diverged) / diverged / failed. "
+        "Numbers are the mean over "
+        f"the completed seeds with its {LEVEL:.0%} confidence interval in brackets (Student t with n−1 degrees of "
+        "freedom: mean ± t·s/√n; with few seeds it can reach past a metric's range); "
+        "the step-0 log10 ratio is averaged over every finished seed, diverged ones "
+        "included. Verdicts: the majority verdict, its count out of n (others in brackets), then the median log10 "
+        "ratio. Words: " + "; ".join(f"*{k}*: {v}" for k, v in NOT_A_NUMBER.items()) + "."
+    )
+
+
+def study_table(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
+    """The Markdown study table with its caption."""
+    return caption(manifest) + "\n\n" + frame_markdown(display_frame(frame, manifest, headline))
+
+
+ASCII = str.maketrans({"–": "--", "−": "-", "·": " ", "√": "sqrt ", "±": "+/-", "≤": "<=", "≥": ">=", "×": "x"})
+LATEX_SPECIAL = str.maketrans({c: "\\" + c for c in "_%&#$"} | {"\\": r"\textbackslash{}", "`": "", "*": ""})
+
+
+def study_latex(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
+    """The study table as a LaTeX booktabs table (pandas Styler), caption included; plain ASCII, so it
+    compiles under pdflatex without extra packages beyond booktabs."""
+    shown = display_frame(frame, manifest, headline).map(lambda v: str(v).translate(ASCII))
+    shown.columns = [c.translate(ASCII) for c in shown.columns]
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    return styler.to_latex(
+        hrules=True,
+        caption=caption(manifest).translate(ASCII).translate(LATEX_SPECIAL),
+        label=f"tab:{manifest['study']}",
+        column_format="l" * len(shown.columns),
+        environment="table*",
+        position_float="centering",
+    )
 
 
 def legend(t: dict[str, float]) -> str:
     van, exp = f"1e-{t['vanishing_orders']:g}", f"1e{t['exploding_orders']:g}"
     return (
-        "Each table row is one cell (mitigations × swept settings); numbers are mean ± sample standard deviation "
-        "over its seeds. *init* is the gradient flow of the untrained network, from the step-0 ratio of the first "
+        "Each study table has its caption; in all of them *init* is the gradient flow of the untrained network, "
+        "from the step-0 ratio of the first "
         f"to the last hidden layer's (or time step's) gradient norm: vanishing (≤ {van}), exploding (≥ {exp}) or "
-        "stable; the median log10 ratio is in brackets. *training* is what happened while training, in order of "
+        "stable. *training* is what happened while training, in order of "
         "precedence: diverged (non-finite values), stalled (final training loss at or above "
         f"{t['stall_fraction']:.0%} of the task's chance loss), exploding (ratio ≥ {exp} or global gradient norm "
         f"above {t['exploding_grad_norm']:g} at a sampled step after step 0, or grown "
         f"{10 ** t['exploding_growth_orders']:g}× over the later half), vanishing (ratio ≤ {van} over the later "
         f"half), dead_units (≥ {t['dead_fraction']:.0%} of ReLU units dead), else healthy (inconclusive without "
-        "evidence); the median later-half log10 ratio is in brackets. Counts are runs out of the completed ones; "
-        "`-inf` is a ratio that underflowed float32 to zero.\n"
+        "evidence). *claims*: the published claims (section below) that read the cell at its own learning rate.\n"
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from suite import meanfield
-from suite.figures import _save
+from suite.figures import WIDTH, _panels, _pyplot, _save, figure_links
 from suite.tables import frame_markdown
 
 KEYS = ("task.activation", "task.weight_scale", "task.depth")
@@ -117,11 +117,9 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
     points = agreement(probes, records)
     if points.empty:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
+
+    plt = _pyplot()
 
     table, r2, med = summary(points)
     parts = [
@@ -134,7 +132,7 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
     ]
     out.mkdir(parents=True, exist_ok=True)
     acts = sorted(points["activation"].unique())
-    fig, axes = plt.subplots(1, len(acts), figsize=(4.2 * len(acts), 3.4), squeeze=False)
+    fig, axes = _panels(plt, len(acts), ncols=len(acts))
     for ax, act in zip(axes[0], acts, strict=True):
         data = points[points["activation"] == act]
         palette = dict(
@@ -152,10 +150,10 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
         ax.set_title(act)
         ax.set_xlabel("hidden layer")
         ax.set_ylabel("log10 ||dL/dh_l|| / ||dL/dh_L||")
-        ax.legend(fontsize=7)
+        ax.legend()
     fig.suptitle("Backward signal at init: mean-field prediction (lines) vs measured (dots)")
-    path = _save(fig, out / f"{study}_meanfield.png", plt)
-    parts.append(f"![{path.stem}](figures/{path.name})\n")
+    path = _save(fig, out / f"{study}_meanfield.png", plt, points)
+    parts.extend(figure_links(path))
     grid = phase(records)
     grid = grid[grid.groupby(["activation", "sigma_w"])["depth"].transform("nunique") >= 3] if not grid.empty else grid
     if not grid.empty:
@@ -166,7 +164,7 @@ def section(study: str, cells: pd.DataFrame, probes: pd.DataFrame, records: dict
 def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[str]:
     parts = []
     for act, data in grid.groupby("activation"):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.8), layout="constrained")
         sc = ax.scatter(
             data["sigma_w"], data["depth"], c=data["trained"], cmap="RdYlGn", vmin=0, vmax=1, s=80, edgecolors="k"
         )
@@ -183,7 +181,7 @@ def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[s
         ax.set_xlabel("σ_w")
         ax.set_ylabel("hidden layers")
         ax.set_title(f"Trainability of a deep {act} MLP")
-        ax.legend(fontsize=7)
-        path = _save(fig, out / f"{study}_phase_{act}.png", plt)
-        parts.append(f"![{path.stem}](figures/{path.name})\n")
+        ax.legend()
+        path = _save(fig, out / f"{study}_phase_{act}.png", plt, data)
+        parts.extend(figure_links(path))
     return parts
