@@ -1,4 +1,4 @@
-"""The ``gradbench`` command: run (the Hydra app), study, report, list.
+"""The ``gradbench`` command: run (the Hydra app), study, report, claims, compare, list.
 
 User errors (unknown names, mitigations that cannot apply, bad values) print one line and
 exit with status 2; no traceback.
@@ -20,6 +20,7 @@ commands:
   study NAME [overrides...] run every cell of a study, skipping finished runs (see `gradbench study -h`)
   report                    turn records into reports/ (see `gradbench report -h`)
   claims                    check published claims against the records (see `gradbench claims -h`)
+  compare A B               what moved between two reports or result sets (see `gradbench compare -h`)
   list                      registered tasks, mitigations, probes, claims, studies
 """
 
@@ -30,7 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "claims": cmd_claims, "list": cmd_list}
+    commands = {
+        "run": cmd_run,
+        "study": cmd_study,
+        "report": cmd_report,
+        "claims": cmd_claims,
+        "compare": cmd_compare,
+        "list": cmd_list,
+    }
     try:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
@@ -205,6 +213,23 @@ def cmd_claims(argv: list[str]) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from suite.compare import main as compare
+
+    parser = argparse.ArgumentParser(
+        prog="gradbench compare",
+        description="Compare two reports (folders written by `gradbench report`) or result sets (folders with "
+        "study manifests, reported first): step-0 gradient ratios must match exactly, trained metrics' 95%% "
+        "confidence intervals must overlap, seed counts and claim statuses must agree. Prints what moved; exit "
+        "status 1 if anything did, 0 if nothing did.",
+    )
+    parser.add_argument("a", help="report or results folder, e.g. reports (the committed report)")
+    parser.add_argument("b", help="report or results folder, e.g. results (a fresh rerun)")
+    parser.add_argument("--profile", default="quick", help="profile of a results folder's manifests (default: quick)")
+    args = parser.parse_args(argv)
+    return compare(args.a, args.b, args.profile)
 
 
 def cmd_list(argv: list[str]) -> int:
