@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import TINY, gradbench, install_example
 
@@ -129,14 +130,19 @@ def test_study_resumes_and_reports(tmp_path):
     out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| mitigations | optim.lr | task.depth | runs |" in summary and "| baseline | 0.05 | 20 | 5/5 |" in summary
-    csv = (reports / "summary.csv").read_text().splitlines()
-    assert csv[0] == "study,task,mitigations,setting,seed,run_id,metric,value"
-    assert any(line.startswith('mlp_vanishing,deep_mlp,relu+he_init,"optim.lr=0.05, task.depth=40",') for line in csv)
-    assert any(line.startswith('mlp_vanishing,deep_mlp,baseline,"optim.lr=0.05, task.depth=20",0,') for line in csv)
+    assert "| mitigations | optim.lr | task.depth | n (done/div/fail) |" in summary
+    assert "| baseline | 0.05 | 20 | 5/0/0 |" in summary
+    csv = pd.read_csv(reports / "summary.csv")
+    assert list(csv.columns) == [
+        *("run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status"),
+        *("optim.lr", "task.depth", "metric", "value"),
+    ]
+    assert ((csv["mitigations"] == "relu+he_init") & (csv["task.depth"] == 40)).any()
+    assert len(csv[(csv["mitigations"] == "baseline") & (csv["task.depth"] == 20) & (csv["seed"] == 0)]) > 0
     manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
     assert len(manifest["cells"]) == n and manifest["swept"] == ["optim.lr", "task.depth"]
     assert {p.name for p in (reports / "figures").glob("*.png")} >= {
+        "mlp_vanishing_trainability_depth.png",
         "mlp_vanishing_gradient_flow.png",
         "mlp_vanishing_loss.png",
         "mlp_vanishing_task_depth.png",

@@ -1,0 +1,235 @@
+"""The citable report: study tables (Markdown, LaTeX, CSV) with confidence intervals, figures as
+PNG + PDF + CSV, the offline HTML page in a real browser, the report id and citation, and
+`gradbench compare`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import gradbench
+from scipy import stats
+
+from suite.figures import DPI, WIDTH
+from suite.html import markdown_to_html
+from suite.tables import cell_frame, display_frame, study_latex, t_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = {"study": "toy", "profile": "smoke", "swept": ["optim.lr", "task.depth"]}
+
+
+def _cells() -> pd.DataFrame:
+    rows = []
+    for seed, (loss, ratio, status) in enumerate(
+        [(0.5, -1.0, "completed"), (0.7, -1.2, "completed"), (0.6, -1.1, "completed")]
+    ):
+        rows.append(("relu", 0.05, 20, seed, status, loss, ratio, "stable", "healthy", 0.1))
+    for seed in range(3):  # two diverged seeds, one completed
+        status = "completed" if seed == 0 else "diverged"
+        rows.append(
+            (
+                "baseline",
+                0.05,
+                20,
+                seed,
+                status,
+                2.3 if seed == 0 else math.nan,
+                -math.inf,
+                "vanishing",
+                "stalled",
+                -math.inf,
+            )
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "mitigations", "optim.lr", "task.depth", "seed", "status", "final_train_loss",
+            "init_log10_grad_ratio", "init", "training", "late_log10_grad_ratio",
+        ],
+    )  # fmt: skip
+    setting = "optim.lr=" + frame["optim.lr"].astype(str) + ", task.depth=" + frame["task.depth"].astype(str)
+    return frame.assign(setting=setting, run_id=[f"r{i}" for i in range(len(frame))])
+
+
+def test_cell_table_has_every_setting_counts_and_student_t_intervals():
+    frame = cell_frame(_cells(), MANIFEST, ["final_train_loss"], {"r0": ["some_claim"]})
+    relu, base = frame.iloc[0], frame.iloc[1]
+    assert (relu["optim.lr"], relu["task.depth"], relu["completed"], relu["diverged"]) == (0.05, 20, 3, 0)
+    half = stats.t.ppf(0.975, 2) * np.std([0.5, 0.7, 0.6], ddof=1) / math.sqrt(3)
+    assert relu["final_train_loss_mean"] == pytest.approx(0.6)
+    assert relu["final_train_loss_ci_low"] == pytest.approx(0.6 - half)
+    assert relu["final_train_loss_ci_high"] == pytest.approx(0.6 + half)
+    assert relu["claims"] == "some_claim" and base["claims"] == ""
+    assert (base["completed"], base["diverged"]) == (1, 2)
+    assert base["final_train_loss_n"] == 1 and math.isnan(base["final_train_loss_ci_low"])  # one seed: no interval
+    assert base["init_log10_grad_ratio_note"] == "underflow (3/3)"
+    shown = display_frame(frame, MANIFEST, ["final_train_loss"])
+    assert list(shown.columns[:4]) == ["mitigations", "optim.lr", "task.depth", "n (done/div/fail)"]
+    assert shown.iloc[1]["n (done/div/fail)"] == "3/2/0" and shown.iloc[1]["final_train_loss"] == "2.3 (1 seed)"
+    assert shown.iloc[0]["final_train_loss"].startswith("0.6 [")
+
+
+def test_t_interval_of_one_value_has_no_width():
+    mean, low, high = t_interval(np.array([1.5]))
+    assert mean == 1.5 and math.isnan(low) and math.isnan(high)
+
+
+def test_latex_table_is_booktabs_and_compiles_where_tex_is_installed(tmp_path):
+    tex = study_latex(cell_frame(_cells(), MANIFEST, ["final_train_loss"]), MANIFEST, ["final_train_loss"])
+    body = tex[tex.index(r"\begin{tabular}") : tex.index(r"\end{tabular}")]
+    assert all(rule in body for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
+    columns = len(re.search(r"\\begin\{tabular\}\{(l+)\}", body).group(1))
+    rows = [line for line in body.splitlines() if line.rstrip().endswith(r"\\")]
+    assert len(rows) == 3 and all(line.count("&") == columns - 1 for line in rows)
+    assert re.search(r"(?<!\\)[_%#$]", tex.replace(r"\_", "").replace("$", "")) is None  # specials escaped
+    assert tex.isascii() and r"\caption{" in tex and r"\label{tab:toy}" in tex
+    _compiles(tex, tmp_path)
+
+
+def _compiles(tex: str, folder: Path) -> None:
+    """Compile ``tex`` in a minimal booktabs document where a TeX engine is installed."""
+    engine = shutil.which("pdflatex") or shutil.which("lualatex")
+    if engine:
+        doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + tex + "\\end{document}\n"
+        (folder / "t.tex").write_text(doc)
+        run = subprocess.run([engine, "-interaction=nonstopmode", "t.tex"], cwd=folder, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_html_renders_tables_figures_and_inline_markdown(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "figures").mkdir()
+    plt.figure(figsize=(1, 1)).savefig(tmp_path / "figures" / "f.png")
+    text = "# T\n\nSome *em* and **bold** `code` [link](x.csv) a<b.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    text += "![f](figures/f.png)\n\n- item\n"
+    page = markdown_to_html(text, tmp_path)
+    assert "<h1>T</h1>" in page and "<em>em</em>" in page and "<strong>bold</strong>" in page and "a&lt;b" in page
+    assert "<td>1</td><td>2</td>" in page and 'src="data:image/png;base64,' in page and "<li>item</li>" in page
+    with pytest.raises(FileNotFoundError):
+        markdown_to_html("![g](figures/missing.png)", tmp_path)
+
+
+def test_citation_cff_is_valid():
+    cff = shutil.which("cffconvert", path=os.pathsep.join([str(Path(os.sys.executable).parent), os.environ["PATH"]]))
+    assert cff, "cffconvert is a test dependency"
+    run = subprocess.run([cff, "--validate", "-i", str(ROOT / "CITATION.cff")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_readme_cites_the_committed_report_as_it_cites_itself():
+    summary = (ROOT / "reports" / "summary.md").read_text()
+    cite = re.search(r"^\*\*Cite this report:\*\* (.+)$", summary, re.M).group(1)
+    rid = re.search(r"^# gradbench report ([0-9a-f]{12}) ", summary, re.M).group(1)
+    assert rid in cite and cite in (ROOT / "README.md").read_text()
+
+
+# -- a smoke study, run twice: the report's files, the browser, compare --------------------------
+
+
+@pytest.fixture(scope="module")
+def twice(tmp_path_factory):
+    """Two fresh runs of a smoke study and the report of the first."""
+    root = tmp_path_factory.mktemp("twice")
+    for name in ("a", "b"):
+        out = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={root / name}")
+        assert out.returncode == 0, out.stderr
+    out = gradbench("report", "--results", str(root / "a"), "--out", str(root / "report"), "--profile", "smoke")
+    assert out.returncode == 0, out.stderr
+    return root
+
+
+@pytest.mark.slow
+def test_report_writes_tables_figures_and_tidy_summary(twice, tmp_path):
+    report = twice / "report"
+    assert {p.name for p in (report / "tables").iterdir()} == {"mlp_meanfield.csv", "mlp_meanfield.tex"}
+    _compiles((report / "tables" / "mlp_meanfield.tex").read_text(), tmp_path)
+    for png in (report / "figures").glob("*.png"):
+        assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+        from matplotlib.image import imread
+
+        height, width = imread(png).shape[:2]
+        assert width / DPI <= WIDTH["two"] + 0.05, png.name  # a two-column paper width at most
+    assert (report / "figures" / "mlp_meanfield_gradient_flow.csv").exists()
+    summary = pd.read_csv(report / "summary.csv")
+    assert list(summary.columns[:8]) == [
+        "run_id",
+        "profile",
+        "git_commit",
+        "study",
+        "task",
+        "mitigations",
+        "seed",
+        "status",
+    ]
+    assert {"task.activation", "task.weight_scale", "metric", "value"} <= set(summary.columns)
+    assert pd.api.types.is_float_dtype(summary["value"]) and set(summary["profile"]) == {"smoke"}
+    table = pd.read_csv(report / "tables" / "mlp_meanfield.csv")
+    assert {"completed", "diverged", "failed", "final_train_loss_ci_low", "training", "claims"} <= set(table.columns)
+
+
+@pytest.mark.slow
+def test_a_rerun_compares_equal_and_a_perturbed_record_is_found(twice, tmp_path):
+    same = gradbench("compare", str(twice / "a"), str(twice / "b"), "--profile", "smoke")
+    assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
+    assert "nothing moved" in same.stderr
+    perturbed = tmp_path / "c"
+    shutil.copytree(twice / "b", perturbed)
+    victim = sorted(perturbed.glob("*/run.json"))[0]
+    record = json.loads(victim.read_text())
+    record["summary"]["grad_ratio_init"] *= 1 + 1e-6
+    victim.write_text(json.dumps(record))
+    moved = gradbench("compare", str(twice / "report"), str(perturbed), "--profile", "smoke")
+    assert moved.returncode == 1, moved.stderr
+    assert f"run {victim.parent.name} grad_ratio_init" in moved.stdout and "(exact)" in moved.stdout
+    bad = gradbench("compare", str(twice / "report"), str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "neither a report" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    report = twice / "report"
+    page = (report / "index.html").read_text()
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # nothing to fetch
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1280,4000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get((report / "index.html").as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+        )
+        tables = driver.execute_script("return document.querySelectorAll('table').length")
+        figures_linked = re.findall(r"^!\[([^\]]+)\]", (report / "summary.md").read_text(), re.M)
+        assert sorted(alt for alt, _ in images) == sorted(figures_linked) and all(ok for _, ok in images), images
+        assert tables == (report / "summary.md").read_text().count("\n|---")
+        assert "Cite this report" in driver.find_element("tag name", "body").text
+        shot = tmp_path / "index.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
