@@ -239,7 +239,9 @@ def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str 
         lines.append("| " + " | ".join(row) + " |")
     caption = (
         f"Learning rate per mitigation set: mean held-out `{metric}` over seeds (number of seeds in brackets) "
-        "at each learning rate of the shared grid, and the one that wins; a diverged seed counts as infinitely bad. "
+        "at each learning rate of the shared grid, and the one that wins; a diverged seed counts as infinitely bad "
+        "(*diverged*: a seed at that rate diverged or has no value; *none finite*: so at every rate; "
+        "– : not run at that rate). "
         "The table above compares every set at each fixed learning rate; this one at its own best.\n"
     )
     return caption + "\n" + "\n".join(lines)
@@ -273,7 +275,8 @@ def delay_table(cells: pd.DataFrame, manifest: dict[str, Any], stall_fraction: f
         lines.append("| " + " | ".join(row) + " |")
     caption = (
         f"Seeds whose final loss is below {stall_fraction:.0%} of the memoryless baseline 10 ln 8 / (T + 20), "
-        "per delay T, and the largest T at which every seed leaves the baseline.\n"
+        "per delay T (a diverged seed is never below), and the largest T at which every seed leaves the baseline "
+        "(*none*: no T; – : not run at that T).\n"
     )
     return caption + "\n" + "\n".join(lines)
 
