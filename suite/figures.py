@@ -52,7 +52,8 @@ TRAINED_NOT = ("stalled", "diverged")  # training verdicts that mean the run did
 
 def set_styles(names: list[str]) -> None:
     """Fix each mitigation set's (colour, line style, marker) for the report: the baseline black and
-    solid, the others in the given order through 7 colours x 4 line styles, markers cycling."""
+    solid, the others in the given order through 7 colours, 4 line styles and 6 markers, each
+    cycling on its own, so neighbours differ in all three and no two of 84 sets look alike."""
     _STYLES.clear()
     for name in ["baseline", *[n for n in names if n != "baseline"]]:
         style(name)
@@ -64,7 +65,7 @@ def style(name: str) -> tuple[str, Any, str]:
             _STYLES[name] = ("#000000", "-", "o")
         else:
             i = len([n for n in _STYLES if n != "baseline"])
-            _STYLES[name] = (OKABE_ITO[i % 7], DASHES[(i // 7) % 4], MARKERS[i % 7])
+            _STYLES[name] = (OKABE_ITO[i % 7], DASHES[i % 4], MARKERS[i % 6])  # 84 distinct triples
     return _STYLES[name]
 
 
@@ -216,7 +217,7 @@ def line_figure(
 
         handles.append(Line2D([], [], color="0.4", lw=0.8, ls=":", label=hline[1]))
     _legend(fig, handles)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 13)))
     keep = [c for c in ("panel", "share", "mitigations", "seed", "status", "layer", x, "value") if c in data]
     return _save(fig, path, plt, data[list(dict.fromkeys(keep))])
 
@@ -423,15 +424,15 @@ def _others(cells: pd.DataFrame, swept: list[str], key: str) -> pd.Series:
     return cells.apply(lambda r: ", ".join(f"{k}={r[k]}" for k in rest if not pd.isna(r[k])), axis=1)
 
 
-def _along(cells: pd.DataFrame, swept: list[str], key: str) -> pd.DataFrame:
-    """The cells of the mitigation sets swept along ``key`` (3+ values at fixed other settings), with
-    'panel' holding the other settings; empty when none is."""
+def _along(cells: pd.DataFrame, swept: list[str], key: str, least: int = 3) -> pd.DataFrame:
+    """The cells of the mitigation sets swept along ``key`` (``least`` values or more at fixed other
+    settings), with 'panel' holding the other settings; empty when none is."""
     values = pd.to_numeric(cells[key], errors="coerce")
-    if values.nunique() < 3:
+    if values.nunique() < least:
         return cells.iloc[0:0]
     data = cells.assign(panel=_others(cells, swept, key).replace("", "all cells"), **{key: values})
     counts = data.groupby(["mitigations", "panel"])[key].nunique()
-    swept_sets = {m for (m, _), n in counts.items() if n >= 3}
+    swept_sets = {m for (m, _), n in counts.items() if n >= least}
     return data[data["mitigations"].isin(swept_sets) & data[key].notna()]
 
 
@@ -472,7 +473,7 @@ def _trainability(study: str, swept: list[str], cells: pd.DataFrame, out: Path) 
     key = "task.depth"
     if key not in swept or "training" not in cells:
         return []
-    data = _along(cells[cells["status"] != "missing"], swept, key)
+    data = _along(cells[cells["status"] != "missing"], swept, key, least=2)
     if data.empty:
         return []
     trained = (data["status"] == "completed") & ~data["training"].isin(TRAINED_NOT)
@@ -500,7 +501,7 @@ def _delay_figure(study: str, swept: list[str], cells: pd.DataFrame, stall: floa
     key, metric = "task.delay", "loss_ratio_baseline"
     if key not in swept or metric not in cells:
         return []
-    data = _along(cells[cells["status"] != "missing"], swept, key)
+    data = _along(cells[cells["status"] != "missing"], swept, key, least=2)
     if data.empty:
         return []
     frame = data[["panel", "mitigations", "seed", "status", key]].assign(value=pd.to_numeric(data[metric]))

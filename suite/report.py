@@ -68,7 +68,8 @@ def adhoc_manifests(runs_dir: str) -> list[dict[str, Any]]:
 
 
 def _label(cell: dict[str, Any], swept: list[str]) -> str:
-    return ", ".join(f"{k}={cell['settings'].get(k)}" for k in swept)
+    """'key=value, ...' of the swept settings that apply to the cell (None: does not apply)."""
+    return ", ".join(f"{k}={cell['settings'][k]}" for k in swept if cell["settings"].get(k) is not None)
 
 
 def collect(manifest: dict[str, Any], results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict], int]:
