@@ -4,7 +4,7 @@ Every figure is written as PNG and PDF (vector) at a paper's width, one column (
 (6.9 in), with its data beside it as CSV (same name) so a reader can replot it. A mitigation set has
 one colour, line style and marker across all figures of a report (``set_styles``; Okabe-Ito's
 colour-blind-safe palette, the baseline black). Lines are the mean over seeds (geometric mean on a
-log axis), bands the seeds' min-max (so they stay inside a metric's range). A value that underflowed
+log axis), bands the seeds' min-max (so they stay inside a metric's range). A value of exactly 0 (float32 underflow, truncated BPTT)
 to 0 is marked ▽ at the bottom edge, a non-finite one (a diverged run) × at the top edge, not dropped;
 y limits come from the runs that completed, so a diverged run cannot stretch them.
 
@@ -109,7 +109,9 @@ def _handles(plt: Any, names: list[str], marks: set[str]) -> list:
 
     out = [Line2D([], [], color=style(n)[0], linestyle=style(n)[1], marker=style(n)[2], label=n) for n in names]
     if "underflow" in marks:
-        out.append(Line2D([], [], color="0.3", marker="v", linestyle="", label="underflow to 0 (a seed)"))
+        out.append(
+            Line2D([], [], color="0.3", marker="v", linestyle="", label="exactly 0 (a seed; underflow or truncation)")
+        )
     if "diverged" in marks:
         out.append(Line2D([], [], color="0.3", marker="x", linestyle="", label="non-finite (diverged seed)"))
     return out

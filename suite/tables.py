@@ -12,7 +12,8 @@ import pandas as pd
 
 LEVEL = 0.95  # confidence level of every interval in the report
 NOT_A_NUMBER = {
-    "underflow": "a gradient norm underflowed float32 to exactly 0, so its log10 ratio is -inf (k/n: in k of n seeds)",
+    "zero": "the first layer's (or time step's) gradient norm is exactly 0, from float32 underflow or, under "
+    "truncated BPTT, by construction, so the log10 ratio is -inf (k/n: in k of n seeds)",
     "diverged": "every completed seed diverged (non-finite loss), so there is no value to average",
     "not applicable": "the cell's task does not measure this metric, or no record of the cell was found",
 }
@@ -43,7 +44,7 @@ def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
         values = pd.to_numeric(done[metric], errors="coerce").dropna().to_numpy(dtype=float)
     under = int(np.isneginf(values).sum())
     if under:
-        return {**out, "n": len(values), "note": f"underflow ({under}/{len(values)})"}
+        return {**out, "n": len(values), "note": f"zero ({under}/{len(values)})"}
     values = values[np.isfinite(values)]
     if not len(values):
         diverged = (done["status"] == "diverged").any() and completed.empty
@@ -104,6 +105,16 @@ def cell_frame(
     return pd.DataFrame(rows)
 
 
+def setting_text(v: Any) -> str:
+    """A setting as a table shows it: – where it does not apply, 35 rather than 35.0 (a column with
+    gaps is float)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return str(v)
+
+
 def _number(v: float) -> str:
     if not math.isfinite(v):
         return "-inf" if v < 0 else "inf" if v > 0 else "NaN"
@@ -135,7 +146,7 @@ def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[
     for _, row in frame.iterrows():
         n = int(row["completed"] + row["diverged"])
         out = {"mitigations": row["mitigations"]}
-        out.update({k: "–" if pd.isna(row[k]) else str(row[k]) for k in manifest["swept"]})
+        out.update({k: setting_text(row[k]) for k in manifest["swept"]})
         out["n (done/div/fail)"] = f"{n}/{int(row['diverged'])}/{int(row['failed'])}" + (
             f" ({int(row['missing'])} missing)" if row["missing"] else ""
         )
@@ -230,7 +241,7 @@ def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str 
         name = name if isinstance(name, tuple) else (name,)
         scores = {lr: _finite_mean(g[metric]) for lr, g in group.groupby(key)}
         best = min(scores, key=lambda lr: (scores[lr], lr))
-        row = [str(v) for v in name]
+        row = [setting_text(v) for v in name]
         for lr in lrs:
             n = int((group[key] == lr).sum())
             text = "–" if lr not in scores else ("diverged" if math.isinf(scores[lr]) else f"{scores[lr]:.3f}")
@@ -261,7 +272,7 @@ def delay_table(cells: pd.DataFrame, manifest: dict[str, Any], stall_fraction: f
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, group in done.groupby(["mitigations", *others], sort=False, dropna=False):
         name = name if isinstance(name, tuple) else (name,)
-        row, left = [str(v) for v in name], []
+        row, left = [setting_text(v) for v in name], []
         for d in delays:
             ratios = pd.to_numeric(group.loc[group[key] == d, metric], errors="coerce")
             if ratios.empty:

@@ -70,7 +70,7 @@ def test_cell_table_has_every_setting_counts_and_student_t_intervals():
     assert relu["claims"] == "some_claim" and base["claims"] == ""
     assert (base["completed"], base["diverged"]) == (1, 2)
     assert base["final_train_loss_n"] == 1 and math.isnan(base["final_train_loss_ci_low"])  # one seed: no interval
-    assert base["init_log10_grad_ratio_note"] == "underflow (3/3)"
+    assert base["init_log10_grad_ratio_note"] == "zero (3/3)"
     shown = display_frame(frame, MANIFEST, ["final_train_loss"])
     assert list(shown.columns[:4]) == ["mitigations", "optim.lr", "task.depth", "n (done/div/fail)"]
     assert shown.iloc[1]["n (done/div/fail)"] == "3/2/0" and shown.iloc[1]["final_train_loss"] == "2.3 (1 seed)"
