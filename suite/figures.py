@@ -4,8 +4,9 @@ Every figure is written as PNG and PDF (vector) at a paper's width, one column (
 (6.9 in), with its data beside it as CSV (same name) so a reader can replot it. A mitigation set has
 one colour, line style and marker across all figures of a report (``set_styles``; Okabe-Ito's
 colour-blind-safe palette, the baseline black). Lines are the mean over seeds (geometric mean on a
-log axis), bands the seeds' min-max (so they stay inside a metric's range). A value of exactly 0 (float32 underflow, truncated BPTT)
-to 0 is marked ▽ at the bottom edge, a non-finite one (a diverged run) × at the top edge, not dropped;
+log axis), bands the seeds' min-max (so they stay inside a metric's range). A value of exactly 0
+(float32 underflow, truncated BPTT) is marked ▽ at the bottom edge, a non-finite one (a diverged
+run) × at the top edge, not dropped;
 y limits come from the runs that completed, so a diverged run cannot stretch them.
 
 - ``<study>_gradient_flow``: the flow metric at step 0 along depth or time;
