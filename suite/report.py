@@ -149,6 +149,7 @@ def tidy_summary(cells: pd.DataFrame, records: dict[str, dict], settings: list[s
     setting left at its default is written out; empty where it does not apply), metric, value.
     Verdicts are in diagnosis.csv."""
     found = cells[cells["status"] != "missing"].assign(profile=profile)
+    found = found.reindex(columns=list(dict.fromkeys([*found.columns, *SUMMARY_IDS])))  # none found: empty
     for key in settings:
         found[key] = [records[rid]["settings"].get(key) for rid in found["run_id"]]
     skip = set(ID_COLUMNS + DIAGNOSIS_COLUMNS + SUMMARY_IDS) | set(settings)
