@@ -5,9 +5,9 @@ Every figure is written as PNG and PDF (vector) at a paper's width, one column (
 one colour, line style and marker across all figures of a report (``set_styles``; Okabe-Ito's
 colour-blind-safe palette, the baseline black). Lines are the mean over seeds (geometric mean on a
 log axis), bands the seeds' min-max (so they stay inside a metric's range). A value of exactly 0
-(float32 underflow, truncated BPTT) is marked ▽ at the bottom edge, a non-finite one (a diverged
-run) × at the top edge, not dropped;
-y limits come from the runs that completed, so a diverged run cannot stretch them.
+(float32 underflow, or by construction: truncated BPTT, a zero-initialised branch) is marked ▽ at
+the bottom edge, a non-finite one (a diverged run) × at the top edge, not dropped; y limits come
+from the runs that completed, so a diverged run cannot stretch them.
 
 - ``<study>_gradient_flow``: the flow metric at step 0 along depth or time;
 - ``<study>_grad_norm_per_block``: step-0 gradient norm per block, where blocks hold several kinds;
@@ -111,7 +111,14 @@ def _handles(plt: Any, names: list[str], marks: set[str]) -> list:
     out = [Line2D([], [], color=style(n)[0], linestyle=style(n)[1], marker=style(n)[2], label=n) for n in names]
     if "underflow" in marks:
         out.append(
-            Line2D([], [], color="0.3", marker="v", linestyle="", label="exactly 0 (a seed; underflow or truncation)")
+            Line2D(
+                [],
+                [],
+                color="0.3",
+                marker="v",
+                linestyle="",
+                label="exactly 0 in a seed (underflow, or by construction)",
+            )
         )
     if "diverged" in marks:
         out.append(Line2D([], [], color="0.3", marker="x", linestyle="", label="non-finite (diverged seed)"))

@@ -12,8 +12,8 @@ import pandas as pd
 
 LEVEL = 0.95  # confidence level of every interval in the report
 NOT_A_NUMBER = {
-    "zero": "the first layer's (or time step's) gradient norm is exactly 0, from float32 underflow or, under "
-    "truncated BPTT, by construction, so the log10 ratio is -inf (k/n: in k of n seeds)",
+    "zero": "the first layer's (or time step's) gradient norm is exactly 0, from float32 underflow or by "
+    "construction (truncated BPTT, a zero-initialised branch), so the log10 ratio is -inf (k/n: in k of n seeds)",
     "diverged": "every completed seed diverged (non-finite loss), so there is no value to average",
     "not applicable": "the cell's task does not measure this metric, or no record of the cell was found",
 }
