@@ -1,5 +1,8 @@
-"""Markdown tables of a study: one row per cell, seeds summarised, both diagnosis parts with the
-numbers they rest on, and the legend that says what every column means."""
+"""The tables of a study: one row per cell with every swept setting, seed counts, means with 95%
+Student-t confidence intervals, both diagnosis parts with the numbers they rest on and the claims
+that read the cell (``cell_frame``: the CSV), shown as Markdown (``study_table``) and as a LaTeX
+booktabs table (``study_latex``, pandas Styler), each with the caption that says what every column
+and word means; and the learning-rate and copy-delay tables."""
 
 from __future__ import annotations
 
