@@ -233,3 +233,33 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int = 0, claim: str = "✓") -> Path:
+    """A minimal report folder as `gradbench compare` reads it: one run, one cell, one claim."""
+    (folder / "tables").mkdir(parents=True)
+    pd.DataFrame(
+        [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "grad_ratio_init", 0.5)],
+        columns=["run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status", "task.depth"]
+        + ["metric", "value"],
+    ).to_csv(folder / "summary.csv", index=False)
+    mean, low, high = loss
+    cell = {"mitigations": "relu", "task.depth": 20, "seeds": 3, "completed": 3 - diverged, "diverged": diverged}
+    cell |= {"failed": 0, "missing": 0, "final_train_loss_mean": mean, "final_train_loss_ci_low": low}
+    cell |= {"final_train_loss_ci_high": high, "final_train_loss_n": 3, "final_train_loss_note": ""}
+    pd.DataFrame([cell]).to_csv(folder / "tables" / "toy.csv", index=False)
+    pd.DataFrame([{"name": "some_claim", "status": claim}]).to_csv(folder / "claims.csv", index=False)
+    return folder
+
+
+def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims(tmp_path):
+    from suite.compare import compare
+
+    base = str(_fake_report(tmp_path / "a", (0.50, 0.40, 0.60)))
+    assert compare(base, base) == []
+    assert compare(base, str(_fake_report(tmp_path / "b", (0.55, 0.45, 0.65)))) == []  # intervals overlap
+    moved = compare(base, str(_fake_report(tmp_path / "c", (0.80, 0.70, 0.90))))
+    assert len(moved) == 1 and "final_train_loss" in moved[0] and "do not overlap" in moved[0]
+    moved = compare(base, str(_fake_report(tmp_path / "d", (0.50, 0.40, 0.60), diverged=1, claim="✗")))
+    assert any("completed: 3 -> 2" in m for m in moved) and any("diverged: 0 -> 1" in m for m in moved)
+    assert "claim some_claim: ✓ -> ✗" in moved
