@@ -176,12 +176,28 @@ def plan(
     return manifest, list(runs.values())
 
 
+CLAIMED, ELSEWHERE = "claimed", "finished elsewhere"  # outcomes of a run another sweep holds or did
+
+
 def _execute(config: dict[str, Any]) -> dict[str, Any]:
-    """Worker entry point: one run, no per-step progress (many run side by side)."""
+    """Worker entry point: one run, no per-step progress (many run side by side). The run is leased
+    first: if another sweep holds it the outcome is ``claimed`` (with the holder), if another sweep
+    finished it meanwhile ``finished elsewhere``; neither trains."""
+    from suite.leases import Lease
     from suite.runner import run
 
     try:
-        return run(prepare(OmegaConf.create({**config, "progress": False})))
+        spec = prepare(OmegaConf.create({**config, "progress": False}))
+        lease = Lease(spec.run.results_dir, spec.run_id)
+        holder = lease.acquire()
+        if holder is not None:
+            return {"status": CLAIMED, "holder": holder}
+        try:
+            if is_finished(spec.run.results_dir, spec.run_id):
+                return {"status": ELSEWHERE}
+            return run(spec)
+        finally:
+            lease.release()
     except Exception as exc:  # anything the run itself did not record: reported as failed, the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
         return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
@@ -224,11 +240,15 @@ def _parallel(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, d
 
 def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
     """Write the study's manifest, then run every unfinished cell; returns the number of failed runs."""
+    from suite.leases import clear_stale, timeout
+
+    timeout()  # a bad GRADBENCH_LEASE_TIMEOUT is refused before anything is planned
     manifest, runs = plan(name, profile, extra, with_sets)
     todo = [r for r in runs if not r.finished]
     for folder in {r.results_dir for r in runs}:
         if (removed := clean_stale(folder)) > 0:
             print(f"study {name}: removed {removed} temporary folder(s) left by interrupted writes", file=sys.stderr)
+        clear_stale(folder, [r.run_id for r in runs if r.finished and r.results_dir == folder])
     if runs:
         path = write_manifest(runs[0].results_dir, manifest)
         print(f"study {name}: manifest {path}", file=sys.stderr)
@@ -238,28 +258,54 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     )
     start = time.perf_counter()
     if jobs <= 1 or len(todo) <= 1:
-        failed = _report_progress(((r, _execute(r.config)) for r in todo), len(todo), start)
+        failed, claimed = _report_progress(((r, _execute(r.config)) for r in todo), len(todo), start)
     else:
-        failed = _report_progress(_parallel(todo, jobs), len(todo), start)
+        failed, claimed = _report_progress(_parallel(todo, jobs), len(todo), start)
+    failed += _wait_for(name, claimed, start)
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
     return failed
 
 
-def _report_progress(results, total: int, start: float) -> int:
-    failed = 0
+def _wait_for(name: str, claimed: list[PlannedRun], start: float) -> int:
+    """Wait for the runs another sweep holds: each ends finished by it, or, if its lease goes stale
+    (the other sweep died), is claimed and run here. Returns the number of those that failed here."""
+    from suite.leases import timeout
+
+    if claimed:
+        print(f"study {name}: waiting for {len(claimed)} run(s) another sweep is training", file=sys.stderr)
+    failed, poll = 0, min(5.0, timeout() / 4)
+    while claimed:
+        time.sleep(poll)
+        again = [(r, _execute(r.config)) for r in claimed]
+        more_failed, claimed = _report_progress(again, len(again), start, quiet_claimed=True)
+        failed += more_failed
+    return failed
+
+
+def _report_progress(results, total: int, start: float, quiet_claimed: bool = False) -> tuple[int, list[PlannedRun]]:
+    """Print one line per finished run; returns (how many failed, the runs another sweep holds)."""
+    failed, claimed = 0, []
     for i, (planned, record) in enumerate(results, 1):
         cell = planned.cell
+        where = f"[{i}/{total}] {cell.label} {' '.join(cell.overrides)} seed={cell.seed}"
+        if record["status"] == CLAIMED:
+            claimed.append(planned)
+            if not quiet_claimed:
+                print(f"{where}: claimed by another sweep ({record['holder']}); will wait for it", file=sys.stderr)
+            continue
+        if record["status"] == ELSEWHERE:
+            print(f"{where}: finished by another sweep", file=sys.stderr)
+            continue
         diagnosis = record.get("diagnosis") or {}
         verdict = "/".join(diagnosis[part]["verdict"] for part in ("init", "training")) if diagnosis else "-"
         loss = record["summary"].get("final_train_loss")
         loss_text = "" if loss is None else f" final_train_loss={loss:.4g}"
-        settings = " ".join(cell.overrides)
         print(
-            f"[{i}/{total}] {cell.label} {settings} seed={cell.seed}: {record['status']} (init/training {verdict})"
+            f"{where}: {record['status']} (init/training {verdict})"
             f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
             file=sys.stderr,
         )
         if record["status"] == "failed":
             failed += 1
             print(f"    error: {record['error']}", file=sys.stderr)
-    return failed
+    return failed, claimed
