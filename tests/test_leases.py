@@ -99,7 +99,7 @@ def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
     results = tmp_path / "results"
     command = [
         str(Path(sys.executable).with_name("gradbench")),
-        *("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}"),
+        *("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}"),
     ]
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -112,7 +112,7 @@ def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
     leases = list((results / "_leases").glob("*.lease"))
     assert len(leases) == 1, leases
     held = leases[0].stem
-    again = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    again = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
     assert again.returncode == 0, again.stderr
     assert "claimed by another sweep" not in again.stderr  # the dead owner's claim was taken over at once
     assert json.loads((results / held / "run.json").read_text())["status"] in ("completed", "diverged")
