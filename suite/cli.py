@@ -96,13 +96,20 @@ def _hydra_app() -> None:
         from hydra.types import RunMode
 
         from suite.config import prepare
+        from suite.leases import Lease
         from suite.runner import run
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         _JOBS["total"] += 1
         try:
             spec = prepare(cfg)
-            record = run(spec)
+            lease = Lease(spec.run.results_dir, spec.run_id)  # never trained twice at once (suite/leases.py)
+            if (holder := lease.acquire()) is not None:
+                raise UserError(f"run {spec.run_id} is being trained by another gradbench ({holder}); not started")
+            try:
+                record = run(spec)
+            finally:
+                lease.release()
         except UserError as exc:
             print(f"gradbench: error: {exc}", file=sys.stderr)
             if not multirun:

@@ -199,8 +199,12 @@ def _execute(config: dict[str, Any]) -> dict[str, Any]:
         finally:
             lease.release()
     except Exception as exc:  # anything the run itself did not record: reported as failed, the sweep goes on
-        error = f"{type(exc).__name__}: {exc}"
-        return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
+        return _failed(f"{type(exc).__name__}: {exc}")
+
+
+def _failed(error: str) -> dict[str, Any]:
+    """The outcome of a run that failed before it could write its own record."""
+    return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
 
 
 def _worker_init(parent: int) -> None:
@@ -238,12 +242,35 @@ def _parallel(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, d
     pool.shutdown(wait=True)
 
 
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "ray")
+LAUNCHER_PACKAGES = {
+    "joblib": "hydra-joblib-launcher",
+    "submitit_local": "hydra-submitit-launcher",
+    "submitit_slurm": "hydra-submitit-launcher",
+    "ray": "hydra-ray-launcher (pip install 'gradbench[ray]')",
+}
+
+
+def split_launcher(extra: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra launcher overrides, the cells' own overrides) of a study's command line."""
+    launcher = [o for o in extra if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+    return launcher, [o for o in extra if o not in launcher]
+
+
 def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
-    """Write the study's manifest, then run every unfinished cell; returns the number of failed runs."""
+    """Write the study's manifest, then run every unfinished cell; returns the number of failed runs.
+
+    Cells run in ``jobs`` local worker processes, or, when ``extra`` selects a Hydra launcher
+    (``hydra/launcher=joblib|submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*``
+    settings), as that launcher's jobs. Where a run trains never changes its record."""
     from suite.leases import clear_stale, timeout
 
     timeout()  # a bad GRADBENCH_LEASE_TIMEOUT is refused before anything is planned
+    launcher, extra = split_launcher(extra)
+    if launcher and not any(o.startswith("hydra/launcher=") for o in launcher):
+        raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
     manifest, runs = plan(name, profile, extra, with_sets)
+    execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra) if launcher else None
     todo = [r for r in runs if not r.finished]
     for folder in {r.results_dir for r in runs}:
         if (removed := clean_stale(folder)) > 0:
@@ -257,16 +284,104 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         file=sys.stderr,
     )
     start = time.perf_counter()
-    if jobs <= 1 or len(todo) <= 1:
-        failed, claimed = _report_progress(((r, _execute(r.config)) for r in todo), len(todo), start)
+    if execute is None:
+        execute = _in_process
+        outcomes = _parallel(todo, jobs) if jobs > 1 and len(todo) > 1 else _in_process(todo)
     else:
-        failed, claimed = _report_progress(_parallel(todo, jobs), len(todo), start)
-    failed += _wait_for(name, claimed, start)
+        outcomes = execute(todo)
+    failed, claimed = _report_progress(outcomes, len(todo), start)
+    failed += _wait_for(name, claimed, start, execute)
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
     return failed
 
 
-def _wait_for(name: str, claimed: list[PlannedRun], start: float) -> int:
+def _in_process(todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+    return ((r, _execute(r.config)) for r in todo)
+
+
+def _launched(cfg) -> dict[str, Any]:
+    """The task function a Hydra launcher runs for each cell (in its own process, on a cluster
+    node...): lease, train, write the record; returns what the sweep prints of it."""
+    record = _execute(OmegaConf.to_container(cfg, resolve=True))
+    summary = record.get("summary") or {}
+    slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
+    return {
+        **slim,
+        "summary": {"final_train_loss": summary.get("final_train_loss")},
+        "provenance": {"wall_time_s": (record.get("provenance") or {}).get("wall_time_s", 0.0)},
+    }
+
+
+def _launcher_error(overrides: list[str], exc: Exception) -> str:
+    """One line for a launcher Hydra cannot load: unknown, or its plugin not installed."""
+    chosen = next((o.partition("=")[2] for o in overrides if o.startswith("hydra/launcher=")), "?")
+    if chosen not in LAUNCHERS:
+        return f"unknown launcher '{chosen}'; valid launchers: {', '.join(LAUNCHERS)}"
+    if chosen in LAUNCHER_PACKAGES and "could not find 'hydra/launcher/" in str(exc).lower():
+        return f"launcher '{chosen}' is not installed: pip install {LAUNCHER_PACKAGES[chosen]}"
+    return f"launcher '{chosen}': {str(exc).splitlines()[0]}"
+
+
+class _HydraLauncher:
+    """Runs planned cells as the jobs of a Hydra launcher plugin (Hydra's launcher API, as its
+    sweepers use it): the launcher gets one override list per cell and runs :func:`_launched`."""
+
+    def __init__(self, launcher: list[str], jobs: int, results_dir: str, profile: str, extra: list[str]) -> None:
+        self.overrides = [*launcher, f"results_dir={results_dir}"]
+        self.profile, self.extra = profile, extra
+        if any(o == "hydra/launcher=joblib" for o in launcher) and not any(
+            o.startswith("hydra.launcher.n_jobs=") for o in launcher
+        ):
+            self.overrides.append(f"hydra.launcher.n_jobs={jobs}")  # --jobs N is joblib's n_jobs
+        self.next_index = 0
+        self._with_launcher(lambda launcher: None)  # refuses an unknown or uninstalled launcher before any work
+
+    def _with_launcher(self, use):
+        """``use(launcher)`` inside a Hydra context: the selected launcher plugin, set up to run
+        :func:`_launched` with the primary config and the launcher overrides."""
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+        from hydra._internal.callbacks import Callbacks
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.plugins import Plugins
+        from hydra.errors import HydraException
+        from hydra.types import HydraContext
+
+        from suite.config import conf_dir, searchpath_override
+
+        try:
+            with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="gradbench_study"):
+                cfg = hydra_compose("config", [*self.overrides, *searchpath_override()], return_hydra_config=True)
+                context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
+                launcher = Plugins.instance().instantiate_launcher(
+                    hydra_context=context, task_function=_launched, config=cfg
+                )
+                return use(launcher)
+        except HydraException as exc:
+            raise UserError(_launcher_error(self.overrides, exc)) from None
+
+    def __call__(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+        """Outcomes of ``todo``: one launch of all cells (the launcher schedules them), or, with
+        the in-process ``basic`` launcher, one launch per cell so that progress shows as it goes."""
+        basic = not any(o.startswith("hydra/launcher=") and o != "hydra/launcher=basic" for o in self.overrides)
+        for batch in [[r] for r in todo] if basic else [todo] if todo else []:
+            yield from self._launch(batch)
+
+    def _launch(self, todo: list[PlannedRun]) -> list[tuple[PlannedRun, dict[str, Any]]]:
+        jobs = [r.cell.hydra_overrides(self.profile, self.extra) for r in todo]
+        returns = self._with_launcher(lambda launcher: launcher.launch(jobs, initial_job_idx=self.next_index))
+        self.next_index += len(todo)
+        outcomes = []
+        for planned, job in zip(todo, returns, strict=True):
+            try:
+                outcomes.append((planned, job.return_value))
+            except Exception as exc:  # the job itself failed outside the run (the launcher, the node...)
+                error = f"{type(exc).__name__}: {exc}"
+                outcomes.append((planned, _failed(error)))
+        return outcomes
+
+
+def _wait_for(name: str, claimed: list[PlannedRun], start: float, execute) -> int:
     """Wait for the runs another sweep holds: each ends finished by it, or, if its lease goes stale
     (the other sweep died), is claimed and run here. Returns the number of those that failed here."""
     from suite.leases import timeout
@@ -276,7 +391,7 @@ def _wait_for(name: str, claimed: list[PlannedRun], start: float) -> int:
     failed, poll = 0, min(5.0, timeout() / 4)
     while claimed:
         time.sleep(poll)
-        again = [(r, _execute(r.config)) for r in claimed]
+        again = list(execute(claimed))
         more_failed, claimed = _report_progress(again, len(again), start, quiet_claimed=True)
         failed += more_failed
     return failed

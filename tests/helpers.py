@@ -46,3 +46,16 @@ def install_example(name: str, site: Path) -> dict[str, str]:
     )
     assert pip.returncode == 0, pip.stderr
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+def small_study(monkeypatch, cells: int = 6) -> None:
+    """Replace every study file by a few cells of the 3-layer MLP (seconds to run), in this process."""
+    from suite import study
+
+    small = {
+        "task": "deep_mlp",
+        "seeds": list(range(cells)),
+        "overrides": ["task.depth=3"],
+        "grid": [{"mitigations": [[]]}],
+    }
+    monkeypatch.setattr(study, "load_study", lambda name: small)

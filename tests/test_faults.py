@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import gradbench
+from helpers import gradbench, small_study
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -90,22 +90,11 @@ def test_records_are_standard_json_and_read_back_non_finite_values(tmp_path):
     assert "NaN" not in dumps({"x": 1.0})
 
 
-def _small_study(monkeypatch, cells: int = 6) -> None:
-    """Replace the study file by a few cells of the 3-layer MLP (seconds to run)."""
-    small = {
-        "task": "deep_mlp",
-        "seeds": list(range(cells)),
-        "overrides": ["task.depth=3"],
-        "grid": [{"mitigations": [[]]}],
-    }
-    monkeypatch.setattr(study, "load_study", lambda name: small)
-
-
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
 def test_a_results_folder_that_stops_accepting_writes_fails_those_runs_and_keeps_the_others(
     code, tmp_path, monkeypatch
 ):
-    _small_study(monkeypatch)
+    small_study(monkeypatch)
     real, calls = records._atomic_dir, []
 
     def failing(final, fill):

@@ -1,0 +1,83 @@
+"""Studies through Hydra's launcher plugins: each cell is a launcher job, and a record is the same
+whichever launcher (or gradbench's own worker pool) trained it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from helpers import TINY, gradbench, small_study
+
+from suite import study
+from suite.errors import UserError
+
+
+def _records(folder: Path) -> dict[str, tuple[dict, bytes]]:
+    """run_id -> (run.json without its wall time, probes.csv bytes)."""
+    out = {}
+    for path in folder.glob("*/run.json"):
+        record = json.loads(path.read_text())
+        record["provenance"].pop("wall_time_s")
+        out[record["run_id"]] = (record, (path.parent / "probes.csv").read_bytes())
+    return out
+
+
+LAUNCHED = [
+    "basic",
+    "joblib",
+    pytest.param("submitit_local", marks=pytest.mark.slow),  # a fresh process (torch import) per job
+    pytest.param("ray", marks=pytest.mark.ray),
+]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHED)
+def test_a_study_through_a_hydra_launcher_writes_the_records_of_the_worker_pool(launcher, tmp_path, monkeypatch):
+    plugin = {"joblib": "hydra_joblib_launcher", "submitit_local": "hydra_submitit_launcher"}.get(launcher)
+    plugin = plugin or ("hydra_ray_launcher" if launcher == "ray" else None)
+    if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+        pytest.skip(f"{plugin} is not installed")
+    small_study(monkeypatch)
+    pool, launched = tmp_path / "pool", tmp_path / "launched"
+    assert study.run_study("small", "smoke", [f"results_dir={pool}", "progress=false"], jobs=2) == 0
+    extra = [f"results_dir={launched}", "progress=false", f"hydra/launcher={launcher}"]
+    assert study.run_study("small", "smoke", extra, jobs=2) == 0
+    reference = _records(pool)
+    assert len(reference) == 6 and _records(launched) == reference
+    assert not list((launched / "_leases").iterdir())  # every job released its claim
+    # a second launch finds everything finished and launches nothing
+    assert study.run_study("small", "smoke", extra, jobs=2) == 0
+    assert _records(launched) == reference
+
+
+def test_a_launcher_that_does_not_exist_or_has_no_choice_is_one_clear_error(tmp_path, monkeypatch):
+    small_study(monkeypatch)
+    with pytest.raises(UserError, match=r"unknown launcher 'nope'; valid launchers: basic, joblib, submitit_local"):
+        study.run_study("small", "smoke", [f"results_dir={tmp_path}", "hydra/launcher=nope"], jobs=1)
+    with pytest.raises(UserError, match=r"hydra.launcher.n_jobs=3 needs a launcher: add hydra/launcher=NAME"):
+        study.run_study("small", "smoke", [f"results_dir={tmp_path}", "hydra.launcher.n_jobs=3"], jobs=1)
+    with pytest.raises(UserError, match=r"launcher 'basic': Could not override 'hydra.launcher.bogus'"):
+        study.run_study(
+            "small", "smoke", [f"results_dir={tmp_path}", "hydra/launcher=basic", "hydra.launcher.bogus=1"], jobs=1
+        )
+    assert not list(tmp_path.glob("*/run.json"))  # refused before any training
+
+
+def test_a_run_another_process_is_training_is_not_started_twice(tmp_path):
+    from suite.config import compose, prepare
+    from suite.leases import Lease
+
+    overrides = [*TINY, f"results_dir={tmp_path}"]
+    spec = prepare(compose(overrides))
+    held = Lease(str(tmp_path), spec.run_id)
+    assert held.acquire() is None
+    try:
+        single = gradbench("run", *overrides)
+        sweep = gradbench("run", "-m", *overrides, "seed=0,1")
+    finally:
+        held.release()
+    assert single.returncode == 2 and f"run {spec.run_id} is being trained by another gradbench" in single.stderr
+    assert sweep.returncode == 1 and "1 of 2 runs failed or were refused" in sweep.stderr
+    trained = [p.parent.name for p in tmp_path.glob("*/run.json")]
+    assert len(trained) == 1 and spec.run_id not in trained  # seed 1 trained; seed 0 never started
