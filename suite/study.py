@@ -349,6 +349,11 @@ class _HydraLauncher:
 
         from suite.config import conf_dir, searchpath_override
 
+        safe_path = os.environ.get("PYTHONSAFEPATH")
+        # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
+        # on sys.path: started in a source checkout, they would import its `suite`, not the installed
+        # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
+        os.environ["PYTHONSAFEPATH"] = "1"
         try:
             with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="gradbench_study"):
                 cfg = hydra_compose("config", [*self.overrides, *searchpath_override()], return_hydra_config=True)
@@ -359,6 +364,11 @@ class _HydraLauncher:
                 return use(launcher)
         except HydraException as exc:
             raise UserError(_launcher_error(self.overrides, exc)) from None
+        finally:
+            if safe_path is None:
+                os.environ.pop("PYTHONSAFEPATH", None)
+            else:
+                os.environ["PYTHONSAFEPATH"] = safe_path
 
     def __call__(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
         """Outcomes of ``todo``: one launch of all cells (the launcher schedules them), or, with
