@@ -59,3 +59,11 @@ def small_study(monkeypatch, cells: int = 6) -> None:
         "grid": [{"mitigations": [[]]}],
     }
     monkeypatch.setattr(study, "load_study", lambda name: small)
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts: a shell's background job (`nox -s tests &`)
+    starts with SIGINT ignored, which Python then keeps ignoring; restore the default."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import TINY, gradbench, install_example
+from helpers import TINY, default_sigint, gradbench, install_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,9 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
         "1",
         f"results_dir={results}",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.time() + 120
     while len(list(results.glob("*/run.json"))) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

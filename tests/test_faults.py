@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import gradbench, small_study
+from helpers import default_sigint, gradbench, small_study
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -131,6 +131,7 @@ def _start_study(results: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.time() + 120
     while len(list(results.glob("*/run.json"))) < 4 and time.time() < deadline and proc.poll() is None:
