@@ -93,8 +93,9 @@ def _runs(a: Side, b: Side) -> list[str]:
 
 
 def _cell_key(frame: pd.DataFrame) -> pd.Series:
+    """A cell's settings as one label; a setting that does not apply to the cell (empty) reads "–"."""
     settings = list(frame.columns[: list(frame.columns).index("seeds")])
-    return frame[settings].astype(str).agg(", ".join, axis=1)
+    return frame[settings].map(lambda v: "–" if pd.isna(v) else str(v)).agg(", ".join, axis=1)
 
 
 def _metric_moved(metric: str, x: pd.Series, y: pd.Series) -> str | None:

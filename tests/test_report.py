@@ -244,10 +244,14 @@ def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int =
         + ["metric", "value"],
     ).to_csv(folder / "summary.csv", index=False)
     mean, low, high = loss
-    cell = {"mitigations": "relu", "task.depth": 20, "seeds": 3, "completed": 3 - diverged, "diverged": diverged}
-    cell |= {"failed": 0, "missing": 0, "final_train_loss_mean": mean, "final_train_loss_ci_low": low}
-    cell |= {"final_train_loss_ci_high": high, "final_train_loss_n": 3, "final_train_loss_note": ""}
-    pd.DataFrame([cell]).to_csv(folder / "tables" / "toy.csv", index=False)
+    cell = {"mitigations": "relu", "task.depth": 20, "mitigation.tbptt.window": None, "seeds": 3}
+    cell |= {"completed": 3 - diverged, "diverged": diverged, "failed": 0, "missing": 0}
+    cell |= {"final_train_loss_mean": mean, "final_train_loss_ci_low": low, "final_train_loss_ci_high": high}
+    cell |= {"final_train_loss_n": 3, "final_train_loss_note": ""}
+    # a second cell where a setting applies that the first one leaves empty (as tbptt's window in rnn_copy)
+    other = cell | {"mitigations": "tbptt", "mitigation.tbptt.window": 10, "completed": 3, "diverged": 0}
+    other |= {"final_train_loss_mean": 0.3, "final_train_loss_ci_low": 0.2, "final_train_loss_ci_high": 0.4}
+    pd.DataFrame([cell, other]).to_csv(folder / "tables" / "toy.csv", index=False)
     pd.DataFrame([{"name": "some_claim", "status": claim}]).to_csv(folder / "claims.csv", index=False)
     return folder
 
