@@ -145,3 +145,33 @@ def test_a_crash_is_recorded_as_failed_not_raised(where, results, monkeypatch):
     record = run(prepare(compose([f"results_dir={results}", *TINY])))
     assert record["status"] == "failed" and record["error"]
     assert load_run(results / record["run_id"])["status"] == "failed"
+
+
+def _hydra_compose(overrides: list[str]):
+    """Hydra's full composition path, the reference ``compose`` must equal."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from suite.config import conf_dir, searchpath_override
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=[*overrides, *searchpath_override()])
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_compose_equals_hydras_full_composition(task):
+    """``compose`` reuses the composed defaults per group choice and applies value overrides with
+    Hydra's own code: for every mitigation on every task, the result is Hydra's, value for value."""
+    from omegaconf import OmegaConf
+
+    for i, mitigation in enumerate(BUILTIN_MITIGATIONS):
+        overrides = [f"task={task}", f"seed={i}", f"mitigation=[{mitigation}]", "task.steps=7", "optim.lr=0.125"]
+        if i % 3 == 0:
+            overrides += [f"mitigation.{mitigation}.nope=1"] if i % 2 else ["profile=smoke", "+extra=x"]
+        try:
+            expected = OmegaConf.to_yaml(_hydra_compose(overrides))
+        except Exception as exc:  # the same refusal, in one line
+            with pytest.raises(UserError, match=re.escape(str(exc).splitlines()[0])):
+                compose(overrides)
+            continue
+        assert OmegaConf.to_yaml(compose(overrides)) == expected, overrides
