@@ -1,23 +1,33 @@
-"""Collects benchmark medians so the probe-overhead ratio is printed at the end of the run."""
+"""Collects the benchmarks' ratios and prints them against their targets at the end of the run."""
 
 from __future__ import annotations
 
 import pytest
 
-MEDIANS: dict[str, float] = {}  # variant -> median seconds
-MINIMA: dict[str, float] = {}  # variant -> fastest round: less sensitive to a noisy machine
+# name -> {ratio: (median over rounds, fastest round)}; the fastest round is less sensitive to a noisy machine
+RATIOS: dict[str, dict[str, tuple[float, float]]] = {}
+TARGETS = {  # issue 11: what each ratio should reach
+    "probed / plain": ("<=", 1.05),
+    "study (1 worker) / bare loops": ("<=", 1.15),
+    "speed-up, 2 workers vs 1": (">=", 1.8),
+}
 
 
 @pytest.fixture(scope="session")
-def timings() -> tuple[dict[str, float], dict[str, float]]:
-    return MEDIANS, MINIMA
+def overheads() -> dict[str, dict[str, tuple[float, float]]]:
+    return RATIOS
 
 
 def pytest_terminal_summary(terminalreporter):
-    if {"bare", "probed"} <= MEDIANS.keys():
-        median = MEDIANS["probed"] / MEDIANS["bare"]
-        fastest = MINIMA["probed"] / MINIMA["bare"]
-        terminalreporter.write_line(
-            f"deep_mlp training, default probes vs bare PyTorch loop: median ratio {median:.3f}, "
-            f"min ratio {fastest:.3f} (target <= 1.10)"
-        )
+    if not RATIOS:
+        return
+    terminalreporter.section("gradbench ratios (median over interleaved rounds; fastest round in brackets)")
+    for name, ratios in RATIOS.items():
+        for ratio, (median, fastest) in ratios.items():
+            target = TARGETS.get(ratio)
+            verdict = ""
+            if target:
+                sign, bound = target
+                met = median <= bound if sign == "<=" else median >= bound
+                verdict = f"   target {sign} {bound:.2f}: {'met' if met else 'NOT met'}"
+            terminalreporter.write_line(f"{name:12} {ratio:32} {median:6.3f} [{fastest:6.3f}]{verdict}")

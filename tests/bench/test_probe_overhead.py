@@ -1,50 +1,72 @@
-"""Benchmark: deep_mlp training steps with gradbench's loop and default probes versus a bare
-PyTorch loop on the same model, data and machine. Reported as a ratio, never asserted."""
+"""Benchmark: per task, gradbench's training loop with the default probes against a bare PyTorch
+loop on a plain model of the same architecture (``plain.py``), and against gradbench's own model
+trained bare, on the same batches and machine. Rounds are interleaved (plain, bare and probed run
+one after another in every round, so a machine that slows down slows all three). Reported as
+ratios at the end of the run (``conftest.py``), never asserted."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+from plain import plain_loop
 
 from suite.config import compose, prepare
 from suite.probes import Rows
-from suite.runner import _train, seed_everything
+from suite.runner import _train, make_optimizer, seed_everything
 
 pytestmark = pytest.mark.bench
 
-
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    spec = prepare(compose([f"results_dir={tmp_path_factory.mktemp('r')}", "progress=false"]))
-    seed_everything(spec.run.seed, spec.run.threads)
-    return spec
-
-
-@pytest.fixture(scope="module")
-def task(spec):
-    return spec.task_cls(spec.task_config, torch.device("cpu"))
+ROUNDS = 5
+# steps per run: the task's default where a run takes seconds; fewer where it takes most of a minute
+# (probe and evaluation points are log- and linearly spaced over the run, so fewer steps means a
+# larger probed fraction: the ratio is then an upper bound on the default run's)
+TASKS = {"deep_mlp": 1000, "rnn_copy": 600, "resnet": 140, "transformer": 150}
 
 
 def bare_loop(task, spec) -> None:
+    """gradbench's own model and optimizer, no probes, no evaluation, no mitigations."""
     model = task.build_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.optim.lr)
+    optimizer = make_optimizer(spec.optim, task.param_groups(model), [])
     batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
     for _ in range(task.steps):
-        x, y = next(batches)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = task.loss(model, next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
 
-@pytest.mark.parametrize("variant", ["bare", "probed"])
-def test_deep_mlp_steps(benchmark, spec, task, variant, timings):
-    benchmark.group = "deep_mlp training (default config, 1000 steps)"
-    if variant == "bare":
-        benchmark.pedantic(bare_loop, args=(task, spec), rounds=7, warmup_rounds=1)
-    else:
-        benchmark.pedantic(lambda: _train(spec, task, task.build_model(), Rows(), "bench"), rounds=7, warmup_rounds=1)
-    medians, minima = timings
-    medians[variant], minima[variant] = benchmark.stats.stats.median, benchmark.stats.stats.min
-    if "bare" in medians and variant == "probed":
-        benchmark.extra_info["median_ratio_vs_bare"] = medians["probed"] / medians["bare"]
+def probed_loop(task, spec) -> None:
+    _train(spec, task, task.build_model(), Rows(), "bench")
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_probe_overhead(benchmark, name, tmp_path, overheads):
+    spec = prepare(compose([f"task={name}", f"task.steps={TASKS[name]}", f"results_dir={tmp_path}", "progress=false"]))
+    seed_everything(spec.run.seed, spec.run.threads)
+    task = spec.task_cls(spec.task_config, torch.device("cpu"))
+    times: dict[str, list[float]] = {"plain": [], "bare": []}
+
+    def others():  # untimed by pytest-benchmark: the two references of this round
+        times["plain"].append(_timed(plain_loop, task, spec))
+        times["bare"].append(_timed(bare_loop, task, spec))
+
+    benchmark.group = "probe overhead per task (one run's training)"
+    benchmark.pedantic(probed_loop, args=(task, spec), setup=others, rounds=ROUNDS, warmup_rounds=1)
+    probed = benchmark.stats.stats
+    rounds = len(probed.data)
+    plain, bare = (sorted(times[k][-rounds:]) for k in ("plain", "bare"))  # the warmup round is dropped
+    ratios = {
+        "probed / plain": (probed.median / plain[rounds // 2], probed.min / plain[0]),
+        "bare own model / plain": (bare[rounds // 2] / plain[rounds // 2], bare[0] / plain[0]),
+    }
+    benchmark.extra_info.update({f"{k} (median)": v[0] for k, v in ratios.items()})
+    benchmark.extra_info.update({"steps": TASKS[name], "plain_median_s": plain[rounds // 2]})
+    overheads[name] = ratios

@@ -1,0 +1,82 @@
+"""Benchmark: a whole study as a user runs it (``gradbench study``, a subprocess) against the sum of
+bare training loops of the same runs, and with two workers against one. Rounds are interleaved.
+
+A run's *bare training loop* is the work no engine can avoid: build the model, apply the run's
+mitigations (init, gradient transforms, after-step hooks, learning-rate factors excluded), and take
+its optimizer steps on its batches. Everything else a study does is engine overhead: starting
+Python and importing torch, composing configs, building each run's data, probes, evaluations,
+leases and records. Reported at the end of the run (``conftest.py``), never asserted."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+from helpers import gradbench
+from omegaconf import OmegaConf
+
+from suite.config import prepare
+from suite.runner import make_optimizer, seed_everything
+from suite.study import plan
+
+pytestmark = pytest.mark.bench
+
+STUDY = "mlp_meanfield"  # 55 runs of 100 steps (quick profile): the engine's per-run costs show in full
+ROUNDS = int(os.environ.get("GRADBENCH_BENCH_ROUNDS", "3"))
+
+
+def bare_runs(results_dir: str) -> float:
+    """Seconds spent in the bare training loops of every run of the study."""
+    _, runs = plan(STUDY, "quick", [f"results_dir={results_dir}"])
+    total = 0.0
+    for planned in runs:
+        spec = prepare(OmegaConf.create({**planned.config, "progress": False}))
+        seed_everything(spec.run.seed, spec.run.threads)
+        task = spec.task_cls(spec.task_config, torch.device("cpu"))  # the data: not timed
+        start = time.perf_counter()
+        model = task.build_model()
+        for m in spec.mitigations:
+            m.init_model(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(spec.optim, task.param_groups(model), spec.mitigations)
+        batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
+        for _ in range(task.steps):
+            loss = task.loss(model, next(batches))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for m in spec.mitigations:
+                m.transform_grads(params)
+            optimizer.step()
+            for m in spec.mitigations:
+                m.after_step(model)
+        total += time.perf_counter() - start
+    return total
+
+
+def study(results_dir, jobs: int) -> None:
+    done = gradbench("study", STUDY, "--jobs", str(jobs), f"results_dir={results_dir}")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_study_engine_overhead_and_speedup(benchmark, tmp_path_factory, overheads):
+    times: dict[str, list[float]] = {"bare": [], "two workers": []}
+
+    def others():  # untimed by pytest-benchmark: this round's references; a fresh folder per study
+        times["bare"].append(bare_runs(str(tmp_path_factory.mktemp("bare"))))
+        start = time.perf_counter()
+        study(tmp_path_factory.mktemp("two"), 2)
+        times["two workers"].append(time.perf_counter() - start)
+        return (tmp_path_factory.mktemp("one"), 1), {}
+
+    benchmark.group = f"study {STUDY} (quick profile)"
+    benchmark.pedantic(study, setup=others, rounds=ROUNDS)
+    one = benchmark.stats.stats
+    bare, two = (sorted(times[k]) for k in ("bare", "two workers"))
+    median = ROUNDS // 2
+    overheads["engine"] = {
+        "study (1 worker) / bare loops": (one.median / bare[median], one.min / bare[0]),
+        "speed-up, 2 workers vs 1": (one.median / two[median], one.min / two[0]),
+    }
+    benchmark.extra_info.update({"bare_median_s": bare[median], "two_workers_median_s": two[median]})
