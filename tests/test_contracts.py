@@ -175,3 +175,15 @@ def test_compose_equals_hydras_full_composition(task):
                 compose(overrides)
             continue
         assert OmegaConf.to_yaml(compose(overrides)) == expected, overrides
+
+
+def test_digits_read_without_scikit_learn_equal_its_load_digits():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from tasks.digits import N_IMAGES, raw_digits
+
+    x, y = raw_digits()
+    data = load_digits()
+    assert x.shape == (N_IMAGES, 64) and x.dtype == np.float32 and y.dtype == np.int64
+    assert np.array_equal(x, data.data.astype(np.float32)) and np.array_equal(y, data.target)
