@@ -288,11 +288,13 @@ def compose(overrides: list[str]) -> DictConfig:
             parsed = OverridesParser.create().parse_overrides(overrides)
             if any(o.is_sweep_override() or o.package is not None or o.is_hydra_override() for o in parsed):
                 return hydra_compose("config", overrides=[*overrides, *searchpath_override()])
-            key = tuple(o.input_line for o in parsed if _is_group(o.key_or_group))
+            groups = [_is_group(o.key_or_group) for o in parsed]
+            key = tuple(o.input_line for o, group in zip(parsed, groups, strict=True) if group)
             if key not in _COMPOSED:
                 _COMPOSED[key] = hydra_compose("config", overrides=[*key, *searchpath_override()])
             cfg = copy.deepcopy(_COMPOSED[key])
-            ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not _is_group(o.key_or_group)], cfg)
+            values = [o for o, group in zip(parsed, groups, strict=True) if not group]
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
             return cfg
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(f"cannot apply overrides: {str(exc).splitlines()[0]}") from None

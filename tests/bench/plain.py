@@ -123,16 +123,32 @@ def plain_model(task) -> nn.Module:
     return builders[task.name](task).to(task.device)
 
 
+def plain_loss(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x).flatten(0, -2), y.flatten())  # every task's loss: (N, C) logits
+
+
+def bare_steps(task, spec, model: nn.Module, optimizer, loss=None, mitigations=()) -> None:
+    """task.steps optimizer steps on the run's batches, nothing else but the mitigations' gradient
+    transforms and after-step hooks: the training work no engine can avoid."""
+    loss = loss or task.loss
+    params = [p for p in model.parameters() if p.requires_grad]
+    batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
+    for _ in range(task.steps):
+        value = loss(model, next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        for m in mitigations:
+            m.transform_grads(params)
+        optimizer.step()
+        for m in mitigations:
+            m.after_step(model)
+
+
 def plain_loop(task, spec) -> None:
     """Train a plain PyTorch model of task's architecture for task.steps steps on task.batches, bare loop."""
     if spec.mitigations:
         raise NotImplementedError("plain_loop mirrors the baseline only, without mitigations")
     model = plain_model(task)
     optimizer = OPTIMIZERS[spec.optim.name][0](model.parameters(), lr=spec.optim.lr, **spec.optim.kwargs)
-    batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
-    for _ in range(task.steps):
-        x, y = next(batches)
-        loss = F.cross_entropy(model(x).flatten(0, -2), y.flatten())  # every task's loss: (N, C) logits
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    bare_steps(task, spec, model, optimizer, plain_loss)

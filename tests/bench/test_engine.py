@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import gradbench
 from omegaconf import OmegaConf
+from plain import bare_steps
 
 from suite.config import prepare
 from suite.runner import make_optimizer, seed_everything
@@ -39,18 +40,8 @@ def bare_runs(results_dir: str) -> float:
         model = task.build_model()
         for m in spec.mitigations:
             m.init_model(model)
-        params = [p for p in model.parameters() if p.requires_grad]
         optimizer = make_optimizer(spec.optim, task.param_groups(model), spec.mitigations)
-        batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
-        for _ in range(task.steps):
-            loss = task.loss(model, next(batches))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for m in spec.mitigations:
-                m.transform_grads(params)
-            optimizer.step()
-            for m in spec.mitigations:
-                m.after_step(model)
+        bare_steps(task, spec, model, optimizer, mitigations=spec.mitigations)
         total += time.perf_counter() - start
     return total
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from plain import plain_loop
+from plain import bare_steps, plain_loop
 
 from suite.config import compose, prepare
 from suite.probes import Rows
@@ -28,13 +28,7 @@ TASKS = {"deep_mlp": 1000, "rnn_copy": 600, "resnet": 140, "transformer": 150}
 def bare_loop(task, spec) -> None:
     """gradbench's own model and optimizer, no probes, no evaluation, no mitigations."""
     model = task.build_model()
-    optimizer = make_optimizer(spec.optim, task.param_groups(model), [])
-    batches = task.batches(torch.Generator().manual_seed(spec.run.seed))
-    for _ in range(task.steps):
-        loss = task.loss(model, next(batches))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    bare_steps(task, spec, model, make_optimizer(spec.optim, task.param_groups(model), []))
 
 
 def probed_loop(task, spec) -> None:
