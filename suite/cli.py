@@ -149,7 +149,12 @@ def cmd_study(argv: list[str]) -> int:
     parser.add_argument("name", help="study name (conf/study/<name>.yaml); `gradbench list` shows them")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell, e.g. results_dir=out")
     parser.add_argument("--profile", default="quick", help="budget profile: quick (default) or full")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: CPU count)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, as joblib launcher jobs (default: CPU count)",
+    )
     parser.add_argument(
         "--with",
         dest="with_sets",
@@ -159,6 +164,8 @@ def cmd_study(argv: list[str]) -> int:
         help="add a mitigation set to the study (repeatable), e.g. --with agc",
     )
     args = parser.parse_intermixed_args(argv)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be a positive number of processes, not {args.jobs}")
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:

@@ -12,15 +12,17 @@ settings and run_id, which the reporter reads instead of composing configs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,16 @@ from omegaconf import OmegaConf
 
 from suite.config import compose, group_file, prepare
 from suite.errors import UserError
-from suite.records import clean_stale, is_finished, make_manifest, write_manifest
+from suite.records import (
+    FINISHED,
+    OldRecord,
+    clean_stale,
+    is_finished,
+    load_run,
+    make_manifest,
+    record_dir,
+    write_manifest,
+)
 
 STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
 ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds")
@@ -207,41 +218,6 @@ def _failed(error: str) -> dict[str, Any]:
     return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
 
 
-def _worker_init(parent: int) -> None:
-    """Ctrl-C reaches the whole process group: the parent alone decides what stops, and a
-    worker whose parent died (kill -9) exits instead of running on."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def exit_with_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-
-
-def _parallel(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-    """Run cells in ``jobs`` worker processes; on an interrupt, cancel what is pending, stop the
-    workers at once and remove what their unfinished writes left."""
-    ctx = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
-    try:
-        futures = {pool.submit(_execute, r.config): r for r in todo}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    except BaseException:
-        workers = list(getattr(pool, "_processes", {}).values())
-        for worker in workers:
-            worker.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.join(timeout=10)
-        for folder in {r.results_dir for r in todo}:
-            clean_stale(folder)
-        raise
-    pool.shutdown(wait=True)
-
-
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "ray")
 LAUNCHER_PACKAGES = {
     "joblib": "hydra-joblib-launcher",
@@ -260,9 +236,9 @@ def split_launcher(extra: list[str]) -> tuple[list[str], list[str]]:
 def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
     """Write the study's manifest, then run every unfinished cell; returns the number of failed runs.
 
-    Cells run in ``jobs`` local worker processes, or, when ``extra`` selects a Hydra launcher
-    (``hydra/launcher=joblib|submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*``
-    settings), as that launcher's jobs. Where a run trains never changes its record."""
+    Cells run as the jobs of the Hydra launcher ``extra`` selects (``hydra/launcher=basic|joblib|
+    submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*`` settings); without one, in
+    ``jobs`` joblib processes (:func:`_local`). Where a run trains never changes its record."""
     from suite.leases import clear_stale, timeout
 
     timeout()  # a bad GRADBENCH_LEASE_TIMEOUT is refused before anything is planned
@@ -270,8 +246,11 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     if launcher and not any(o.startswith("hydra/launcher=") for o in launcher):
         raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
     manifest, runs = plan(name, profile, extra, with_sets)
-    execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra) if launcher else None
     todo = [r for r in runs if not r.finished]
+    if launcher:
+        execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra)
+    else:
+        execute = functools.partial(_local, jobs=jobs)
     for folder in {r.results_dir for r in runs}:
         if (removed := clean_stale(folder)) > 0:
             print(f"study {name}: removed {removed} temporary folder(s) left by interrupted writes", file=sys.stderr)
@@ -284,24 +263,87 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         file=sys.stderr,
     )
     start = time.perf_counter()
-    if execute is None:
-        execute = _in_process
-        outcomes = _parallel(todo, jobs) if jobs > 1 and len(todo) > 1 else _in_process(todo)
-    else:
-        outcomes = execute(todo)
-    failed, claimed = _report_progress(outcomes, len(todo), start)
+    failed, claimed = _report_progress(execute(todo), len(todo), start)
     failed += _wait_for(name, claimed, start, execute)
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
     return failed
 
 
-def _in_process(todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-    return ((r, _execute(r.config)) for r in todo)
+def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+    """``--jobs N``: the cells in N local processes on joblib's loky backend, the engine of Hydra's joblib
+    launcher, used directly (that launcher composes each cell's config again inside its job, ~0.5 s a
+    run), each outcome as it ends; with one job, or one cell, in this process."""
+    if jobs < 2 or len(todo) < 2:
+        yield from ((r, _execute(r.config)) for r in todo)
+        return
+    from joblib import Parallel, delayed
+
+    os.environ[STUDY_PID] = str(os.getpid())
+    parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered", batch_size=1, max_nbytes=None)
+    with _stopped_on_interrupt(todo):
+        for index, outcome in parallel(delayed(_job)(i, r.config) for i, r in enumerate(todo)):
+            yield todo[index], outcome
+
+
+def _job(index: int, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One cell in a ``--jobs N`` process."""
+    _exit_with_the_study()
+    return index, _execute(config)
+
+
+def _finished_record(planned: PlannedRun) -> dict[str, Any] | None:
+    """``planned``'s record if it is finished (completed or diverged), else None."""
+    try:
+        record = load_run(record_dir(planned.results_dir, planned.run_id))
+    except OldRecord:
+        return None
+    return record if record is not None and record.get("status") in FINISHED else None
+
+
+@contextlib.contextmanager
+def _stopped_on_interrupt(todo: list[PlannedRun]) -> Iterator[None]:
+    """On Ctrl-C (any exception), terminate this process's job processes (joblib's workers) at once
+    and remove what their unfinished writes left; a job started otherwise exits with the study."""
+    try:
+        yield
+    except BaseException:
+        children = multiprocessing.active_children()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=10)
+        for folder in {r.results_dir for r in todo}:
+            clean_stale(folder)
+        raise
+
+
+STUDY_PID = "GRADBENCH_STUDY_PID"  # set for the jobs a study launches: the pid of the study process
+_watchdog: list[threading.Thread] = []
+
+
+def _exit_with_the_study() -> None:
+    """In a job process the study started on this machine (a joblib worker, a submitit_local job),
+    exit as soon as the study is gone (kill -9, a closed terminal) instead of training on. A job
+    elsewhere (a SLURM node, a Ray worker) or in the study's own process is left alone."""
+    study = os.environ.get(STUDY_PID, "")
+    if _watchdog or not study.isdigit() or os.getppid() != int(study):
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the study decides
+
+    def watch() -> None:
+        while os.getppid() == int(study):
+            time.sleep(0.5)
+        os._exit(1)
+
+    _watchdog.append(threading.Thread(target=watch, name="gradbench-watchdog", daemon=True))
+    _watchdog[0].start()
 
 
 def _launched(cfg) -> dict[str, Any]:
     """The task function a Hydra launcher runs for each cell (in its own process, on a cluster
     node...): lease, train, write the record; returns what the sweep prints of it."""
+    _exit_with_the_study()
     record = _execute(OmegaConf.to_container(cfg, resolve=True))
     summary = record.get("summary") or {}
     slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
@@ -327,11 +369,12 @@ class _HydraLauncher:
     sweepers use it): the launcher gets one override list per cell and runs :func:`_launched`."""
 
     def __init__(self, launcher: list[str], jobs: int, results_dir: str, profile: str, extra: list[str]) -> None:
-        self.overrides = [*launcher, f"results_dir={results_dir}"]
+        self.results_dir = os.path.abspath(results_dir)  # a job's working folder may not be ours (Ray)
+        self.overrides = [*launcher, f"results_dir={self.results_dir}"]
         self.profile, self.extra = profile, extra
-        if any(o == "hydra/launcher=joblib" for o in launcher) and not any(
-            o.startswith("hydra.launcher.n_jobs=") for o in launcher
-        ):
+        self.joblib, self.ray = "hydra/launcher=joblib" in launcher, "hydra/launcher=ray" in launcher
+        self.submitit = any(o.startswith("hydra/launcher=submitit") for o in launcher)
+        if self.joblib and not any(o.startswith("hydra.launcher.n_jobs=") for o in launcher):
             self.overrides.append(f"hydra.launcher.n_jobs={jobs}")  # --jobs N is joblib's n_jobs
         self.next_index = 0
         self._with_launcher(lambda launcher: None)  # refuses an unknown or uninstalled launcher before any work
@@ -350,6 +393,7 @@ class _HydraLauncher:
         from suite.config import conf_dir, searchpath_override
 
         safe_path = os.environ.get("PYTHONSAFEPATH")
+        os.environ[STUDY_PID] = str(os.getpid())
         # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
         # on sys.path: started in a source checkout, they would import its `suite`, not the installed
         # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
@@ -371,15 +415,58 @@ class _HydraLauncher:
                 os.environ["PYTHONSAFEPATH"] = safe_path
 
     def __call__(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-        """Outcomes of ``todo``: one launch of all cells (the launcher schedules them), or, with
-        the in-process ``basic`` launcher, one launch per cell so that progress shows as it goes."""
-        basic = not any(o.startswith("hydra/launcher=") and o != "hydra/launcher=basic" for o in self.overrides)
-        for batch in [[r] for r in todo] if basic else [todo] if todo else []:
-            yield from self._launch(batch)
+        """Outcomes of ``todo``: with the in-process ``basic`` launcher, one launch per cell; with any
+        other, one launch of all cells (the launcher schedules them), each reported as its record appears."""
+        if "hydra/launcher=basic" in self.overrides:
+            for planned in todo:
+                yield from self._launch([planned])
+        elif todo:
+            yield from self._watched(todo)
+
+    def _watched(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+        """Launch ``todo`` in a thread (a launcher returns only when every job has ended) and yield each
+        finished record as it appears on disk, then the outcomes of the rest (failed, held elsewhere).
+        A record another sweep writes meanwhile is reported here too: its run was trained once all the same."""
+        ended: dict[str, Any] = {}
+
+        def launch() -> None:
+            try:
+                ended["outcomes"] = self._launch(todo)
+            except BaseException as exc:  # re-raised in the caller's thread
+                ended["error"] = exc
+
+        thread = threading.Thread(target=launch, name="gradbench-launch", daemon=True)
+        thread.start()
+        reported: set[str] = set()
+        with _stopped_on_interrupt(todo):
+            while True:
+                running = thread.is_alive()  # read before the scan, so nothing written before the end is missed
+                for planned in todo:
+                    if planned.run_id not in reported and (record := _finished_record(planned)) is not None:
+                        reported.add(planned.run_id)
+                        yield planned, record
+                if not running:
+                    break
+                thread.join(timeout=1.0)
+        if "error" in ended:
+            raise ended["error"]
+        yield from ((p, outcome) for p, outcome in ended["outcomes"] if p.run_id not in reported)
 
     def _launch(self, todo: list[PlannedRun]) -> list[tuple[PlannedRun, dict[str, Any]]]:
-        jobs = [r.cell.hydra_overrides(self.profile, self.extra) for r in todo]
-        returns = self._with_launcher(lambda launcher: launcher.launch(jobs, initial_job_idx=self.next_index))
+        jobs = [[*r.cell.hydra_overrides(self.profile, self.extra), f"results_dir={self.results_dir}"] for r in todo]
+        with tempfile.TemporaryDirectory(prefix="gradbench-sweep-") as scratch:
+            # Hydra's sweep folder holds only empty job folders, except submitit's logs
+            scratch_dirs = [] if self.submitit else [f"hydra.sweep.dir={scratch}"]
+            if self.joblib:
+                scratch_dirs.append(f"hydra.launcher.temp_folder={scratch}")
+            if self.ray:  # Ray puts the driver's working folder first on its workers' sys.path unless a
+                # working_dir is given: run in a source checkout, they would import its `suite`
+                scratch_dirs.append(f"++hydra.launcher.ray.init.runtime_env.working_dir={scratch}")
+            overrides, self.overrides = self.overrides, self.overrides + scratch_dirs
+            try:
+                returns = self._with_launcher(lambda launcher: launcher.launch(jobs, initial_job_idx=self.next_index))
+            finally:
+                self.overrides = overrides
         self.next_index += len(todo)
         outcomes = []
         for planned, job in zip(todo, returns, strict=True):

@@ -78,6 +78,16 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_a_study_refuses_a_job_count_below_one(jobs, results):
+    out = gradbench("study", "mlp_meanfield", "--jobs", jobs, f"results_dir={results}")
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == f"gradbench: error: --jobs must be a positive number of processes, not {jobs}"
+    )
+    assert not results.exists() or not list(results.iterdir())
     assert not results.exists() or not _records(results)
 
 

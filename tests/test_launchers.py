@@ -1,5 +1,5 @@
 """Studies through Hydra's launcher plugins: each cell is a launcher job, and a record is the same
-whichever launcher (or gradbench's own worker pool) trained it."""
+whichever launcher trained it (`--jobs N` is the joblib launcher with N processes)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _records(folder: Path) -> dict[str, tuple[dict, bytes]]:
 
 
 LAUNCHED = [
+    None,  # --jobs 2 without a launcher: joblib's processes
     "basic",
     "joblib",
     pytest.param("submitit_local", marks=pytest.mark.slow),  # a fresh process (torch import) per job
@@ -33,23 +34,26 @@ LAUNCHED = [
 
 
 @pytest.mark.parametrize("launcher", LAUNCHED)
-def test_a_study_through_a_hydra_launcher_writes_the_records_of_the_worker_pool(launcher, tmp_path, monkeypatch):
+def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(launcher, tmp_path, monkeypatch):
     plugin = {"joblib": "hydra_joblib_launcher", "submitit_local": "hydra_submitit_launcher"}.get(launcher)
     plugin = plugin or ("hydra_ray_launcher" if launcher == "ray" else None)
     if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
         pytest.skip(f"{plugin} is not installed")
     small_study(monkeypatch)
-    pool, launched = tmp_path / "pool", tmp_path / "launched"
-    assert study.run_study("small", "smoke", [f"results_dir={pool}", "progress=false"], jobs=2) == 0
-    extra = [f"results_dir={launched}", "progress=false", f"hydra/launcher={launcher}"]
+    serial, launched = tmp_path / "serial", tmp_path / "launched"
+    assert study.run_study("small", "smoke", [f"results_dir={serial}", "progress=false"], jobs=1) == 0
+    extra = [f"results_dir={launched}", "progress=false", *([f"hydra/launcher={launcher}"] if launcher else [])]
     assert study.run_study("small", "smoke", extra, jobs=2) == 0
-    reference, records = _records(pool), _records(launched)
+    reference, records = _records(serial), _records(launched)
     assert len(reference) == 6 and records.keys() == reference.keys()
     for rid, (record, probes) in reference.items():
         other, other_probes = records[rid]
         moved = {key: (value, other.get(key)) for key, value in record.items() if other.get(key) != value}
         assert not moved and other_probes == probes, (rid, moved, other_probes == probes)
     assert not list((launched / "_leases").iterdir())  # every job released its claim
+    assert launcher == "submitit_local" or not [
+        p for p in launched.iterdir() if p.name.startswith(".")
+    ]  # no sweep folder
     # a second launch finds everything finished and launches nothing
     assert study.run_study("small", "smoke", extra, jobs=2) == 0
     assert _records(launched) == reference
