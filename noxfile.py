@@ -60,6 +60,14 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-m", "not bench", "-n", "auto", "-p", "no:benchmark", *session.posargs)
 
 
+@nox.session(default=False)
+def ray(session: nox.Session) -> None:
+    """The Ray launcher test (`-m ray`: a smoke study on a local Ray instance, records equal to a serial
+    study's). hydra-ray-launcher needs cloudpickle<3, which constraints.txt's joblib refuses: own lock."""
+    session.install("-c", "constraints-ray.txt", ".[ray]", "pytest", "hypothesis")
+    session.run("pytest", "tests/test_launchers.py", "-m", "ray", "-p", "no:benchmark", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
