@@ -274,7 +274,12 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
     launcher, used directly (that launcher composes each cell's config again inside its job, ~0.5 s a
     run), each outcome as it ends; with one job, or one cell, in this process."""
     if jobs < 2 or len(todo) < 2:
-        yield from ((r, _execute(r.config)) for r in todo)
+        with _noting_interrupts() as interrupted:
+            for planned in todo:
+                outcome = _execute(planned.config)
+                if interrupted():  # a Ctrl-C that a library turned into an error of its own
+                    raise KeyboardInterrupt
+                yield planned, outcome
         return
     from joblib import Parallel, delayed
 
@@ -283,6 +288,29 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
     with _stopped_on_interrupt(todo):
         for index, outcome in parallel(delayed(_job)(i, r.config) for i, r in enumerate(todo)):
             yield todo[index], outcome
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[Any]:
+    """Note every Ctrl-C while cells train in this process: the KeyboardInterrupt may surface inside a
+    library that re-raises it as its own error (OmegaConf does), which would read as a failed run and
+    let the study go on. Yields a function that says whether one came."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # ignored, or someone else's
+    ):
+        yield lambda: False
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _job(index: int, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:

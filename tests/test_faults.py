@@ -249,3 +249,27 @@ def test_a_malformed_record_is_shown_as_missing_never_a_crash(tmp_path, run_json
     manifest = {"study": "s", "task": "t", "swept": [], "diagnosis": THRESHOLDS, "cells": [cell]}
     cells, _, _, _ = collect(manifest, tmp_path)
     assert cells["status"].iloc[0] == "missing"
+
+
+def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_study(tmp_path, monkeypatch):
+    small_study(monkeypatch)
+    calls = []
+
+    def execute(config):  # the signal lands inside a library that re-raises it as its own error (OmegaConf)
+        calls.append(config)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt as exc:
+            return study._failed(f"ConfigKeyError: {exc!r}")
+        return study._failed("no signal came")
+
+    monkeypatch.setattr(study, "_execute", execute)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            study.run_study("small", "smoke", [f"results_dir={tmp_path}", "progress=false"], jobs=1)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(calls) == 1  # no further cell started
