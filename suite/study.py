@@ -446,8 +446,12 @@ class _HydraLauncher:
         """Outcomes of ``todo``: with the in-process ``basic`` launcher, one launch per cell; with any
         other, one launch of all cells (the launcher schedules them), each reported as its record appears."""
         if "hydra/launcher=basic" in self.overrides:
-            for planned in todo:
-                yield from self._launch([planned])
+            with _noting_interrupts() as interrupted:
+                for planned in todo:
+                    outcomes = self._launch([planned])
+                    if interrupted():  # as in a serial study without a launcher
+                        raise KeyboardInterrupt
+                    yield from outcomes
         elif todo:
             yield from self._watched(todo)
 
