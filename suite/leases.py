@@ -61,9 +61,14 @@ class Lease:
         """(owner, age in seconds) of the lease file at ``path``; None if it is gone or unreadable."""
         try:
             age = time.time() - path.stat().st_mtime
-            return str(json.loads(path.read_text()).get("owner", "unknown")), age
-        except (OSError, ValueError):
+        except OSError:
             return None
+        try:
+            return str(json.loads(path.read_text()).get("owner", "unknown")), age
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # created, not yet written by its claimant: held until it ages out
+            return "a sweep writing its claim", age
 
     def _stale(self, owner: str, age: float) -> bool:
         host, _, rest = owner.partition(":")

@@ -127,3 +127,15 @@ def test_clear_stale_removes_dead_claims_and_keeps_live_ones(tmp_path, monkeypat
     live = _lease_file(tmp_path, "new", "other-node:2:x", age=1)
     assert clear_stale(tmp_path, ["old", "new", "none"]) == 1
     assert [p.name for p in (tmp_path / "_leases").iterdir()] == [live.name]
+
+
+def test_a_lease_still_being_written_is_held_until_it_ages_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADBENCH_LEASE_TIMEOUT", "5")
+    path = _lease_file(tmp_path, "abc", "x", age=0)
+    path.write_text("")  # created with O_EXCL, its owner not yet written: read as garbage, not as stale
+    assert Lease(tmp_path, "abc").acquire() == "a sweep writing its claim"
+    past = time.time() - 60
+    os.utime(path, (past, past))  # a claimant that died between the two steps: reclaimed after the timeout
+    lease = Lease(tmp_path, "abc")
+    assert lease.acquire() is None
+    lease.release()
