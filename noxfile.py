@@ -14,42 +14,32 @@ nox.options.sessions = ["reproduce"]
 nox.options.reuse_existing_virtualenvs = False
 
 CONSTRAINTS = ("-c", "constraints.txt")
-STUDIES = (
-    "mlp_vanishing",
-    "mlp_exploding",
-    "mlp_meanfield",
-    "rnn_copy",
-    "rnn_exploding",
-    "resnet_depth",
-    "transformer_ln",
-)
 
 
 def _install(session: nox.Session, *extras: str) -> None:
-    """Install gradbench itself (a regular, non-editable install: the wheel's configs are tested)."""
+    """Install vanex itself (a regular, non-editable install: the wheel's configs are tested)."""
     session.install(*CONSTRAINTS, f".[{','.join(extras)}]" if extras else ".")
 
 
-def _profile(posargs: list[str]) -> str:
-    """The --profile given after `--` (e.g. `nox -- --profile full`), quick by default."""
+def _profile(posargs: list[str]) -> list[str]:
+    """The ``--profile`` option given after ``--`` (e.g. ``nox -- --profile full``), for the report."""
     for i, arg in enumerate(posargs):
         if arg.startswith("--profile="):
-            return arg.partition("=")[2]
+            return [arg]
         if arg == "--profile" and i + 1 < len(posargs):
-            return posargs[i + 1]
-    return "quick"
+            return posargs[i : i + 2]
+    return []
 
 
 @nox.session
 def reproduce(session: nox.Session) -> None:
-    """Run every study (quick profile unless `-- --profile full`), resuming finished runs; write reports/."""
+    """Run every study (the default profile unless `-- --profile NAME`), resuming finished runs; write the report."""
     _install(session)
-    jobs = os.environ.get("GRADBENCH_JOBS", str(os.cpu_count() or 1))
-    for study in STUDIES:
-        session.run("gradbench", "study", study, "--jobs", jobs, *session.posargs)
-    profile = _profile(session.posargs)
-    out = "reports" if profile == "quick" else f"reports-{profile}"  # the committed report is the quick one
-    session.run("gradbench", "report", "--results", "results", "--out", out, "--profile", profile)
+    jobs = os.environ.get("VANEX_JOBS", str(os.cpu_count() or 1))
+    studies = session.run("vanex", "list", "studies", "--names", silent=True)  # conf/study/, and plugins'
+    for study in (studies or "").split():
+        session.run("vanex", "study", study, "--jobs", jobs, *session.posargs)
+    session.run("vanex", "report", "--results", "results", *_profile(session.posargs))  # reports/ (or reports-NAME)
 
 
 @nox.session
@@ -72,7 +62,7 @@ def ray(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Lint with ruff."""
     session.install(*CONSTRAINTS, "ruff")
-    paths = ("suite", "tasks", "tests", "examples", "noxfile.py", "setup.py")
+    paths = ("suite", "tasks", "conf", "tests", "examples", "noxfile.py", "setup.py")
     session.run("ruff", "check", *paths, *session.posargs)
     session.run("ruff", "format", "--check", *paths)
 

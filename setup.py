@@ -1,7 +1,7 @@
 """Build hook: bake the source's git commit, dirty flag and lock-file hash into the wheel.
 
-Records name the gradbench source they came from (``suite/provenance.py``); an installed
-wheel has no git checkout beside it, so the build writes ``suite/_build_info.json``.
+Records name the vanex source they came from (``suite/engine/provenance.py``); an installed
+wheel has no git checkout beside it, so the build writes ``vanex/_build_info.json``.
 Everything else about the package is declared in pyproject.toml.
 """
 
@@ -36,7 +36,7 @@ class BuildPyWithInfo(build_py):
             "git_dirty": None if dirty is None else bool(dirty),
             "lock_file_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else None,
         }
-        target = Path(self.build_lib) / "suite" / "_build_info.json"
+        target = Path(self.build_lib) / "vanex" / "_build_info.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(info) + "\n")
 

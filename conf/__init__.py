@@ -1,0 +1,20 @@
+"""vanex's Hydra configs (the repository's ``conf/``, installed as ``vanex.conf``): one folder per
+config group. The primary config's defaults list is the one source of the default choices."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def default(group: str) -> str:
+    """The option of ``group`` that ``config.yaml``'s defaults list chooses (``default("profile")``)."""
+    import yaml
+
+    for entry in yaml.safe_load((HERE / "config.yaml").read_text())["defaults"]:
+        if isinstance(entry, dict) and group in entry:
+            return str(entry[group])
+    raise KeyError(f"config.yaml's defaults list chooses no {group}")

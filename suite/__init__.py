@@ -1,16 +1,26 @@
-"""gradbench: a reproducible benchmark suite for vanishing and exploding gradients.
+"""vanex: a reproducible benchmark suite for vanishing and exploding gradients.
 
-The engine lives here (registry, run loop, probes, records, reporter); tasks live in the
-sibling package ``tasks``; Hydra configs ship inside this package as ``suite.conf``.
-Importing this package pins the CPU code paths (``suite.numerics``) unless torch is already
-loaded, so it must be imported before torch; it imports nothing heavy itself.
+The package is built in layers; an arrow only ever points down (``tests/test_structure.py``):
+
+- ``vanex.errors``, ``vanex.registry``, ``vanex.numerics``: the foundation (no torch);
+- ``vanex.science``: the mathematics (diagnosis, mean field, statistics), torch-free and file-free;
+- ``vanex.records``: the contract between training and reporting (writing and reading records and
+  study manifests), torch-free;
+- ``vanex.engine``: training (config, runner, probes, studies, leases, provenance), the only layer
+  that imports torch; ``vanex.report``: tables, figures, HTML, claims, compare, torch-free.
+  Neither imports the other;
+- plugins on top: ``vanex.tasks`` (the repository's ``tasks/``), ``vanex.mitigations``, and any
+  third party's, all registered through entry points; ``vanex.cli`` ties the command together.
+
+Hydra configs ship as ``vanex.conf`` (the repository's ``conf/``). Importing this package pins the
+CPU code paths (``vanex.numerics``) unless torch is already loaded, so import it before torch.
 """
 
 import sys as _sys
 
-from suite import numerics as _numerics
+from vanex import numerics as _numerics
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 if "torch" not in _sys.modules:
     _numerics.apply(_numerics.active_mode())

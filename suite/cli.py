@@ -1,4 +1,4 @@
-"""The ``gradbench`` command: run (the Hydra app), study, report, claims, compare, list.
+"""The ``vanex`` command: run (the Hydra app), study, report, claims, compare, list.
 
 User errors (unknown names, mitigations that cannot apply, bad values) print one line and
 exit with status 2; no traceback.
@@ -11,17 +11,18 @@ import os
 import sys
 from pathlib import Path
 
-from suite.errors import UserError
+from vanex.conf import default
+from vanex.errors import UserError
 
-USAGE = """usage: gradbench <command> [args]
+USAGE = """usage: vanex <command> [args]
 
 commands:
   run [overrides...]        train one configuration (a Hydra app: -m for multirun, --cfg job, --help)
-  study NAME [overrides...] run every cell of a study, skipping finished runs (see `gradbench study -h`)
-  report                    turn records into reports/ (see `gradbench report -h`)
-  claims                    check published claims against the records (see `gradbench claims -h`)
-  compare A B               what moved between two reports or result sets (see `gradbench compare -h`)
-  list                      registered tasks, mitigations, probes, claims, studies
+  study NAME [overrides...] run every cell of a study, skipping finished runs (see `vanex study -h`)
+  report                    turn records into reports/ (see `vanex report -h`)
+  claims                    check published claims against the records (see `vanex claims -h`)
+  compare A B               what moved between two reports or result sets (see `vanex compare -h`)
+  list [KIND]               registered tasks, mitigations, probes, claims, sections, studies (and who added each)
 """
 
 
@@ -45,19 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         _choose_numerics(rest)
         return commands[command](rest) or 0
     except UserError as exc:
-        print(f"gradbench: error: {exc}", file=sys.stderr)
+        print(f"vanex: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("gradbench: interrupted; finished records are kept, run again to resume", file=sys.stderr)
+        print("vanex: interrupted; finished records are kept, run again to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `gradbench list | head`: the reader left, which is not an error
+    except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
 def _choose_numerics(argv: list[str]) -> None:
-    """Apply a ``numerics=...`` override now, before anything imports torch (suite.numerics)."""
-    from suite import numerics
+    """Apply a ``numerics=...`` override now, before anything imports torch (vanex.numerics)."""
+    from vanex import numerics
 
     for arg in argv:
         if arg.startswith("numerics="):
@@ -65,53 +66,51 @@ def _choose_numerics(argv: list[str]) -> None:
 
 
 def cmd_run(argv: list[str]) -> int:
-    from suite.config import check_overrides, searchpath_override
+    from vanex.engine.config import check_overrides, searchpath_override
 
     valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
     check_overrides(overrides)
     if not any(a.startswith("-") for a in argv):  # a single run: refuse bad settings in one line, before Hydra
-        from suite.config import compose, prepare
+        from vanex.engine.config import compose, prepare
 
         prepare(compose(overrides))
-    sys.argv = ["gradbench run", *argv, *searchpath_override()]
+    sys.argv = ["vanex run", *argv, *searchpath_override()]
     _hydra_app()
     if _JOBS["failed"]:  # a multirun goes on past a refused or failed job, then says how many
-        print(f"gradbench: {_JOBS['failed']} of {_JOBS['total']} runs failed or were refused", file=sys.stderr)
+        print(f"vanex: {_JOBS['failed']} of {_JOBS['total']} runs failed or were refused", file=sys.stderr)
         return 1
     return 0
 
 
-_JOBS = {"total": 0, "failed": 0}  # counted across the jobs of one `gradbench run -m`
+_JOBS = {"total": 0, "failed": 0}  # counted across the jobs of one `vanex run -m`
 
 
 def _hydra_app() -> None:
     import hydra
-
-    from suite.config import conf_dir
+    from vanex.engine.config import conf_dir
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def app(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
-
-        from suite.config import prepare
-        from suite.leases import Lease
-        from suite.runner import run
+        from vanex.engine.config import prepare
+        from vanex.engine.leases import Lease
+        from vanex.engine.runner import run
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         _JOBS["total"] += 1
         try:
             spec = prepare(cfg)
-            lease = Lease(spec.run.results_dir, spec.run_id)  # never trained twice at once (suite/leases.py)
+            lease = Lease(spec.run.results_dir, spec.run_id)  # never trained twice at once (suite/engine/leases.py)
             if (holder := lease.acquire()) is not None:
-                raise UserError(f"run {spec.run_id} is being trained by another gradbench ({holder}); not started")
+                raise UserError(f"run {spec.run_id} is being trained by another vanex ({holder}); not started")
             try:
                 record = run(spec)
             finally:
                 lease.release()
         except UserError as exc:
-            print(f"gradbench: error: {exc}", file=sys.stderr)
+            print(f"vanex: error: {exc}", file=sys.stderr)
             if not multirun:
                 sys.exit(exc.exit_code)
             _JOBS["failed"] += 1
@@ -133,7 +132,9 @@ def _one_line(record: dict, results_dir: str) -> str:
     def fmt(key: str) -> str:
         return "n/a" if s.get(key) is None else f"{s[key]:.4g}"
 
-    mitigations = "+".join(record["mitigations"]) or "baseline"
+    from vanex.records.store import set_label
+
+    mitigations = set_label(record["mitigations"])
     path = os.path.join(results_dir, record["run_id"])
     text = (
         f"{record['task']} {mitigations} seed={record['seed']}: {record['status']}, diagnosis {verdict}; "
@@ -143,12 +144,12 @@ def _one_line(record: dict, results_dir: str) -> str:
 
 
 def cmd_study(argv: list[str]) -> int:
-    from suite.study import run_study
+    from vanex.engine.study import run_study
 
-    parser = argparse.ArgumentParser(prog="gradbench study", description="Run a study's grid, skipping finished runs.")
-    parser.add_argument("name", help="study name (conf/study/<name>.yaml); `gradbench list` shows them")
+    parser = argparse.ArgumentParser(prog="vanex study", description="Run a study's grid, skipping finished runs.")
+    parser.add_argument("name", help="study name (conf/study/<name>.yaml); `vanex list` shows them")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell, e.g. results_dir=out")
-    parser.add_argument("--profile", default="quick", help="budget profile: quick (default) or full")
+    parser.add_argument("--profile", default=default("profile"), help=f"budget profile (default: {default('profile')})")
     parser.add_argument(
         "--jobs",
         type=int,
@@ -169,48 +170,59 @@ def cmd_study(argv: list[str]) -> int:
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:
-        print(
-            f"gradbench: {failed} run(s) failed; their records hold the errors (rerun to retry them)", file=sys.stderr
-        )
+        print(f"vanex: {failed} run(s) failed; their records hold the errors (rerun to retry them)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_report(argv: list[str]) -> int:
-    from suite.report import write_report
+    from vanex.report.build import write_report
 
-    parser = argparse.ArgumentParser(prog="gradbench report", description="Turn records into tables and figures.")
+    parser = argparse.ArgumentParser(prog="vanex report", description="Turn records into tables and figures.")
     parser.add_argument(
         "--results", default="results", help="records directory with study manifests (default: results)"
     )
-    parser.add_argument("--out", default="reports", help="output directory, replaced whole (default: reports)")
-    parser.add_argument("--profile", default="quick", help="profile whose study manifests to report (default: quick)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output directory, replaced whole (default: reports for the default profile, else reports-PROFILE)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=default("profile"),
+        help=f"profile whose study manifests to report (default: {default('profile')})",
+    )
     parser.add_argument("--study", action="append", default=None, help="report only these studies (repeatable)")
     parser.add_argument(
         "--runs",
         metavar="DIR",
         default=None,
-        help="report every record in DIR (e.g. a `gradbench run -m` sweep), grouped by settings",
+        help="report every record in DIR (e.g. a `vanex run -m` sweep), grouped by settings",
     )
     args = parser.parse_args(argv)
-    write_report(args.results, args.out, args.profile, args.study, runs_dir=args.runs)
+    out = args.out or ("reports" if args.profile == default("profile") else f"reports-{args.profile}")
+    write_report(args.results, out, args.profile, args.study, runs_dir=args.runs)
     return 0
 
 
 def cmd_claims(argv: list[str]) -> int:
-    from suite.claims import claims_markdown, evaluate_all
+    from vanex.report.claims import claims_markdown, evaluate_all
 
     parser = argparse.ArgumentParser(
-        prog="gradbench claims",
+        prog="vanex claims",
         description="Judge every published claim on the study records: ✓, ✗, fragile (flips at half or double "
         "the learning rate) or not run. Exit status 1 when a claim that ran is ✗ (fragile does not fail).",
     )
     parser.add_argument("--results", default="results", help="records directory with study manifests")
-    parser.add_argument("--profile", default="quick", help="profile whose study manifests to read (default: quick)")
+    parser.add_argument(
+        "--profile",
+        default=default("profile"),
+        help=f"profile whose study manifests to read (default: {default('profile')})",
+    )
     parser.add_argument("--claim", action="append", default=None, help="check only these claims (repeatable)")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="output format")
     args = parser.parse_args(argv)
     if not Path(args.results).is_dir():
-        raise UserError(f"no records directory '{args.results}'; run `nox` or `gradbench study NAME` first")
+        raise UserError(f"no records directory '{args.results}'; run `nox` or `vanex study NAME` first")
     results = evaluate_all(args.results, args.profile, args.claim)
     if args.format == "markdown":
         print(claims_markdown(results))
@@ -223,53 +235,91 @@ def cmd_claims(argv: list[str]) -> int:
     failed = [r.name for r in results if r.status == "✗"]
     if failed:
         print(
-            f"gradbench claims: {len(failed)} claim(s) contradicted by the records: {', '.join(failed)}",
+            f"vanex claims: {len(failed)} claim(s) contradicted by the records: {', '.join(failed)}",
             file=sys.stderr,
         )
     return 1 if failed else 0
 
 
 def cmd_compare(argv: list[str]) -> int:
-    from suite.compare import main as compare
+    from vanex.report.compare import main as compare
 
     parser = argparse.ArgumentParser(
-        prog="gradbench compare",
-        description="Compare two reports (folders written by `gradbench report`) or result sets (folders with "
+        prog="vanex compare",
+        description="Compare two reports (folders written by `vanex report`) or result sets (folders with "
         "study manifests, reported first): step-0 gradient ratios must match exactly, trained metrics' 95%% "
         "confidence intervals must overlap, seed counts and claim statuses must agree. Prints what moved; exit "
         "status 1 if anything did, 0 if nothing did.",
     )
     parser.add_argument("a", help="report or results folder, e.g. reports (the committed report)")
     parser.add_argument("b", help="report or results folder, e.g. results (a fresh rerun)")
-    parser.add_argument("--profile", default="quick", help="profile of a results folder's manifests (default: quick)")
+    parser.add_argument(
+        "--profile",
+        default=default("profile"),
+        help=f"profile of a results folder's manifests (default: {default('profile')})",
+    )
     args = parser.parse_args(argv)
     return compare(args.a, args.b, args.profile)
 
 
+LISTED = ("tasks", "mitigations", "probes", "claims", "sections", "studies")
+
+
 def cmd_list(argv: list[str]) -> int:
-    from suite.config import group_options
-    from suite.registry import CLAIMS, MITIGATIONS, PROBES, TASKS
+    parser = argparse.ArgumentParser(
+        prog="vanex list",
+        description="The registered tasks, mitigations, probes, claims and report sections, each with the "
+        "distribution that added it, and the studies of every config root.",
+    )
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"only these: {', '.join(LISTED)} (default: all)")
+    parser.add_argument("--names", action="store_true", help="names only, one per line (for scripts)")
+    args = parser.parse_args(argv)
+    for kind in args.kinds:
+        if kind not in LISTED:
+            raise UserError(f"unknown kind '{kind}'; valid kinds: {', '.join(LISTED)}")
+    for kind in args.kinds or LISTED:
+        rows = _listing(kind)
+        if args.names:
+            print("\n".join(name for name, _, _ in rows))
+            continue
+        print(f"{kind}:")
+        width = max((len(name) for name, _, _ in rows), default=0)
+        for name, origin, text in rows:
+            print(f"  {name:{width}s}  [{origin}]  {text}".rstrip())
+    return 0
+
+
+def _listing(kind: str) -> list[tuple[str, str, str]]:
+    """(name, the distribution that added it, one line about it) of every ``kind``."""
+    from vanex.registry import CLAIMS, MITIGATIONS, PROBES, SECTIONS, TASKS
 
     def first_line(obj) -> str:
         return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
 
-    print("tasks:")
-    for name in TASKS.names():
-        cls = TASKS.get(name)
-        print(f"  {name:18s} knobs: {', '.join(cls.knobs)}")
-    print("mitigations:")
-    for name in MITIGATIONS.names():
-        print(f"  {name:18s} {first_line(MITIGATIONS.get(name))}")
-    print("probes:")
-    for name in PROBES.names():
-        print(f"  {name:18s} {first_line(PROBES.get(name))}")
-    print("claims:")
-    for name in CLAIMS.names():
-        print(f"  {name:28s} {CLAIMS.get(name).paper}")
-    print("studies:")
-    for name in group_options("study"):
-        print(f"  {name}")
-    return 0
+    if kind == "studies":
+        from vanex.engine.config import group_file, group_options
+
+        return [(name, _conf_origin(group_file("study", name)), "") for name in group_options("study")]
+    registry = {"tasks": TASKS, "mitigations": MITIGATIONS, "probes": PROBES, "claims": CLAIMS, "sections": SECTIONS}
+    rows = []
+    for name in registry[kind].names():
+        cls = registry[kind].get(name)
+        text = (
+            f"knobs: {', '.join(cls.knobs)}" if kind == "tasks" else cls.paper if kind == "claims" else first_line(cls)
+        )
+        rows.append((name, cls.origin, text))
+    return rows
+
+
+def _conf_origin(path: Path) -> str:
+    """The distribution whose config root holds ``path`` (vanex's own conf/, or a plugin's)."""
+    from importlib.metadata import entry_points
+    from importlib.resources import files
+
+    for ep in entry_points(group="vanex.conf"):
+        if Path(str(files(ep.value))) in path.parents:
+            return ep.dist.name if ep.dist is not None else ep.value
+    return "vanex"
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 ATen, MKL and oneDNN pick their vector code paths per CPU (AVX2, AVX-512...), so the same
 program rounds differently on two servers, and chaotic training amplifies the difference
 (one He-ReLU run ended at loss 0.644, 0.0054 or 0.0012 depending only on the code path).
-gradbench therefore fixes all three to AVX2, which every current x86-64 server has:
+vanex therefore fixes all three to AVX2, which every current x86-64 server has:
 ``ATEN_CPU_CAPABILITY=avx2``, MKL's conditional numerical reproducibility
 ``MKL_CBWR=AVX2,STRICT`` and oneDNN's ``ONEDNN_MAX_CPU_ISA=AVX2``. These variables are read
 once, when torch first dispatches, so :func:`apply` must run before torch is imported;
-importing :mod:`suite` does that. ``numerics=native`` (on the command line, or
-``GRADBENCH_NUMERICS=native``) leaves the code paths to the CPU and the inherited
+importing :mod:`vanex` does that. ``numerics=native`` (on the command line, or
+``VANEX_NUMERICS=native``) leaves the code paths to the CPU and the inherited
 environment; it is part of a run's identity. This module must not import torch.
 """
 
@@ -19,13 +19,13 @@ import platform
 import sys
 from pathlib import Path
 
-from suite.errors import UserError
+from vanex.errors import UserError
 
 MODES = ("pinned", "native")  # pinned: one code path everywhere; native: the CPU's own choice
-MODE_ENV = "GRADBENCH_NUMERICS"  # carries the mode to worker processes
+MODE_ENV = "VANEX_NUMERICS"  # carries the mode to worker processes
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 FALLBACK = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
-_INHERITED = {k: os.environ.get(k) for k in PINNED}  # what the environment said before gradbench touched it
+_INHERITED = {k: os.environ.get(k) for k in PINNED}  # what the environment said before vanex touched it
 
 
 def cpuinfo(field: str) -> str | None:
@@ -58,7 +58,7 @@ def apply(mode: str) -> None:
         raise UserError(f"numerics '{mode}' is not one of {', '.join(MODES)}")
     if "torch" in sys.modules and mode != active_mode():
         raise UserError(
-            f"numerics={mode} must be chosen before torch is imported: give it on the gradbench command line "
+            f"numerics={mode} must be chosen before torch is imported: give it on the vanex command line "
             f"or set {MODE_ENV}={mode}"
         )
     os.environ[MODE_ENV] = mode
@@ -83,7 +83,7 @@ def warning(aten_capability: str) -> str | None:
     if not has_avx2():
         return "numerics: this CPU lacks AVX2; pinned to the generic code path, numbers may differ from AVX2 machines"
     if aten_capability != "AVX2":
-        return f"numerics: torch was imported before gradbench and runs {aten_capability} code; import suite first"
+        return f"numerics: torch was imported before vanex and runs {aten_capability} code; import vanex first"
     return None
 
 

@@ -3,7 +3,7 @@
 The classic vanishing-gradient setting (Glorot & Bengio 2010; Hochreiter 1991): with
 sigmoid units, sigma' <= 1/4, and PyTorch's default init, each layer scales the backward
 signal by well under 1, so the first layers of a 20-layer net receive a vanishing fraction of
-the last layer's gradient. Knobs: activation, init, norm, residual (none or identity, from ``suite.schemes``).
+the last layer's gradient. Knobs: activation, init, norm, residual (none or identity, from ``vanex.engine.schemes``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from suite.nn import ACTIVATIONS, INITS, NORMS, Activation, check_choice, init_linear_stack, make_norm
-from suite.registry import TASKS
-from suite.schemes import ResidualSum
-from suite.task import Layer, ProbedModel
-from tasks.digits import DigitsClassification
+from vanex.engine.nn import ACTIVATIONS, INITS, NORMS, Activation, init_linear_stack, make_norm
+from vanex.engine.schemes import ResidualSum
+from vanex.engine.task import Layer, ProbedModel
+from vanex.registry import TASKS
+from vanex.tasks.digits import DigitsClassification
 
 
 @dataclass
@@ -44,8 +43,6 @@ class DeepMLPConfig:
             )
         if not self.weight_scale > 0:
             raise ValueError(f"deep_mlp needs weight_scale > 0, got {self.weight_scale}")
-        for knob, accepted in DeepMLP.knob_values.items():
-            check_choice(knob, getattr(self, knob), accepted)
 
 
 class Block(nn.Module):

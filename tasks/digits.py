@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from suite.task import ProbedModel, Task
+from vanex.engine.task import ProbedModel, Task
 
 N_IMAGES = 1797  # scikit-learn's digits
 

@@ -30,14 +30,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vanex.engine.nn import INITS, Activation, init_linear_stack
+from vanex.engine.schemes import ResidualSum, fixup_init
+from vanex.engine.task import Layer, ProbedModel
+from vanex.registry import TASKS
+from vanex.tasks.digits import DigitsClassification
 
-from suite.nn import INITS, Activation, check_choice, init_linear_stack
-from suite.registry import TASKS
-from suite.schemes import ResidualSum, fixup_init
-from suite.task import Layer, ProbedModel
-from tasks.digits import DigitsClassification
-
-RESIDUALS = ("none", "identity", "fixup", "rezero", "skipinit")  # schemes of suite.schemes this task composes
+RESIDUALS = ("none", "identity", "fixup", "rezero", "skipinit")  # schemes of vanex.engine.schemes this task composes
 
 
 @dataclass
@@ -62,8 +61,6 @@ class ResNetConfig:
             raise ValueError("resnet needs width, steps and batch_size >= 1")
         if not self.fixup_scalar_lr > 0:
             raise ValueError(f"resnet fixup_scalar_lr must be > 0, got {self.fixup_scalar_lr}")
-        for knob, accepted in ResNet.knob_values.items():
-            check_choice(knob, getattr(self, knob), accepted)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -71,11 +68,11 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
-    """conv-norm-relu-conv-norm, plus a shortcut combined by a ``suite.schemes.ResidualSum``:
+    """conv-norm-relu-conv-norm, plus a shortcut combined by a ``vanex.engine.schemes.ResidualSum``:
 
     - none (plain): relu(F(x)); identity: relu(x + F(x)) (He et al. 2016);
     - fixup: relu(x + scale * F(x) + bias2b), F(x) = conv2(relu(conv1(x + bias1a) + bias1b) + bias2a),
-      no normalisation (Zhang, Dauphin & Ma 2019, official code; init in ``suite.schemes.fixup_init``);
+      no normalisation (Zhang, Dauphin & Ma 2019, official code; init in ``vanex.engine.schemes.fixup_init``);
     - rezero: x + alpha * F(x) and no activation after the sum, so the block is the identity at
       initialisation (Bachlechner et al. 2020);
     - skipinit: relu(x + alpha * F(x)) (De & Smith 2020)."""

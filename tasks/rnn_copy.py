@@ -20,11 +20,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from suite.nn import Activation, check_choice
-from suite.registry import TASKS
-from suite.schemes import RECURRENT_INITS, init_forget_bias, init_recurrent
-from suite.task import Capability, Layer, ProbedModel, Task
+from vanex.engine.nn import Activation
+from vanex.engine.schemes import RECURRENT_INITS, init_forget_bias, init_recurrent
+from vanex.engine.task import Capability, Layer, ProbedModel, Task
+from vanex.registry import TASKS
 
 BLANK, DELIMITER = 0, 9  # tokens; symbols are 1..8
 
@@ -51,8 +50,6 @@ class RNNCopyConfig:
             raise ValueError("rnn_copy needs delay, hidden, steps, batch_size >= 1 and tbptt >= 0")
         if not self.recurrent_gain > 0:
             raise ValueError(f"rnn_copy needs recurrent_gain > 0, got {self.recurrent_gain}")
-        for knob, accepted in RNNCopy.knob_values.items():
-            check_choice(knob, getattr(self, knob), accepted)
 
 
 def copy_batch(n: int, delay: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

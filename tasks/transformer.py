@@ -18,11 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from suite.nn import Activation, check_choice, init_weight
-from suite.registry import TASKS
-from suite.schemes import ResidualSum, deepnorm_init
-from suite.task import Capability, Layer, ProbedModel, Task
+from vanex.engine.nn import Activation, init_weight
+from vanex.engine.schemes import ResidualSum, deepnorm_init
+from vanex.engine.task import Capability, Layer, ProbedModel, Task
+from vanex.registry import TASKS
 
 
 @dataclass
@@ -49,8 +48,6 @@ class TransformerConfig:
             raise ValueError("transformer needs depth, width, heads, seq_len, vocab, steps and batch_size >= 1")
         if self.width % self.heads:
             raise ValueError(f"transformer width {self.width} is not divisible by heads {self.heads}")
-        for knob, accepted in Transformer.knob_values.items():
-            check_choice(knob, getattr(self, knob), accepted)
 
 
 def sort_batch(n: int, cfg: TransformerConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

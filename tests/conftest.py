@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+import vanex  # noqa: F401  (first: pins the CPU code paths before anything imports torch)
 from hypothesis import HealthCheck, settings
-
-import suite  # noqa: F401  (first: pins the CPU code paths before anything imports torch)
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(

@@ -14,16 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["task.steps=12", "probe.samples=4", "probe.eval_samples=3", "progress=false"]  # a run in well under a second
 
 
-def gradbench(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+def vanex(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """Run the installed console script in a subprocess, as a user would."""
-    script = Path(sys.executable).with_name("gradbench")
-    command = [str(script)] if script.exists() else [shutil.which("gradbench") or "gradbench"]
+    script = Path(sys.executable).with_name("vanex")
+    command = [str(script)] if script.exists() else [shutil.which("vanex") or "vanex"]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
 @functools.cache
 def _composed_task_config(task: str) -> Any:
-    from suite.config import compose, prepare
+    from vanex.engine.config import compose, prepare
 
     return prepare(compose([f"task={task}", "progress=false"])).task_config
 
@@ -34,7 +34,7 @@ def task_config(task: str, **changes: Any) -> Any:
 
 
 def install_example(name: str, site: Path) -> dict[str, str]:
-    """pip-install ``examples/<name>`` into ``site``; the environment in which gradbench sees it."""
+    """pip-install ``examples/<name>`` into ``site``; the environment in which vanex sees it."""
     import os
 
     pip = subprocess.run(
@@ -50,7 +50,7 @@ def install_example(name: str, site: Path) -> dict[str, str]:
 
 def small_study(monkeypatch, cells: int = 6) -> None:
     """Replace every study file by a few cells of the 3-layer MLP (seconds to run), in this process."""
-    from suite import study
+    from vanex.engine import plan
 
     small = {
         "task": "deep_mlp",
@@ -58,7 +58,7 @@ def small_study(monkeypatch, cells: int = 6) -> None:
         "overrides": ["task.depth=3"],
         "grid": [{"mitigations": [[]]}],
     }
-    monkeypatch.setattr(study, "load_study", lambda name: small)
+    monkeypatch.setattr(plan, "load_study", lambda name: small)
 
 
 def default_sigint() -> None:

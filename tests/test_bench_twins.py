@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from bench.plain import plain_loss, plain_model
-
-from suite.config import compose, prepare
-from suite.registry import TASKS
-from suite.runner import seed_everything
+from vanex.engine.config import compose, prepare
+from vanex.engine.runner import seed_everything
+from vanex.registry import TASKS
 
 
 @pytest.mark.parametrize("name", TASKS.names())

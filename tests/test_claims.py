@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import gradbench
+from helpers import vanex
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from suite.claims import Cells, Claim, Outcome, _Study, evaluate, fmt, less
-from suite.claims_builtin import bound_holds
-from suite.registry import CLAIMS
+from vanex.records.reader import StudyData
+from vanex.registry import CLAIMS
+from vanex.report.claims import Cells, Claim, Outcome, _Study, evaluate, fmt, less
+from vanex.report.claims_builtin import bound_holds
 
 
 class ToyClaim(Claim):
@@ -37,9 +37,8 @@ def fake_study(losses: dict[tuple[str, float], list[float]]) -> _Study:
             cells.append({"run_id": rid, "mitigations": mitigations, "seed": seed, "settings": {"optim.lr": lr}})
             status = "diverged" if math.isnan(loss) else "completed"
             rows.append({"run_id": rid, "status": status, "final_train_loss": loss, "training": "healthy"})
-    study.missing, study.manifest = None, {"cells": cells}
-    study.cells, study.probes = pd.DataFrame(rows), pd.DataFrame(columns=["step", "metric", "layer", "value", "run_id"])
-    study.chance = {r["run_id"]: 2.0 for r in rows}
+    probes = pd.DataFrame(columns=["step", "metric", "layer", "value", "run_id"])
+    study.missing, study.data = None, StudyData({"cells": cells}, pd.DataFrame(rows), probes, {}, 0)
     return study
 
 
@@ -129,18 +128,18 @@ def test_bound_check_can_fail():
 
 
 def test_cli_refuses_unknown_claims_and_missing_results(tmp_path):
-    out = gradbench("claims", "--results", str(tmp_path), "--claim", "nope")
+    out = vanex("claims", "--results", str(tmp_path), "--claim", "nope")
     assert out.returncode == 2 and "unknown claim 'nope'" in out.stderr and "glorot2010_sigmoid" in out.stderr
-    out = gradbench("claims", "--results", str(tmp_path / "absent"))
+    out = vanex("claims", "--results", str(tmp_path / "absent"))
     assert out.returncode == 2 and "no records directory" in out.stderr
 
 
 @pytest.mark.slow
 def test_claims_run_on_a_small_profile(tmp_path):
     results = tmp_path / "results"
-    study = gradbench("study", "rnn_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    study = vanex("study", "rnn_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert study.returncode == 0, study.stderr
-    out = gradbench("claims", "--results", str(results), "--profile", "smoke")
+    out = vanex("claims", "--results", str(results), "--profile", "smoke")
     lines = [line for line in out.stdout.splitlines() if line and not line.startswith(" ")]
     assert len(lines) == len(CLAIMS.names())
     assert any("pascanu2013_sigma_bound" in line and line.startswith("✓") for line in lines)  # a true bound

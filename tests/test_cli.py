@@ -1,4 +1,4 @@
-"""End-to-end tests of the `gradbench` command, run in subprocesses as a user would."""
+"""End-to-end tests of the `vanex` command, run in subprocesses as a user would."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import TINY, default_sigint, gradbench, install_example
+from helpers import TINY, default_sigint, install_example, vanex
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def _records(results: Path) -> list[dict]:
 
 
 def test_run_one_config_writes_a_complete_record(results):
-    out = gradbench("run", "task.depth=3", f"results_dir={results}", *TINY)
+    out = vanex("run", "task.depth=3", f"results_dir={results}", *TINY)
     assert out.returncode == 0, out.stderr
     assert "diagnosis" in out.stdout
     (record,) = _records(results)
@@ -30,7 +30,7 @@ def test_run_one_config_writes_a_complete_record(results):
     for key in ("schema_version", "run_id", "task", "mitigations", "seed", "settings", "task_info", "provenance"):
         assert key in record
     assert record["settings"]["task.depth"] == 3 and record["settings"]["task.width"] == 64  # defaults written out
-    for key in ("gradbench", "torch", "python", "git_commit", "git_dirty", "lock_file_sha256", "cpu", "numerics"):
+    for key in ("vanex", "torch", "python", "git_commit", "git_dirty", "lock_file_sha256", "cpu", "numerics"):
         assert key in record["provenance"]
     assert record["provenance"]["git_commit"] and record["provenance"]["lock_file_sha256"]
     assert record["provenance"]["numerics"]["mode"] == "pinned"
@@ -73,7 +73,7 @@ def test_run_one_config_writes_a_complete_record(results):
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
-    out = gradbench("run", f"results_dir={results}", *TINY, *args)  # the case's own results_dir wins
+    out = vanex("run", f"results_dir={results}", *TINY, *args)  # the case's own results_dir wins
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
@@ -82,10 +82,10 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
 
 @pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_a_study_refuses_a_job_count_below_one(jobs, results):
-    out = gradbench("study", "mlp_meanfield", "--jobs", jobs, f"results_dir={results}")
+    out = vanex("study", "mlp_meanfield", "--jobs", jobs, f"results_dir={results}")
     assert (
         out.returncode == 2
-        and out.stderr.strip() == f"gradbench: error: --jobs must be a positive number of processes, not {jobs}"
+        and out.stderr.strip() == f"vanex: error: --jobs must be a positive number of processes, not {jobs}"
     )
     assert not results.exists() or not list(results.iterdir())
     assert not results.exists() or not _records(results)
@@ -93,7 +93,7 @@ def test_a_study_refuses_a_job_count_below_one(jobs, results):
 
 def test_same_config_gives_identical_records(tmp_path):
     for name in ("a", "b"):
-        out = gradbench("run", "mitigation=[batchnorm]", f"results_dir={tmp_path / name}", *TINY)
+        out = vanex("run", "mitigation=[batchnorm]", f"results_dir={tmp_path / name}", *TINY)
         assert out.returncode == 0, out.stderr
     (a,), (b,) = _records(tmp_path / "a"), _records(tmp_path / "b")
     assert a["run_id"] == b["run_id"] and a["summary"] == b["summary"]
@@ -102,7 +102,7 @@ def test_same_config_gives_identical_records(tmp_path):
 
 
 def test_diverging_run_is_recorded_not_crashed(results):
-    out = gradbench("run", "optim.lr=1e6", "mitigation=[relu]", "task.depth=3", f"results_dir={results}", *TINY)
+    out = vanex("run", "optim.lr=1e6", "mitigation=[relu]", "task.depth=3", f"results_dir={results}", *TINY)
     assert out.returncode == 0, out.stderr
     (record,) = _records(results)
     assert record["status"] == "diverged"
@@ -110,14 +110,14 @@ def test_diverging_run_is_recorded_not_crashed(results):
 
 
 def test_multirun_goes_on_past_a_refused_run_and_exits_non_zero(results):
-    out = gradbench("run", "-m", "task.depth=2,0,3", f"results_dir={results}", *TINY)
+    out = vanex("run", "-m", "task.depth=2,0,3", f"results_dir={results}", *TINY)
     assert out.returncode == 1, out.stderr
     assert "1 of 3 runs failed or were refused" in out.stderr and "Traceback" not in out.stderr
     assert sorted(r["settings"]["task.depth"] for r in _records(results)) == [2, 3]
 
 
 def test_hydra_multirun_sweeps_mitigation_sets(results):
-    out = gradbench("run", "-m", "mitigation=[relu,he_init],[tanh]", "task.depth=3", f"results_dir={results}", *TINY)
+    out = vanex("run", "-m", "mitigation=[relu,he_init],[tanh]", "task.depth=3", f"results_dir={results}", *TINY)
     assert out.returncode == 0, out.stderr
     assert sorted(r["mitigations"] for r in _records(results)) == [["relu", "he_init"], ["tanh"]]
 
@@ -126,18 +126,18 @@ def test_hydra_multirun_sweeps_mitigation_sets(results):
 def test_study_resumes_and_reports(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     args = ("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
-    first = gradbench(*args)
+    first = vanex(*args)
     assert first.returncode == 0, first.stderr
     n = len(_records(results))
     assert n >= 30 and f"{n} runs, 0 already finished, {n} to run" in first.stderr
     victim = sorted(results.glob("*/run.json"))[0].parent
     mtimes = {p: p.stat().st_mtime_ns for p in results.glob("*/run.json") if p.parent != victim}
     shutil.rmtree(victim)  # as if the run had never finished
-    second = gradbench(*args)
+    second = vanex(*args)
     assert second.returncode == 0, second.stderr
     assert f"{n} runs, {n - 1} already finished, 1 to run" in second.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # finished runs were not redone
-    out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
+    out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
     assert "| mitigations | optim.lr | task.depth | n (done/div/fail) |" in summary
@@ -164,7 +164,7 @@ def test_study_resumes_and_reports(tmp_path):
 @pytest.mark.slow
 def test_interrupted_study_resumes_without_redoing_runs(results):
     command = [
-        str(Path(sys.executable).with_name("gradbench")),
+        str(Path(sys.executable).with_name("vanex")),
         "study",
         "mlp_vanishing",
         "--profile",
@@ -185,24 +185,24 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
     assert "interrupted" in err
     done = len(_records(results))
     assert done >= 3 and not any(p.name.startswith(".") for p in results.iterdir() if p.is_dir())
-    again = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    again = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
     assert again.returncode == 0, again.stderr
     assert f"{done} already finished" in again.stderr
 
 
 @pytest.mark.slow
 def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
-    env = install_example("gradbench-agc", tmp_path / "site")
-    listing = gradbench("list", env=env)
+    env = install_example("vanex-agc", tmp_path / "site")
+    listing = vanex("list", env=env)
     assert listing.returncode == 0, listing.stderr
     assert "  agc " in listing.stdout and "  agc_mlp" in listing.stdout
     results = tmp_path / "results"
-    study = gradbench("study", "agc_mlp", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    study = vanex("study", "agc_mlp", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     assert study.returncode == 0, study.stderr
     sets = {tuple(r["mitigations"]) for r in _records(results) if r["status"] == "completed"}
     assert {("agc",), ("relu", "he_init", "agc"), ("clip_norm",), ()} <= sets
     assert all(r["settings"]["mitigation.agc.clipping"] == 0.01 for r in _records(results) if "agc" in r["mitigations"])
-    extra = gradbench(
+    extra = vanex(
         "study",
         "mlp_vanishing",
         "--profile",
@@ -217,11 +217,11 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     assert extra.returncode == 0, extra.stderr
     manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
     assert sum(c["mitigations"] == ["agc"] for c in manifest["cells"]) == 3  # the --with cells are listed
-    base = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    base = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     count = int(base.stderr.split(" runs,")[0].split()[-1])
     assert (
         f"{count + 3} runs, {count + 3} already finished"
-        in gradbench(
+        in vanex(
             "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
         ).stderr
     )
@@ -229,16 +229,16 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
 
 @pytest.mark.slow
 def test_example_task_plugin_installs_lists_runs_a_study_and_reports(tmp_path):
-    env = install_example("gradbench-deeplinear", tmp_path / "site")
-    listing = gradbench("list", env=env)
+    env = install_example("vanex-deeplinear", tmp_path / "site")
+    listing = vanex("list", env=env)
     assert listing.returncode == 0, listing.stderr
     assert "  deep_linear " in listing.stdout and "  deep_linear\n" in listing.stdout  # the task and its study
     results, reports = tmp_path / "results", tmp_path / "reports"
-    study = gradbench("study", "deep_linear", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    study = vanex("study", "deep_linear", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     assert study.returncode == 0, study.stderr
     records = _records(results)
     assert len(records) == 18 and all(r["status"] == "completed" for r in records)
     assert {r["settings"]["task.init"] for r in records} == {"default", "xavier", "orthogonal"}
-    out = gradbench("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
+    out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
     assert out.returncode == 0, out.stderr
     assert "## Study `deep_linear` (task `deep_linear`)" in (reports / "summary.md").read_text()

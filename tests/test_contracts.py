@@ -11,13 +11,12 @@ import sys
 
 import pytest
 from helpers import TINY
-
-from suite.config import compose, group_options, prepare, typed
-from suite.errors import UserError
-from suite.mitigation import KnobMitigation
-from suite.records import load_run
-from suite.registry import MITIGATIONS, PROBES, TASKS
-from suite.runner import run
+from vanex.engine.config import compose, group_options, prepare, typed
+from vanex.engine.mitigation import KnobMitigation
+from vanex.engine.runner import run
+from vanex.errors import UserError
+from vanex.records.store import load_run
+from vanex.registry import MITIGATIONS, PROBES, TASKS
 
 BUILTIN_MITIGATIONS = MITIGATIONS.names()
 
@@ -87,7 +86,7 @@ def test_each_mitigation_applies_or_refuses_before_training(task, mitigation, re
 
 @pytest.mark.parametrize("task", TASKS.names())
 def test_declared_capabilities_are_implemented_and_probes_use_only_declared_ones(task):
-    from suite.task import Capability, ProbedModel, Task
+    from vanex.engine.task import Capability, ProbedModel, Task
 
     cls = TASKS.get(task)
     assert set(cls.capabilities) <= set(Capability.ALL)
@@ -136,12 +135,12 @@ def test_each_task_trains_on_cuda(task, results):
 
 @pytest.mark.parametrize("where", ["data", "training"])
 def test_a_crash_is_recorded_as_failed_not_raised(where, results, monkeypatch):
-    import tasks.digits
+    import vanex.tasks.digits
 
     if where == "data":
-        monkeypatch.setattr(tasks.digits, "load_digits", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+        monkeypatch.setattr(vanex.tasks.digits, "load_digits", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
     else:
-        monkeypatch.setattr(tasks.digits.DigitsClassification, "loss", lambda *a: 1 / 0)
+        monkeypatch.setattr(vanex.tasks.digits.DigitsClassification, "loss", lambda *a: 1 / 0)
     record = run(prepare(compose([f"results_dir={results}", *TINY])))
     assert record["status"] == "failed" and record["error"]
     assert load_run(results / record["run_id"])["status"] == "failed"
@@ -151,8 +150,7 @@ def _hydra_compose(overrides: list[str]):
     """Hydra's full composition path, the reference ``compose`` must equal."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    from suite.config import conf_dir, searchpath_override
+    from vanex.engine.config import conf_dir, searchpath_override
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return hydra_compose("config", overrides=[*overrides, *searchpath_override()])
@@ -180,8 +178,7 @@ def test_compose_equals_hydras_full_composition(task):
 def test_digits_read_without_scikit_learn_equal_its_load_digits():
     import numpy as np
     from sklearn.datasets import load_digits
-
-    from tasks.digits import N_IMAGES, raw_digits
+    from vanex.tasks.digits import N_IMAGES, raw_digits
 
     x, y = raw_digits()
     data = load_digits()

@@ -1,4 +1,4 @@
-"""Property tests of the two-part diagnosis on synthetic probe series (suite/diagnosis.py)."""
+"""Property tests of the two-part diagnosis on synthetic probe series (suite/science/diagnosis.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import math
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from suite.diagnosis import DiagnosisConfig, diagnose, held_median
-from suite.probes import log_schedule
+from vanex.engine.probes import log_schedule
+from vanex.science.diagnosis import DiagnosisConfig, diagnose, held_median
 
 CFG = DiagnosisConfig(
     vanishing_orders=2.0,

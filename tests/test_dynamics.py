@@ -9,11 +9,10 @@ from helpers import task_config
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
-
-from tasks.deep_mlp import Block
-from tasks.resnet import CifarResNet
-from tasks.rnn_copy import BLANK, DELIMITER, RecurrentNet, baseline_loss, copy_batch
-from tasks.transformer import TransformerNet
+from vanex.tasks.deep_mlp import Block
+from vanex.tasks.resnet import CifarResNet
+from vanex.tasks.rnn_copy import BLANK, DELIMITER, RecurrentNet, baseline_loss, copy_batch
+from vanex.tasks.transformer import TransformerNet
 
 delays = st.integers(min_value=1, max_value=30)
 hidden = st.integers(min_value=4, max_value=24)

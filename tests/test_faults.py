@@ -16,22 +16,22 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import default_sigint, gradbench, small_study
+from helpers import default_sigint, small_study, vanex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from suite import records, study
-from suite.errors import UserError
-from suite.records import clean_stale, dumps, load_run, write_record
+from vanex.engine import plan, study
+from vanex.errors import UserError
+from vanex.records import store as records
+from vanex.records.store import clean_stale, dumps, load_run, write_record
 
 PHASES = {  # the function a write calls at that phase -> where a kill there leaves the write
-    "fill": "suite.records.dumps",  # probes.csv written, run.json not yet
+    "fill": "vanex.records.store.dumps",  # probes.csv written, run.json not yet
     "swap": "os.rename",  # the new folder complete, not yet in place
     "cleanup": "shutil.rmtree",  # the new folder in place, the old one not yet removed
 }
 KILL_AT = """
 import os, sys, importlib
-from suite import records
+from vanex.records import store as records
 module, _, name = sys.argv[2].rpartition(".")
 setattr(importlib.import_module(module), name, lambda *a, **k: os._exit(9))
 records.write_record(sys.argv[1], {"run_id": "r", "schema_version": 2, "version": "new"}, [(0, "m", "", 2.0)])
@@ -95,7 +95,7 @@ def test_a_results_folder_that_stops_accepting_writes_fails_those_runs_and_keeps
     code, tmp_path, monkeypatch
 ):
     small_study(monkeypatch)
-    real, calls = records._atomic_dir, []
+    real, calls = records.atomic_dir, []
 
     def failing(final, fill):
         calls.append(final)
@@ -103,7 +103,7 @@ def test_a_results_folder_that_stops_accepting_writes_fails_those_runs_and_keeps
             raise OSError(code, os.strerror(code), str(final))
         return real(final, fill)
 
-    monkeypatch.setattr(records, "_atomic_dir", failing)
+    monkeypatch.setattr(records, "atomic_dir", failing)
     failed = study.run_study("small", "smoke", [f"results_dir={tmp_path}", "progress=false"], jobs=1)
     assert failed == 4  # the sweep went on past each failed write
     written = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
@@ -124,7 +124,7 @@ def _session_processes(sid: int) -> list[int]:
 
 
 def _start_study(results: Path) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("gradbench")), "study", "mlp_vanishing", "--profile", "smoke"]
+    command = [str(Path(sys.executable).with_name("vanex")), "study", "mlp_vanishing", "--profile", "smoke"]
     proc = subprocess.Popen(
         [*command, "--jobs", "2", f"results_dir={results}"],
         stdout=subprocess.PIPE,
@@ -152,7 +152,7 @@ def test_ctrl_c_stops_a_parallel_study_within_seconds_and_a_rerun_resumes(result
     assert not _dot_folders(results)  # no temporary folder left
     done = len(list(results.glob("*/run.json")))
     assert done < 93  # pending cells were cancelled
-    again = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    again = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert again.returncode == 0 and f"{done} already finished" in again.stderr, again.stderr
 
 
@@ -196,7 +196,7 @@ study_like = st.one_of(
 @given(study_like)
 def test_malformed_study_files_get_one_line_naming_the_file(data):
     try:
-        checked = study.check_study(data, "conf/study/x.yaml")
+        checked = plan.check_study(data, "conf/study/x.yaml")
     except UserError as exc:
         assert str(exc).startswith("conf/study/x.yaml: ") and "\n" not in str(exc)
     else:
@@ -206,11 +206,11 @@ def test_malformed_study_files_get_one_line_naming_the_file(data):
 def test_bad_yaml_and_study_paths_are_refused_in_one_line(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: deep_mlp\ngrid: [\n")
-    monkeypatch.setattr(study, "group_file", lambda group, name: bad)
+    monkeypatch.setattr(plan, "group_file", lambda group, name: bad)
     with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
-        study.load_study("bad")
+        plan.load_study("bad")
     for args in (["study", str(tmp_path / "x")], ["study", "../conf/study/rnn_copy"]):
-        out = gradbench(*args)
+        out = vanex(*args)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "unknown study" in out.stderr
 
@@ -239,7 +239,7 @@ THRESHOLDS = dict.fromkeys(
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(garbage_records, st.text(max_size=60))
 def test_a_malformed_record_is_shown_as_missing_never_a_crash(tmp_path, run_json, probes_csv):
-    from suite.report import collect
+    from vanex.records.reader import read_study
 
     path = tmp_path / "bad0000000000000"
     path.mkdir(exist_ok=True)
@@ -247,7 +247,7 @@ def test_a_malformed_record_is_shown_as_missing_never_a_crash(tmp_path, run_json
     (path / "probes.csv").write_text(probes_csv)
     cell = {"run_id": path.name, "mitigations": [], "seed": 0, "settings": {}}
     manifest = {"study": "s", "task": "t", "swept": [], "diagnosis": THRESHOLDS, "cells": [cell]}
-    cells, _, _, _ = collect(manifest, tmp_path)
+    cells = read_study(manifest, tmp_path).cells
     assert cells["status"].iloc[0] == "missing"
 
 

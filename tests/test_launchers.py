@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import TINY, gradbench, small_study
-
-from suite import study
-from suite.errors import UserError
+from helpers import TINY, small_study, vanex
+from vanex.engine import study
+from vanex.errors import UserError
 
 
 def _records(folder: Path) -> dict[str, tuple[dict, bytes]]:
@@ -73,19 +72,19 @@ def test_a_launcher_that_does_not_exist_or_has_no_choice_is_one_clear_error(tmp_
 
 
 def test_a_run_another_process_is_training_is_not_started_twice(tmp_path):
-    from suite.config import compose, prepare
-    from suite.leases import Lease
+    from vanex.engine.config import compose, prepare
+    from vanex.engine.leases import Lease
 
     overrides = [*TINY, f"results_dir={tmp_path}"]
     spec = prepare(compose(overrides))
     held = Lease(str(tmp_path), spec.run_id)
     assert held.acquire() is None
     try:
-        single = gradbench("run", *overrides)
-        sweep = gradbench("run", "-m", *overrides, "seed=0,1")
+        single = vanex("run", *overrides)
+        sweep = vanex("run", "-m", *overrides, "seed=0,1")
     finally:
         held.release()
-    assert single.returncode == 2 and f"run {spec.run_id} is being trained by another gradbench" in single.stderr
+    assert single.returncode == 2 and f"run {spec.run_id} is being trained by another vanex" in single.stderr
     assert sweep.returncode == 1 and "1 of 2 runs failed or were refused" in sweep.stderr
     trained = [p.parent.name for p in tmp_path.glob("*/run.json")]
     assert len(trained) == 1 and spec.run_id not in trained  # seed 1 trained; seed 0 never started

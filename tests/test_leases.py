@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import gradbench
-
-from suite.leases import Lease
+from helpers import vanex
+from vanex.engine.leases import Lease
 
 
 def _lease_file(results: Path, rid: str, owner: str, age: float) -> Path:
@@ -37,7 +36,7 @@ def test_a_held_lease_is_refused_until_released(tmp_path):
 
 
 def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADBENCH_LEASE_TIMEOUT", "0.4")
+    monkeypatch.setenv("VANEX_LEASE_TIMEOUT", "0.4")
     lease = Lease(tmp_path, "abc")
     assert lease.acquire() is None
     time.sleep(1.0)  # 2.5 timeouts: only the heartbeat keeps it fresh
@@ -46,7 +45,7 @@ def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path, monkeypatch):
 
 
 def test_a_lease_without_heartbeat_is_reclaimed(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADBENCH_LEASE_TIMEOUT", "5")
+    monkeypatch.setenv("VANEX_LEASE_TIMEOUT", "5")
     _lease_file(tmp_path, "abc", "other-node:123:x", age=2)
     assert Lease(tmp_path, "abc").acquire() == "other-node:123:x"  # fresh: another node's sweep holds it
     _lease_file(tmp_path, "abc", "other-node:123:x", age=10)
@@ -68,9 +67,9 @@ def test_a_lease_of_a_dead_process_on_this_host_is_reclaimed_at_once(tmp_path):
 
 
 def test_a_bad_lease_timeout_is_one_clear_error(tmp_path):
-    env = {**os.environ, "GRADBENCH_LEASE_TIMEOUT": "soon"}
-    out = gradbench("study", "mlp_meanfield", "--profile", "smoke", f"results_dir={tmp_path}", env=env)
-    assert out.returncode == 2 and "GRADBENCH_LEASE_TIMEOUT must be a positive number" in out.stderr
+    env = {**os.environ, "VANEX_LEASE_TIMEOUT": "soon"}
+    out = vanex("study", "mlp_meanfield", "--profile", "smoke", f"results_dir={tmp_path}", env=env)
+    assert out.returncode == 2 and "VANEX_LEASE_TIMEOUT must be a positive number" in out.stderr
 
 
 TRAINED = re.compile(r"^\[\d+/\d+\] .*: (completed|diverged|failed) \(", re.M)
@@ -80,7 +79,7 @@ TRAINED = re.compile(r"^\[\d+/\d+\] .*: (completed|diverged|failed) \(", re.M)
 def test_two_sweeps_on_one_folder_train_every_run_exactly_once(tmp_path):
     results = tmp_path / "results"
     command = [
-        str(Path(sys.executable).with_name("gradbench")),
+        str(Path(sys.executable).with_name("vanex")),
         *("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}"),
     ]
     sweeps = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -98,7 +97,7 @@ def test_two_sweeps_on_one_folder_train_every_run_exactly_once(tmp_path):
 def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
     results = tmp_path / "results"
     command = [
-        str(Path(sys.executable).with_name("gradbench")),
+        str(Path(sys.executable).with_name("vanex")),
         *("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}"),
     ]
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
@@ -112,7 +111,7 @@ def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
     leases = list((results / "_leases").glob("*.lease"))
     assert len(leases) == 1, leases
     held = leases[0].stem
-    again = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    again = vanex("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
     assert again.returncode == 0, again.stderr
     assert "claimed by another sweep" not in again.stderr  # the dead owner's claim was taken over at once
     assert json.loads((results / held / "run.json").read_text())["status"] in ("completed", "diverged")
@@ -120,9 +119,9 @@ def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
 
 
 def test_clear_stale_removes_dead_claims_and_keeps_live_ones(tmp_path, monkeypatch):
-    from suite.leases import clear_stale
+    from vanex.engine.leases import clear_stale
 
-    monkeypatch.setenv("GRADBENCH_LEASE_TIMEOUT", "5")
+    monkeypatch.setenv("VANEX_LEASE_TIMEOUT", "5")
     _lease_file(tmp_path, "old", "other-node:1:x", age=60)
     live = _lease_file(tmp_path, "new", "other-node:2:x", age=1)
     assert clear_stale(tmp_path, ["old", "new", "none"]) == 1
@@ -130,7 +129,7 @@ def test_clear_stale_removes_dead_claims_and_keeps_live_ones(tmp_path, monkeypat
 
 
 def test_a_lease_still_being_written_is_held_until_it_ages_out(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADBENCH_LEASE_TIMEOUT", "5")
+    monkeypatch.setenv("VANEX_LEASE_TIMEOUT", "5")
     path = _lease_file(tmp_path, "abc", "x", age=0)
     path.write_text("")  # created with O_EXCL, its owner not yet written: read as garbage, not as stale
     assert Lease(tmp_path, "abc").acquire() == "a sweep writing its claim"

@@ -9,10 +9,9 @@ from helpers import task_config
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import bounds, depths, gradient_sets, seeds, widths
-
-from suite.mitigations.gradients import ClipNorm, ClipValue
-from suite.probes import GradNorm, ProbeContext, Rows, global_norm
-from tasks.deep_mlp import MLP
+from vanex.engine.probes import GradNorm, ProbeContext, Rows, global_norm
+from vanex.mitigations.gradients import ClipNorm, ClipValue
+from vanex.tasks.deep_mlp import MLP
 
 
 def _as_params(grads: list[torch.Tensor]) -> list[torch.nn.Parameter]:

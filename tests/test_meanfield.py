@@ -1,4 +1,4 @@
-"""Mean-field theory (suite.meanfield) and the backprop probe it is compared with."""
+"""Mean-field theory (vanex.science.meanfield) and the backprop probe it is compared with."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import torch
 from helpers import task_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from suite import meanfield
-from suite.figures import rnn_bound_fraction, rnn_bound_points, rnn_bound_section
-from suite.probes import Backprop, GradThroughTime, ProbeContext, RecurrentSpectrum, Rows
-from tasks.deep_mlp import MLP
-from tasks.rnn_copy import RNNCopy
+from vanex.engine.probes import Backprop, GradThroughTime, ProbeContext, RecurrentSpectrum, Rows
+from vanex.science import meanfield
+from vanex.tasks.deep_mlp import MLP
+from vanex.tasks.rnn_copy import RNNCopy
+from vanex.tasks.rnn_copy_report import rnn_bound_fraction, rnn_bound_points, rnn_bound_section
 
 scales = st.floats(0.2, 4.0)
 
@@ -242,7 +241,7 @@ def _scaled_record(steps: int, seed: int) -> dict:
 
 def test_agreement_counts_a_seed_once_when_only_the_training_budget_differs():
     """Runs that differ only in task.steps share their step-0 probes: one seed, not two."""
-    from suite.theory import agreement
+    from vanex.tasks.deep_mlp_report import agreement
 
     records = {"a": _scaled_record(100, 0), "b": _scaled_record(300, 0), "c": _scaled_record(100, 1)}
     predicted = meanfield.profile("tanh", 0.5, 1.0, 3)
@@ -260,26 +259,26 @@ def test_agreement_counts_a_seed_once_when_only_the_training_budget_differs():
 
 @pytest.mark.slow
 def test_meanfield_study_reports_its_agreement_and_the_chi1_claim_holds(tmp_path):
-    from helpers import gradbench
+    from helpers import vanex
 
     results, out = tmp_path / "results", tmp_path / "report"
-    study = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    study = vanex("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert study.returncode == 0, study.stderr
-    report = gradbench("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
+    report = vanex("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
     assert report.returncode == 0, report.stderr
     text = (out / "summary.md").read_text()
     agreement = text[text.index("Agreement over all") :].split("\n")[0]
     r2 = float(agreement.split("R² = ")[1].split(",")[0])
     assert "220 points" in agreement and r2 > 0.99, agreement  # 11 cells x 20 layers, theory within noise
     assert (out / "figures" / "mlp_meanfield_meanfield.png").is_file()
-    claims = gradbench("claims", "--results", str(results), "--profile", "smoke", "--claim", "poole2016_chi1")
+    claims = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "poole2016_chi1")
     assert claims.stdout.startswith("✓"), claims.stdout
 
 
 def test_phase_diagram_marks_trained_cells_and_draws_the_depth_scale(tmp_path):
     """The full profile's weight scale x depth grid: each point is the share of seeds that trained,
     and the figure carries 6 xi_c (finite off criticality)."""
-    from suite.theory import phase, section
+    from vanex.tasks.deep_mlp_report import phase, section
 
     records, rows = {}, []
     for sw in (0.5, 1.0, 3.0):
@@ -300,6 +299,6 @@ def test_phase_diagram_marks_trained_cells_and_draws_the_depth_scale(tmp_path):
     grid = phase(records)
     assert len(grid) == 9 and set(grid["trained"]) == {0.0, 1.0}
     assert grid.set_index(["sigma_w", "depth"]).loc[(1.0, 40), "trained"].item() == 1.0
-    parts = section("s", pd.DataFrame(), probes, records, tmp_path)
+    parts = section("s", probes, records, tmp_path)
     assert any("s_phase_tanh.png" in part for part in parts) and (tmp_path / "s_phase_tanh.png").is_file()
     assert 6 * meanfield.correlation_depth_scale("tanh", 0.5) < 10 < 6 * meanfield.correlation_depth_scale("tanh", 0.95)

@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TINY, gradbench
+from helpers import TINY, vanex
+from vanex.engine.config import compose, prepare
+from vanex.engine.runner import run
+from vanex.records.store import read_probes
 
-from suite.config import compose, prepare
-from suite.records import read_probes
-from suite.runner import run
-
-CODE_PATHS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "GRADBENCH_NUMERICS")
+CODE_PATHS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "VANEX_NUMERICS")
 OTHER_PATHS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 THRESHOLDS = {
     "vanishing_orders": 2.0,
@@ -30,7 +29,7 @@ CHAOTIC = ["mitigation=[relu,he_init]", "task.steps=150", "optim.lr=0.1", "progr
 
 def _run_in_fresh_process(results, extra_env: dict[str, str], *args: str) -> tuple[dict, bytes]:
     env = {k: v for k, v in os.environ.items() if k not in CODE_PATHS} | extra_env
-    out = gradbench("run", *CHAOTIC, f"results_dir={results}", *args, env=env)
+    out = vanex("run", *CHAOTIC, f"results_dir={results}", *args, env=env)
     assert out.returncode == 0, out.stderr
     (path,) = results.glob("*/run.json")
     return json.loads(path.read_text()), (path.parent / "probes.csv").read_bytes()
@@ -102,12 +101,12 @@ def test_every_setting_is_recorded_flat_with_defaults(tmp_path):
 def test_report_needs_only_records_and_manifests(tmp_path):
     """The reporter imports no torch, Hydra or task, so it works without conf/ or plugins."""
     results, reports = tmp_path / "results", tmp_path / "reports"
-    study = gradbench("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    study = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
     assert study.returncode == 0, study.stderr
     (reports / "figures").mkdir(parents=True)
     (reports / "figures" / "stale.png").write_bytes(b"old")  # a report is replaced whole
     code = (
-        "import sys; from suite.report import write_report; "
+        "import sys; from vanex.report.build import write_report; "
         f"write_report({str(results)!r}, {str(reports)!r}, 'smoke', None); "
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'hydra', 'omegaconf', 'tasks')); "
         "assert not heavy, heavy"
@@ -121,12 +120,12 @@ def test_report_needs_only_records_and_manifests(tmp_path):
 @pytest.mark.slow
 def test_report_of_an_adhoc_sweep_and_of_old_records(tmp_path):
     runs, reports = tmp_path / "runs", tmp_path / "reports"
-    out = gradbench("run", "-m", "task.depth=2,3", "seed=0,1", f"results_dir={runs}", *TINY)
+    out = vanex("run", "-m", "task.depth=2,3", "seed=0,1", f"results_dir={runs}", *TINY)
     assert out.returncode == 0, out.stderr
     old = runs / "0123456789abcdef"
     old.mkdir()
     (old / "run.json").write_text(json.dumps({"run_id": old.name, "status": "completed", "config": {}}))
-    out = gradbench("report", "--runs", str(runs), "--out", str(reports))
+    out = vanex("report", "--runs", str(runs), "--out", str(reports))
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
     assert "| mitigations | task.depth | n (done/div/fail) |" in summary
@@ -142,6 +141,6 @@ def test_report_of_an_adhoc_sweep_and_of_old_records(tmp_path):
     }
     (runs / "_studies").mkdir()
     (runs / "_studies" / "old-quick.json").write_text(json.dumps(manifest))
-    out = gradbench("report", "--results", str(runs), "--out", str(tmp_path / "r2"))
+    out = vanex("report", "--results", str(runs), "--out", str(tmp_path / "r2"))
     assert out.returncode == 0, out.stderr
     assert "1 records of an older schema were skipped" in out.stderr and "Traceback" not in out.stderr

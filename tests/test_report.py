@@ -1,6 +1,6 @@
 """The citable report: study tables (Markdown, LaTeX, CSV) with confidence intervals, figures as
 PNG + PDF + CSV, the offline HTML page in a real browser, the report id and citation, and
-`gradbench compare`."""
+`vanex compare`."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import gradbench
+from helpers import vanex
 from scipy import stats
-
-from suite.figures import DPI, WIDTH
-from suite.html import markdown_to_html
-from suite.tables import cell_frame, display_frame, study_latex, t_interval
+from vanex.report.figures import DPI, WIDTH
+from vanex.report.html import markdown_to_html
+from vanex.report.tables import cell_frame, display_frame, study_latex, t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = {"study": "toy", "profile": "smoke", "swept": ["optim.lr", "task.depth"]}
@@ -131,7 +130,7 @@ def test_citation_cff_is_valid():
 def test_readme_cites_the_committed_report_as_it_cites_itself():
     summary = (ROOT / "reports" / "summary.md").read_text()
     cite = re.search(r"^\*\*Cite this report:\*\* (.+)$", summary, re.M).group(1)
-    rid = re.search(r"^# gradbench report ([0-9a-f]{12}) ", summary, re.M).group(1)
+    rid = re.search(r"^# vanex report ([0-9a-f]{12}) ", summary, re.M).group(1)
     assert rid in cite and cite in (ROOT / "README.md").read_text()
 
 
@@ -143,9 +142,9 @@ def twice(tmp_path_factory):
     """Two fresh runs of a smoke study and the report of the first."""
     root = tmp_path_factory.mktemp("twice")
     for name in ("a", "b"):
-        out = gradbench("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={root / name}")
+        out = vanex("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={root / name}")
         assert out.returncode == 0, out.stderr
-    out = gradbench("report", "--results", str(root / "a"), "--out", str(root / "report"), "--profile", "smoke")
+    out = vanex("report", "--results", str(root / "a"), "--out", str(root / "report"), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     return root
 
@@ -181,7 +180,7 @@ def test_report_writes_tables_figures_and_tidy_summary(twice, tmp_path):
 
 @pytest.mark.slow
 def test_a_rerun_compares_equal_and_a_perturbed_record_is_found(twice, tmp_path):
-    same = gradbench("compare", str(twice / "a"), str(twice / "b"), "--profile", "smoke")
+    same = vanex("compare", str(twice / "a"), str(twice / "b"), "--profile", "smoke")
     assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
     assert "nothing moved" in same.stderr
     perturbed = tmp_path / "c"
@@ -190,10 +189,10 @@ def test_a_rerun_compares_equal_and_a_perturbed_record_is_found(twice, tmp_path)
     record = json.loads(victim.read_text())
     record["summary"]["grad_ratio_init"] *= 1 + 1e-6
     victim.write_text(json.dumps(record))
-    moved = gradbench("compare", str(twice / "report"), str(perturbed), "--profile", "smoke")
+    moved = vanex("compare", str(twice / "report"), str(perturbed), "--profile", "smoke")
     assert moved.returncode == 1, moved.stderr
     assert f"run {victim.parent.name} grad_ratio_init" in moved.stdout and "(exact)" in moved.stdout
-    bad = gradbench("compare", str(twice / "report"), str(tmp_path / "nowhere"))
+    bad = vanex("compare", str(twice / "report"), str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "neither a report" in bad.stderr
 
 
@@ -236,7 +235,7 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
 
 
 def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int = 0, claim: str = "✓") -> Path:
-    """A minimal report folder as `gradbench compare` reads it: one run, one cell, one claim."""
+    """A minimal report folder as `vanex compare` reads it: one run, one cell, one claim."""
     (folder / "tables").mkdir(parents=True)
     pd.DataFrame(
         [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "grad_ratio_init", 0.5)],
@@ -257,13 +256,13 @@ def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int =
 
 
 def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims(tmp_path):
-    from suite.compare import compare
+    from vanex.report.compare import compare
 
     base = str(_fake_report(tmp_path / "a", (0.50, 0.40, 0.60)))
-    assert compare(base, base) == []
-    assert compare(base, str(_fake_report(tmp_path / "b", (0.55, 0.45, 0.65)))) == []  # intervals overlap
-    moved = compare(base, str(_fake_report(tmp_path / "c", (0.80, 0.70, 0.90))))
+    assert compare(base, base, "quick") == []
+    assert compare(base, str(_fake_report(tmp_path / "b", (0.55, 0.45, 0.65))), "quick") == []  # intervals overlap
+    moved = compare(base, str(_fake_report(tmp_path / "c", (0.80, 0.70, 0.90))), "quick")
     assert len(moved) == 1 and "final_train_loss" in moved[0] and "do not overlap" in moved[0]
-    moved = compare(base, str(_fake_report(tmp_path / "d", (0.50, 0.40, 0.60), diverged=1, claim="✗")))
+    moved = compare(base, str(_fake_report(tmp_path / "d", (0.50, 0.40, 0.60), diverged=1, claim="✗")), "quick")
     assert any("completed: 3 -> 2" in m for m in moved) and any("diverged: 0 -> 1" in m for m in moved)
     assert "claim some_claim: ✓ -> ✗" in moved

@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import task_config
-
-from suite.config import compose, prepare
-from suite.runner import make_optimizer
-from tasks.resnet import CifarResNet, ResNet
+from vanex.engine.config import compose, prepare
+from vanex.engine.runner import make_optimizer
+from vanex.tasks.resnet import CifarResNet, ResNet
 
 
 def fixup_net(depth: int = 56, seed: int = 0) -> CifarResNet:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.mitigation import KnobMitigation
-from suite.registry import MITIGATIONS
+from vanex.engine.mitigation import KnobMitigation
+from vanex.registry import MITIGATIONS
 
 
 @MITIGATIONS.register("relu")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from suite.mitigation import Mitigation
-from suite.registry import MITIGATIONS
+from vanex.engine.mitigation import Mitigation
+from vanex.registry import MITIGATIONS
 
 
 @MITIGATIONS.register("clip_norm")

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from suite.mitigation import Mitigation
-from suite.registry import MITIGATIONS
-from suite.task import ProbedModel
+from vanex.engine.mitigation import Mitigation
+from vanex.engine.task import ProbedModel
+from vanex.registry import MITIGATIONS
 
 
 @MITIGATIONS.register("weight_decay")

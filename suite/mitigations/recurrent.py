@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from suite.mitigation import KnobMitigation
-from suite.registry import MITIGATIONS
+from vanex.engine.mitigation import KnobMitigation
+from vanex.registry import MITIGATIONS
 
 
 @MITIGATIONS.register("lstm")

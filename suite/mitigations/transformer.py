@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.mitigation import KnobMitigation, Mitigation
-from suite.registry import MITIGATIONS
+from vanex.engine.mitigation import KnobMitigation, Mitigation
+from vanex.registry import MITIGATIONS
 
 
 @MITIGATIONS.register("pre_ln")

@@ -21,7 +21,7 @@ def overheads() -> dict[str, dict[str, tuple[float, float]]]:
 def pytest_terminal_summary(terminalreporter):
     if not RATIOS:
         return
-    terminalreporter.section("gradbench ratios (median over interleaved rounds; fastest round in brackets)")
+    terminalreporter.section("vanex ratios (median over interleaved rounds; fastest round in brackets)")
     for name, ratios in RATIOS.items():
         for ratio, (median, fastest) in ratios.items():
             target = TARGETS.get(ratio)

@@ -1,10 +1,10 @@
-"""Plain PyTorch twins of gradbench's task models, for the probe-overhead benchmark.
+"""Plain PyTorch twins of vanex's task models, for the probe-overhead benchmark.
 
 Each model does the arithmetic of its task's model in the task's default configuration (same
 layers and sizes, nonlinearity, normalisation, residual paths, input handling and loss), written
 as a PyTorch user would write it: no Activation, ResidualSum or ProbedModel wrappers, no hooks.
 ``plain_loop`` trains one with a bare loop, the same optimiser settings and the same batches,
-so gradbench's overhead can be measured against a plain model, not only against its own model.
+so vanex's overhead can be measured against a plain model, not only against its own model.
 Sizes come from the task's config; a non-default knob raises, since no twin is written for it.
 """
 
@@ -15,9 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from suite.optim import OPTIMIZERS
-from tasks.rnn_copy import DELIMITER
+from vanex.engine.optim import OPTIMIZERS
+from vanex.tasks.rnn_copy import DELIMITER
 
 DEFAULT_KNOBS = {  # conf/task/*.yaml: the configuration each twin mirrors
     "deep_mlp": {"activation": "sigmoid", "init": "default", "norm": "none", "residual": "none"},
@@ -77,7 +76,7 @@ def resnet(task) -> nn.Module:
 class PostLNBlock(nn.Module):
     """Post-LN encoder block: x <- LN(x + attn(x)), x <- LN(x + MLP(x)); fused qkv projection and
     F.scaled_dot_product_attention (nn.TransformerEncoderLayer's MultiheadAttention path measured
-    ~5-8% slower than gradbench's own block here: packed in-projection reshuffles, extra copies)."""
+    ~5-8% slower than vanex's own block here: packed in-projection reshuffles, extra copies)."""
 
     def __init__(self, d: int, heads: int, mlp_ratio: int) -> None:
         super().__init__()

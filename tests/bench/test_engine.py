@@ -1,4 +1,4 @@
-"""Benchmark: a whole study as a user runs it (``gradbench study``, a subprocess) against the sum of
+"""Benchmark: a whole study as a user runs it (``vanex study``, a subprocess) against the sum of
 bare training loops of the same runs, and with two workers against one. Rounds are interleaved.
 
 A run's *bare training loop* is the work no engine can avoid: build the model, apply the run's
@@ -14,18 +14,17 @@ import time
 
 import pytest
 import torch
-from helpers import gradbench
+from helpers import vanex
 from omegaconf import OmegaConf
 from plain import bare_steps
-
-from suite.config import prepare
-from suite.runner import make_optimizer, seed_everything
-from suite.study import plan
+from vanex.engine.config import prepare
+from vanex.engine.runner import make_optimizer, seed_everything
+from vanex.engine.study import plan
 
 pytestmark = pytest.mark.bench
 
 STUDY = "mlp_meanfield"  # 55 runs of 100 steps (quick profile): the engine's per-run costs show in full
-ROUNDS = int(os.environ.get("GRADBENCH_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("VANEX_BENCH_ROUNDS", "3"))
 
 
 def bare_runs(results_dir: str) -> float:
@@ -47,7 +46,7 @@ def bare_runs(results_dir: str) -> float:
 
 
 def study(results_dir, jobs: int) -> None:
-    done = gradbench("study", STUDY, "--jobs", str(jobs), f"results_dir={results_dir}")
+    done = vanex("study", STUDY, "--jobs", str(jobs), f"results_dir={results_dir}")
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -1,5 +1,5 @@
-"""Benchmark: per task, gradbench's training loop with the default probes against a bare PyTorch
-loop on a plain model of the same architecture (``plain.py``), and against gradbench's own model
+"""Benchmark: per task, vanex's training loop with the default probes against a bare PyTorch
+loop on a plain model of the same architecture (``plain.py``), and against vanex's own model
 trained bare, on the same batches and machine. Rounds are interleaved (plain, bare and probed run
 one after another in every round, so a machine that slows down slows all three). Reported as
 ratios at the end of the run (``conftest.py``), never asserted."""
@@ -11,10 +11,9 @@ import time
 import pytest
 import torch
 from plain import bare_steps, plain_loop
-
-from suite.config import compose, prepare
-from suite.probes import Rows
-from suite.runner import _train, make_optimizer, seed_everything
+from vanex.engine.config import compose, prepare
+from vanex.engine.probes import Rows
+from vanex.engine.runner import _train, make_optimizer, seed_everything
 
 pytestmark = pytest.mark.bench
 
@@ -26,7 +25,7 @@ TASKS = {"deep_mlp": 1000, "rnn_copy": 600, "resnet": 140, "transformer": 150}
 
 
 def bare_loop(task, spec) -> None:
-    """gradbench's own model and optimizer, no probes, no evaluation, no mitigations."""
+    """vanex's own model and optimizer, no probes, no evaluation, no mitigations."""
     model = task.build_model()
     bare_steps(task, spec, model, make_optimizer(spec.optim, task.param_groups(model), []))
 

@@ -1,1 +1,0 @@
-"""gradbench plugin: a deep linear network task (Saxe, McClelland & Ganguli 2014)."""

@@ -1,0 +1,1 @@
+"""vanex plugin: a deep linear network task (Saxe, McClelland & Ganguli 2014)."""

@@ -1,0 +1,165 @@
+"""Study planning: a study file (``conf/study/<name>.yaml``) -> its cells and one planned run per
+distinct training identity, plus the manifest the reporter reads.
+
+A study file lists grid entries; each entry is a list of mitigation sets, optionally a ``sweep`` of
+override values (cartesian product), the ``profiles`` it belongs to and its own ``seeds`` (headline
+cells run more seeds than the rest). A cell is composed through Hydra like any single run, so its
+``run_id`` is the same as ``vanex run`` would give, and a cell whose finished record exists is
+marked finished: an interrupted study resumes where it stopped. Launching is ``vanex.engine.study``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from vanex.engine.config import compose, group_file, prepare
+from vanex.errors import UserError
+from vanex.records.store import is_finished, make_manifest, set_label
+
+STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
+ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds")
+
+
+def load_study(name: str) -> dict[str, Any]:
+    """The study file ``name`` from the config roots, checked against the study schema."""
+    path = group_file("study", name)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return check_study(data, str(path))
+
+
+def check_study(data: Any, where: str) -> dict[str, Any]:
+    """Refuse, in one line naming the file and the field, a study that does not fit the schema."""
+
+    def fail(field: str, problem: str) -> None:
+        raise UserError(f"{where}: {field} {problem}")
+
+    def names(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if not isinstance(data, dict):
+        fail("the file", f"must be a mapping with keys task, seeds and grid, not {type(data).__name__}")
+    for key in data:
+        if key not in STUDY_KEYS:
+            fail(f"key '{key}'", f"is unknown; valid keys: {', '.join(STUDY_KEYS)}")
+    for key in ("task", "seeds", "grid"):
+        if key not in data:
+            fail(f"'{key}'", "is missing")
+    if not isinstance(data["task"], str):
+        fail("'task'", f"must be a task name, not {data['task']!r}")
+
+    def check_seeds(field: str, seeds: Any) -> None:
+        if not (isinstance(seeds, list) and seeds and all(type(x) is int and x >= 0 for x in seeds)):
+            fail(field, f"must be a non-empty list of non-negative integers, not {seeds!r}")
+
+    check_seeds("'seeds'", data["seeds"])
+    if not names(data.get("overrides") or []):
+        fail("'overrides'", "must be a list of Hydra overrides such as task.depth=40")
+    if not isinstance(data.get("description", ""), str):
+        fail("'description'", "must be text")
+    grid = data["grid"]
+    if not (isinstance(grid, list) and grid):
+        fail("'grid'", "must be a non-empty list of entries, each with a list of mitigation sets")
+    for i, entry in enumerate(grid):
+        field = f"'grid[{i}]"
+        if not isinstance(entry, dict):
+            fail(field + "'", "must be a mapping with 'mitigations' (and optionally 'sweep', 'profiles')")
+        for key in entry:
+            if key not in ENTRY_KEYS:
+                fail(f"{field}.{key}'", f"is unknown; valid keys: {', '.join(ENTRY_KEYS)}")
+        sets = entry.get("mitigations")
+        if not (isinstance(sets, list) and sets and all(names(m) for m in sets)):
+            fail(
+                f"{field}.mitigations'",
+                f"must be a list of mitigation sets such as [[], [relu, he_init]], not {sets!r}",
+            )
+        sweep = entry.get("sweep") or {}
+        scalar = (str, int, float, bool)
+        if not (isinstance(sweep, dict) and all(isinstance(k, str) for k in sweep)) or not all(
+            isinstance(v, list) and v and all(isinstance(x, scalar) for x in v) for v in sweep.values()
+        ):
+            fail(f"{field}.sweep'", "must map settings to non-empty lists of values, e.g. {task.depth: [2, 5]}")
+        if not names(entry.get("profiles", [])):
+            fail(f"{field}.profiles'", "must be a list of profile names")
+        if "seeds" in entry:
+            check_seeds(f"{field}.seeds'", entry["seeds"])
+    return data
+
+
+@dataclass(frozen=True)
+class Cell:
+    study: str
+    task: str
+    mitigations: tuple[str, ...]  # in the order they apply (order can change results)
+    overrides: tuple[str, ...]  # the cell's own settings, e.g. ("task.depth=40",)
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return set_label(self.mitigations)
+
+    def hydra_overrides(self, profile: str, extra: list[str]) -> list[str]:
+        return [
+            f"task={self.task}",
+            f"mitigation=[{','.join(self.mitigations)}]",
+            f"seed={self.seed}",
+            f"profile={profile}",
+            *self.overrides,
+            *extra,
+        ]
+
+
+@dataclass
+class PlannedRun:
+    cell: Cell
+    config: dict[str, Any]  # composed config, resolved
+    settings: dict[str, Any]  # flat typed settings (what the record will carry)
+    run_id: str
+    results_dir: str
+    finished: bool = False
+
+
+def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) -> tuple[dict[str, Any], list[Cell]]:
+    """The study file and all its cells under ``profile`` (plus extra mitigation sets, if given)."""
+    study = load_study(name)
+    task = study["task"]
+    base = tuple(study.get("overrides") or ())
+    entries = list(study["grid"])
+    if with_sets:
+        entries.append({"mitigations": with_sets})
+    cells: dict[tuple, Cell] = {}
+    for entry in entries:
+        if profile not in entry.get("profiles", [profile]):
+            continue
+        sweep = entry.get("sweep") or {}
+        keys = list(sweep)
+        for values in itertools.product(*(sweep[k] for k in keys)):
+            overrides = base + tuple(f"{k}={v}" for k, v in zip(keys, values, strict=False))
+            for mitigations in entry["mitigations"]:
+                for seed in entry.get("seeds", study["seeds"]):
+                    cell = Cell(name, task, tuple(mitigations), overrides, int(seed))
+                    cells.setdefault((cell.mitigations, cell.overrides, cell.seed), cell)
+    return study, list(cells.values())
+
+
+def plan(
+    name: str, profile: str, extra: list[str], with_sets: list[list[str]] | None = None
+) -> tuple[dict[str, Any], list[PlannedRun]]:
+    """The study's manifest and one planned run per distinct training identity."""
+    study, cells = expand(name, profile, with_sets)
+    runs: dict[str, PlannedRun] = {}
+    for cell in cells:
+        cfg = compose(cell.hydra_overrides(profile, extra))
+        spec = prepare(cfg)  # refuses bad cells (a mitigation that cannot apply...) before any training
+        config = OmegaConf.to_container(cfg, resolve=True)
+        rid, results_dir = spec.run_id, spec.run.results_dir
+        runs.setdefault(rid, PlannedRun(cell, config, spec.settings, rid, results_dir, is_finished(results_dir, rid)))
+    cells = [(r.run_id, list(r.cell.mitigations), r.cell.seed, r.settings) for r in runs.values()]
+    manifest = make_manifest(name, profile, study["task"], study.get("description", ""), cells)
+    return manifest, list(runs.values())

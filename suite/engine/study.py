@@ -1,0 +1,392 @@
+"""Running a study: write its manifest, then train every unfinished planned run (``vanex.engine.plan``)
+on the local processes of ``--jobs N`` or as the jobs of a Hydra launcher, with leases so that two
+sweeps on one results folder never train a run twice, and one progress line per finished run.
+Where a run trains never changes its record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from omegaconf import OmegaConf
+from vanex.engine.config import prepare
+from vanex.engine.plan import PlannedRun, plan
+from vanex.errors import UserError
+from vanex.records.store import FINISHED, OldRecord, clean_stale, is_finished, load_run, record_dir, write_manifest
+
+CLAIMED, ELSEWHERE = "claimed", "finished elsewhere"  # outcomes of a run another sweep holds or did
+
+
+def _execute(config: dict[str, Any]) -> dict[str, Any]:
+    """Worker entry point: one run, no per-step progress (many run side by side). The run is leased
+    first: if another sweep holds it the outcome is ``claimed`` (with the holder), if another sweep
+    finished it meanwhile ``finished elsewhere``; neither trains."""
+    from vanex.engine.leases import Lease
+    from vanex.engine.runner import run
+
+    try:
+        spec = prepare(OmegaConf.create({**config, "progress": False}))
+        lease = Lease(spec.run.results_dir, spec.run_id)
+        holder = lease.acquire()
+        if holder is not None:
+            return {"status": CLAIMED, "holder": holder}
+        try:
+            if is_finished(spec.run.results_dir, spec.run_id):
+                return {"status": ELSEWHERE}
+            return run(spec)
+        finally:
+            lease.release()
+    except Exception as exc:  # anything the run itself did not record: reported as failed, the sweep goes on
+        return _failed(f"{type(exc).__name__}: {exc}")
+
+
+def _failed(error: str) -> dict[str, Any]:
+    """The outcome of a run that failed before it could write its own record."""
+    return {"status": "failed", "error": error, "summary": {}, "diagnosis": None, "provenance": {"wall_time_s": 0}}
+
+
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm", "ray")
+LAUNCHER_PACKAGES = {
+    "joblib": "hydra-joblib-launcher",
+    "submitit_local": "hydra-submitit-launcher",
+    "submitit_slurm": "hydra-submitit-launcher",
+    "ray": "hydra-ray-launcher (pip install 'vanex[ray]')",
+}
+
+
+def split_launcher(extra: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra launcher overrides, the cells' own overrides) of a study's command line."""
+    launcher = [o for o in extra if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+    return launcher, [o for o in extra if o not in launcher]
+
+
+def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None = None) -> int:
+    """Write the study's manifest, then run every unfinished cell; returns the number of failed runs.
+
+    Cells run as the jobs of the Hydra launcher ``extra`` selects (``hydra/launcher=basic|joblib|
+    submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*`` settings); without one, in
+    ``jobs`` joblib processes (:func:`_local`). Where a run trains never changes its record."""
+    from vanex.engine.leases import clear_stale, timeout
+
+    timeout()  # a bad VANEX_LEASE_TIMEOUT is refused before anything is planned
+    launcher, extra = split_launcher(extra)
+    if launcher and not any(o.startswith("hydra/launcher=") for o in launcher):
+        raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
+    manifest, runs = plan(name, profile, extra, with_sets)
+    todo = [r for r in runs if not r.finished]
+    if launcher:
+        execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra)
+    else:
+        execute = functools.partial(_local, jobs=jobs)
+    for folder in {r.results_dir for r in runs}:
+        if (removed := clean_stale(folder)) > 0:
+            print(f"study {name}: removed {removed} temporary folder(s) left by interrupted writes", file=sys.stderr)
+        clear_stale(folder, [r.run_id for r in runs if r.finished and r.results_dir == folder])
+    if runs:
+        path = write_manifest(runs[0].results_dir, manifest)
+        print(f"study {name}: manifest {path}", file=sys.stderr)
+    print(
+        f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    failed, claimed = _report_progress(execute(todo), len(todo), start)
+    failed += _wait_for(name, claimed, start, execute)
+    print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
+    return failed
+
+
+def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+    """``--jobs N``: the cells in N local processes on joblib's loky backend, the engine of Hydra's joblib
+    launcher, used directly (that launcher composes each cell's config again inside its job, ~0.5 s a
+    run), each outcome as it ends; with one job, or one cell, in this process."""
+    if jobs < 2 or len(todo) < 2:
+        with _noting_interrupts() as interrupted:
+            for planned in todo:
+                outcome = _execute(planned.config)
+                if interrupted():  # a Ctrl-C that a library turned into an error of its own
+                    raise KeyboardInterrupt
+                yield planned, outcome
+        return
+    from joblib import Parallel, delayed
+
+    os.environ[STUDY_PID] = str(os.getpid())
+    parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered", batch_size=1, max_nbytes=None)
+    with _stopped_on_interrupt(todo):
+        for index, outcome in parallel(delayed(_job)(i, r.config) for i, r in enumerate(todo)):
+            yield todo[index], outcome
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[Any]:
+    """Note every Ctrl-C while cells train in this process: the KeyboardInterrupt may surface inside a
+    library that re-raises it as its own error (OmegaConf does), which would read as a failed run and
+    let the study go on. Yields a function that says whether one came."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # ignored, or someone else's
+    ):
+        yield lambda: False
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield lambda: bool(seen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _job(index: int, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One cell in a ``--jobs N`` process."""
+    _exit_with_the_study()
+    return index, _execute(config)
+
+
+def _finished_record(planned: PlannedRun) -> dict[str, Any] | None:
+    """``planned``'s record if it is finished (completed or diverged), else None."""
+    try:
+        record = load_run(record_dir(planned.results_dir, planned.run_id))
+    except OldRecord:
+        return None
+    return record if record is not None and record.get("status") in FINISHED else None
+
+
+@contextlib.contextmanager
+def _stopped_on_interrupt(todo: list[PlannedRun]) -> Iterator[None]:
+    """On Ctrl-C (any exception), terminate this process's job processes (joblib's workers) at once
+    and remove what their unfinished writes left; a job started otherwise exits with the study."""
+    try:
+        yield
+    except BaseException:
+        children = multiprocessing.active_children()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=10)
+        for folder in {r.results_dir for r in todo}:
+            clean_stale(folder)
+        raise
+
+
+STUDY_PID = "VANEX_STUDY_PID"  # set for the jobs a study launches: the pid of the study process
+_watchdog: list[threading.Thread] = []
+
+
+def _exit_with_the_study() -> None:
+    """In a job process the study started on this machine (a joblib worker, a submitit_local job),
+    exit as soon as the study is gone (kill -9, a closed terminal) instead of training on. A job
+    elsewhere (a SLURM node, a Ray worker) or in the study's own process is left alone."""
+    study = os.environ.get(STUDY_PID, "")
+    if _watchdog or not study.isdigit() or os.getppid() != int(study):
+        return
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the study decides
+
+    def watch() -> None:
+        while os.getppid() == int(study):
+            time.sleep(0.5)
+        os._exit(1)
+
+    _watchdog.append(threading.Thread(target=watch, name="vanex-watchdog", daemon=True))
+    _watchdog[0].start()
+
+
+def _launched(cfg) -> dict[str, Any]:
+    """The task function a Hydra launcher runs for each cell (in its own process, on a cluster
+    node...): lease, train, write the record; returns what the sweep prints of it."""
+    _exit_with_the_study()
+    record = _execute(OmegaConf.to_container(cfg, resolve=True))
+    summary = record.get("summary") or {}
+    slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
+    return {
+        **slim,
+        "summary": {"final_train_loss": summary.get("final_train_loss")},
+        "provenance": {"wall_time_s": (record.get("provenance") or {}).get("wall_time_s", 0.0)},
+    }
+
+
+def _launcher_error(overrides: list[str], exc: Exception) -> str:
+    """One line for a launcher Hydra cannot load: unknown, or its plugin not installed."""
+    chosen = next((o.partition("=")[2] for o in overrides if o.startswith("hydra/launcher=")), "?")
+    if chosen not in LAUNCHERS:
+        return f"unknown launcher '{chosen}'; valid launchers: {', '.join(LAUNCHERS)}"
+    if chosen in LAUNCHER_PACKAGES and "could not find 'hydra/launcher/" in str(exc).lower():
+        return f"launcher '{chosen}' is not installed: pip install {LAUNCHER_PACKAGES[chosen]}"
+    return f"launcher '{chosen}': {str(exc).splitlines()[0]}"
+
+
+class _HydraLauncher:
+    """Runs planned cells as the jobs of a Hydra launcher plugin (Hydra's launcher API, as its
+    sweepers use it): the launcher gets one override list per cell and runs :func:`_launched`."""
+
+    def __init__(self, launcher: list[str], jobs: int, results_dir: str, profile: str, extra: list[str]) -> None:
+        self.results_dir = os.path.abspath(results_dir)  # a job's working folder may not be ours (Ray)
+        self.overrides = [*launcher, f"results_dir={self.results_dir}"]
+        self.profile, self.extra = profile, extra
+        self.joblib, self.ray = "hydra/launcher=joblib" in launcher, "hydra/launcher=ray" in launcher
+        self.submitit = any(o.startswith("hydra/launcher=submitit") for o in launcher)
+        if self.joblib and not any(o.startswith("hydra.launcher.n_jobs=") for o in launcher):
+            self.overrides.append(f"hydra.launcher.n_jobs={jobs}")  # --jobs N is joblib's n_jobs
+        self.next_index = 0
+        self._with_launcher(lambda launcher: None)  # refuses an unknown or uninstalled launcher before any work
+
+    def _with_launcher(self, use):
+        """``use(launcher)`` inside a Hydra context: the selected launcher plugin, set up to run
+        :func:`_launched` with the primary config and the launcher overrides."""
+        from hydra import compose as hydra_compose
+        from hydra import initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.plugins import Plugins
+        from hydra.errors import HydraException
+        from hydra.types import HydraContext
+        from vanex.engine.config import conf_dir, hydra_private, searchpath_override
+
+        safe_path = os.environ.get("PYTHONSAFEPATH")
+        os.environ[STUDY_PID] = str(os.getpid())
+        # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
+        # on sys.path: started in a source checkout, they would import its `suite`, not the installed
+        # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="vanex_study"):
+                cfg = hydra_compose("config", [*self.overrides, *searchpath_override()], return_hydra_config=True)
+                context = HydraContext(
+                    config_loader=GlobalHydra.instance().config_loader(), callbacks=hydra_private().Callbacks(cfg)
+                )
+                launcher = Plugins.instance().instantiate_launcher(
+                    hydra_context=context, task_function=_launched, config=cfg
+                )
+                return use(launcher)
+        except HydraException as exc:
+            raise UserError(_launcher_error(self.overrides, exc)) from None
+        finally:
+            if safe_path is None:
+                os.environ.pop("PYTHONSAFEPATH", None)
+            else:
+                os.environ["PYTHONSAFEPATH"] = safe_path
+
+    def __call__(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+        """Outcomes of ``todo``: with the in-process ``basic`` launcher, one launch per cell; with any
+        other, one launch of all cells (the launcher schedules them), each reported as its record appears."""
+        if "hydra/launcher=basic" in self.overrides:
+            with _noting_interrupts() as interrupted:
+                for planned in todo:
+                    outcomes = self._launch([planned])
+                    if interrupted():  # as in a serial study without a launcher
+                        raise KeyboardInterrupt
+                    yield from outcomes
+        elif todo:
+            yield from self._watched(todo)
+
+    def _watched(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
+        """Launch ``todo`` in a thread (a launcher returns only when every job has ended) and yield each
+        finished record as it appears on disk, then the outcomes of the rest (failed, held elsewhere).
+        A record another sweep writes meanwhile is reported here too: its run was trained once all the same."""
+        ended: dict[str, Any] = {}
+
+        def launch() -> None:
+            try:
+                ended["outcomes"] = self._launch(todo)
+            except BaseException as exc:  # re-raised in the caller's thread
+                ended["error"] = exc
+
+        thread = threading.Thread(target=launch, name="vanex-launch", daemon=True)
+        thread.start()
+        reported: set[str] = set()
+        with _stopped_on_interrupt(todo):
+            while True:
+                running = thread.is_alive()  # read before the scan, so nothing written before the end is missed
+                for planned in todo:
+                    if planned.run_id not in reported and (record := _finished_record(planned)) is not None:
+                        reported.add(planned.run_id)
+                        yield planned, record
+                if not running:
+                    break
+                thread.join(timeout=1.0)
+        if "error" in ended:
+            raise ended["error"]
+        yield from ((p, outcome) for p, outcome in ended["outcomes"] if p.run_id not in reported)
+
+    def _launch(self, todo: list[PlannedRun]) -> list[tuple[PlannedRun, dict[str, Any]]]:
+        jobs = [[*r.cell.hydra_overrides(self.profile, self.extra), f"results_dir={self.results_dir}"] for r in todo]
+        with tempfile.TemporaryDirectory(prefix="vanex-sweep-") as scratch:
+            # Hydra's sweep folder holds only empty job folders, except submitit's logs
+            scratch_dirs = [] if self.submitit else [f"hydra.sweep.dir={scratch}"]
+            if self.joblib:
+                scratch_dirs.append(f"hydra.launcher.temp_folder={scratch}")
+            if self.ray:  # Ray puts the driver's working folder first on its workers' sys.path unless a
+                # working_dir is given: run in a source checkout, they would import its `suite`
+                scratch_dirs.append(f"++hydra.launcher.ray.init.runtime_env.working_dir={scratch}")
+            overrides, self.overrides = self.overrides, self.overrides + scratch_dirs
+            try:
+                returns = self._with_launcher(lambda launcher: launcher.launch(jobs, initial_job_idx=self.next_index))
+            finally:
+                self.overrides = overrides
+        self.next_index += len(todo)
+        outcomes = []
+        for planned, job in zip(todo, returns, strict=True):
+            try:
+                outcomes.append((planned, job.return_value))
+            except Exception as exc:  # the job itself failed outside the run (the launcher, the node...)
+                error = f"{type(exc).__name__}: {exc}"
+                outcomes.append((planned, _failed(error)))
+        return outcomes
+
+
+def _wait_for(name: str, claimed: list[PlannedRun], start: float, execute) -> int:
+    """Wait for the runs another sweep holds: each ends finished by it, or, if its lease goes stale
+    (the other sweep died), is claimed and run here. Returns the number of those that failed here."""
+    from vanex.engine.leases import timeout
+
+    if claimed:
+        print(f"study {name}: waiting for {len(claimed)} run(s) another sweep is training", file=sys.stderr)
+    failed, poll = 0, min(5.0, timeout() / 4)
+    while claimed:
+        time.sleep(poll)
+        again = list(execute(claimed))
+        more_failed, claimed = _report_progress(again, len(again), start, quiet_claimed=True)
+        failed += more_failed
+    return failed
+
+
+def _report_progress(results, total: int, start: float, quiet_claimed: bool = False) -> tuple[int, list[PlannedRun]]:
+    """Print one line per finished run; returns (how many failed, the runs another sweep holds)."""
+    failed, claimed = 0, []
+    for i, (planned, record) in enumerate(results, 1):
+        cell = planned.cell
+        where = f"[{i}/{total}] {cell.label} {' '.join(cell.overrides)} seed={cell.seed}"
+        if record["status"] == CLAIMED:
+            claimed.append(planned)
+            if not quiet_claimed:
+                print(f"{where}: claimed by another sweep ({record['holder']}); will wait for it", file=sys.stderr)
+            continue
+        if record["status"] == ELSEWHERE:
+            print(f"{where}: finished by another sweep", file=sys.stderr)
+            continue
+        diagnosis = record.get("diagnosis") or {}
+        verdict = "/".join(diagnosis[part]["verdict"] for part in ("init", "training")) if diagnosis else "-"
+        loss = record["summary"].get("final_train_loss")
+        loss_text = "" if loss is None else f" final_train_loss={loss:.4g}"
+        print(
+            f"{where}: {record['status']} (init/training {verdict})"
+            f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
+            file=sys.stderr,
+        )
+        if record["status"] == "failed":
+            failed += 1
+            print(f"    error: {record['error']}", file=sys.stderr)
+    return failed, claimed

@@ -1,0 +1,310 @@
+"""Record directories (``<results>/<run_id>/run.json`` + tidy ``probes.csv``) and study manifests.
+
+The record is the contract between training and reporting: ``run.json`` carries
+``schema_version``, every setting as a flat dotted key, what the task declares (headline
+metrics, flow metric, chance loss, layers with block index and kind), provenance, summary and
+diagnosis, so a reader never composes a config or imports a task. ``run_id`` hashes the
+training identity only (task settings, the ordered mitigations and their parameters, the
+optimiser, seed, device, threads, numerics); what only observes (probes, diagnosis thresholds,
+profile name, where results go) is not hashed, so changing it orphans no record. A record is
+written into a temporary sibling directory and renamed into place. This module imports no
+torch and no Hydra: the reporter relies on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import errno
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2
+FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
+IDENTITY_PREFIXES = ("task.", "mitigation.", "optim.")  # setting groups that shape training
+IDENTITY_KEYS = ("task", "mitigations", "seed", "device", "threads", "numerics")
+OBSERVING = ("probe.", "diagnosis.", "profile.")  # setting groups that only observe: study-level, not per cell
+STUDIES_DIR = "_studies"
+MANIFEST_KEYS = {"study", "profile", "task", "swept", "diagnosis", "cells"}  # <results>/_studies/<study>-<profile>.json
+
+
+def identity_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a run's numbers."""
+    return {k: v for k, v in settings.items() if k in IDENTITY_KEYS or k.startswith(IDENTITY_PREFIXES)}
+
+
+def run_id(settings: dict[str, Any]) -> str:
+    payload = json.dumps(identity_settings(settings), sort_keys=True)  # "mitigations" stays an ordered list
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def set_label(mitigations: list[str] | tuple[str, ...]) -> str:
+    """How a mitigation set is named everywhere (tables, figures, progress lines): ``relu+he_init``,
+    or ``baseline`` for none."""
+    return "+".join(mitigations) or "baseline"
+
+
+def setting_label(settings: dict[str, Any], keys: list[str]) -> str:
+    """'key=value, ...' of ``keys`` in ``settings``, leaving out those that do not apply (None)."""
+    return ", ".join(f"{k}={settings[k]}" for k in keys if settings.get(k) is not None)
+
+
+def record_dir(results_dir: str | Path, rid: str) -> Path:
+    return Path(results_dir) / rid
+
+
+class OldRecord(Exception):
+    """A run.json of an earlier schema."""
+
+
+# Strict JSON: a non-finite float is written as one of these strings (JSON has no NaN or Infinity)
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+DECODED_SECTIONS = ("summary", "diagnosis", "task_info")  # where such strings are read back as floats
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else "Infinity" if obj > 0 else "-Infinity"
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in NONFINITE:
+        return NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Standard JSON (no NaN/Infinity tokens: JavaScript's JSON.parse and jq read it as written)."""
+    return json.dumps(_encode(obj), indent=2, allow_nan=False) + "\n"
+
+
+def _inside(path: Path) -> bool:
+    """False for a path that is, or goes through, a symbolic link: reads never leave the results folder."""
+    return not any(p.is_symlink() for p in (path, path / "run.json", path / "probes.csv"))
+
+
+def load_run(path: Path) -> dict[str, Any] | None:
+    """The run.json in ``path``, or None if absent, unreadable, malformed or behind a symbolic link;
+    ``OldRecord`` if of an older schema."""
+    if not _inside(path):
+        print(f"vanex: warning: {path} is a symbolic link; not read", file=sys.stderr)
+        return None
+    try:
+        run = json.loads((path / "run.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"vanex: warning: {path / 'run.json'} unreadable ({exc}); treated as missing", file=sys.stderr)
+        return None
+    if not isinstance(run, dict):
+        print(f"vanex: warning: {path / 'run.json'} is not a record; treated as missing", file=sys.stderr)
+        return None
+    if run.get("schema_version") != SCHEMA_VERSION:
+        raise OldRecord(f"{path / 'run.json'}: record schema {run.get('schema_version', 1)}, expected {SCHEMA_VERSION}")
+    return {k: _decode(v) if k in DECODED_SECTIONS else v for k, v in run.items()}
+
+
+def is_finished(results_dir: str | Path, rid: str) -> bool:
+    try:
+        run = load_run(record_dir(results_dir, rid))
+    except OldRecord:
+        return False  # rerun: the new record replaces it
+    return run is not None and run.get("status") in FINISHED
+
+
+_HOST = socket.gethostname().replace(".", "-")
+_TEMP_TAG = f"{_HOST}.{os.getpid()}"  # temporary folders name their owner: .<name>.<host>.<pid>.[old.]<random>
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def atomic_dir(final: Path, fill: Any) -> Path:
+    """Fill a temporary sibling of ``final`` with ``fill(tmp)``, then put it in place in one step.
+
+    An existing ``final`` is exchanged with the new folder atomically and only then removed, so
+    at every instant ``final`` is whole, old or new; concurrent writers of one record each leave
+    a whole record (the last one wins). Where the exchange is unsupported, the old folder is moved
+    aside first and removed after the new one is in place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}.", dir=final.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; records and reports are meant to be shared
+        fill(tmp)
+        for _ in range(100):  # another writer may put a folder in place between our two attempts
+            try:
+                os.rename(tmp, final)  # no folder there yet (or an empty one)
+                return final
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if _exchange(tmp, final):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+                return final
+            aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}.old.", dir=final.parent))
+            try:
+                os.rename(final, aside / final.name)
+            except FileNotFoundError:
+                continue
+            os.rename(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+            return final
+        raise OSError(errno.EBUSY, "could not put the folder in place", str(final))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_stale(folder: str | Path) -> int:
+    """Remove temporary folders left in ``folder`` by vanex processes of this host that no
+    longer run (killed in the middle of a write); returns how many were removed."""
+    removed = 0
+    try:
+        entries = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return 0
+    for path in entries:
+        parts = path.name.split(".")  # "", name, host, pid, ["old",] random
+        if len(parts) < 5:
+            continue
+        host, pid = (parts[-4], parts[-3]) if parts[-2] == "old" else (parts[-3], parts[-2])
+        if host != _HOST or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
+
+
+def write_record(results_dir: str | Path, run: dict[str, Any], rows: list[tuple[int, str, str, float]]) -> Path:
+    """Atomically (re)place the record directory of ``run``."""
+
+    def fill(tmp: Path) -> None:
+        with open(tmp / "probes.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("step", "metric", "layer", "value"))
+            writer.writerows(rows)
+        (tmp / "run.json").write_text(dumps(run))
+
+    return atomic_dir(record_dir(results_dir, run["run_id"]), fill)
+
+
+def read_probes(path: Path) -> list[tuple[int, str, str, float]]:
+    """The rows of a record's probes.csv (``nan``/``inf`` are values, not missing data); ValueError
+    if malformed."""
+    if not _inside(path):
+        raise ValueError("a symbolic link; not read")
+    try:
+        with open(path / "probes.csv", newline="") as f:
+            reader = csv.reader(f)
+            next(reader, None)
+            return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
+    except csv.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def make_manifest(
+    study: str, profile: str, task: str, description: str, runs: list[tuple[str, list[str], int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """What the reporter needs to show a study without composing any config: every cell (run_id,
+    mitigations, seed, settings that shape training), the settings that vary across cells, and the
+    diagnosis thresholds; ``runs`` holds (run_id, mitigations, seed, flat settings) per cell."""
+    cells = [
+        {
+            "run_id": rid,
+            "mitigations": list(m),
+            "seed": seed,
+            "settings": {k: v for k, v in s.items() if not k.startswith(OBSERVING)},
+        }
+        for rid, m, seed, s in runs
+    ]
+    first = runs[0][3] if runs else {}
+    return {
+        "manifest_version": 1,
+        "study": study,
+        "profile": profile,
+        "task": task,
+        "description": description,
+        "swept": varying_settings([c["settings"] for c in cells]),
+        "diagnosis": {k.partition(".")[2]: v for k, v in first.items() if k.startswith("diagnosis.")},
+        "cells": cells,
+    }
+
+
+def manifest_path(results_dir: str | Path, study: str, profile: str) -> Path:
+    return Path(results_dir) / STUDIES_DIR / f"{study}-{profile}.json"
+
+
+def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    path = manifest_path(results_dir, manifest["study"], manifest["profile"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{_TEMP_TAG}.tmp")
+    tmp.write_text(dumps(manifest))
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
+    """Every study manifest of ``profile`` in ``results_dir``, by study name."""
+    out = []
+    for path in sorted((Path(results_dir) / STUDIES_DIR).glob(f"*-{profile}.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"vanex: warning: skipping unreadable manifest {path}: {exc}", file=sys.stderr)
+            continue
+        if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
+            print(f"vanex: warning: skipping {path}: not a study manifest", file=sys.stderr)
+        elif manifest["profile"] == profile:
+            out.append(manifest)
+    return out
+
+
+def varying_settings(settings: list[dict[str, Any]]) -> list[str]:
+    """The swept settings: keys that take several values among cells with the same mitigations
+    (a knob that only follows the mitigation set, e.g. ``task.activation`` under ``relu``, is not; a
+    mitigation's own parameter swept by a study, e.g. ``mitigation.tbptt.window``, is)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in settings:
+        groups.setdefault(repr(s.get("mitigations")), []).append(s)
+    keys = sorted({k for s in settings for k in s if k not in ("seed", "mitigations")})
+    # a key only some cells have (optim.momentum when SGD and Adam cells mix) varies only where it is present
+    return [k for k in keys if any(len({repr(s[k]) for s in group if k in s}) > 1 for group in groups.values())]

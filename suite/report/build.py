@@ -1,0 +1,190 @@
+"""The reporter: records + study manifests -> ``reports/`` (Markdown, HTML, tidy CSVs, figures).
+
+It reads only what ``vanex study`` and the runs wrote, through ``vanex.records.reader``: each
+study's manifest (``<results>/_studies/<study>-<profile>.json``) and each record. It imports
+neither torch nor Hydra nor a task, so a report can be rebuilt anywhere the records are. A
+study's page is the registered report sections that apply to it (``vanex.report.sections``), in
+their order; then the published claims and the provenance of the whole report. A report is built
+in a temporary folder and swapped in whole: no stale figure survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from vanex.errors import UserError
+from vanex.records.reader import adhoc_manifests, read_study, warn
+from vanex.records.store import atomic_dir, dumps, load_manifests, record_dir, set_label
+from vanex.report.sections import report_metrics, sections
+from vanex.report.tables import legend
+
+ID_COLUMNS = ["study", "task", "mitigations", "setting", "seed", "run_id"]
+DIAGNOSIS_COLUMNS = ["status", "init", "training", "training_flags"]
+SUMMARY_IDS = ["run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status"]
+
+
+def tidy_summary(cells: pd.DataFrame, records: dict[str, dict], settings: list[str], profile: str) -> pd.DataFrame:
+    """summary.csv: one numeric value per row. Columns: run_id, profile, git_commit, study, task,
+    mitigations, seed, status, one column per setting swept in any study (the run's own value, so a
+    setting left at its default is written out; empty where it does not apply), metric, value.
+    Verdicts are in diagnosis.csv."""
+    found = cells[cells["status"] != "missing"].assign(profile=profile)
+    found = found.reindex(columns=list(dict.fromkeys([*found.columns, *SUMMARY_IDS])))  # none found: empty
+    for key in settings:
+        found[key] = [records[rid]["settings"].get(key) for rid in found["run_id"]]
+    skip = set(ID_COLUMNS + DIAGNOSIS_COLUMNS + SUMMARY_IDS) | set(settings)
+    numeric = [c for c in found.columns if c not in skip and pd.api.types.is_numeric_dtype(found[c])]
+    ids = SUMMARY_IDS + settings
+    long = found.melt(id_vars=ids, value_vars=numeric, var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    return long.sort_values(["study", "mitigations", *settings, "seed", "metric"], kind="stable").reset_index(drop=True)
+
+
+def report_id(records: dict[str, dict], source: Path) -> str:
+    """A stable id of the records a report summarises: a hash over each record's run_id, status,
+    summary and probe series (not its wall time or host), so the same records give the same id."""
+    digest = hashlib.sha256()
+    for rid in sorted(records):
+        run = records[rid]
+        probes = (record_dir(source, rid) / "probes.csv").read_bytes()
+        entry = [rid, run["status"], run["summary"], hashlib.sha256(probes).hexdigest()]
+        digest.update(dumps(entry).encode())
+    return digest.hexdigest()[:12]
+
+
+def citation(rid: str, profile: str, records: list[dict]) -> str:
+    """The citation text a report prints for itself (README: "Cite a report")."""
+    commits = sorted({str(r["provenance"].get("git_commit") or "unknown")[:12] for r in records})
+    version = sorted({str(r["provenance"].get("vanex")) for r in records})
+    return (
+        f"vanex contributors. vanex report {rid} ({profile} profile, {len(records)} runs), "
+        f"vanex {', '.join(version)}, source commit {', '.join(commits)}. "
+        "Software: vanex, MIT licence; cite the software itself with CITATION.cff."
+    )
+
+
+def _provenance(records: list[dict]) -> tuple[str, str | None]:
+    """(the provenance section, a warning if records come from several source commits)."""
+    keys = ("vanex", "git_commit", "git_dirty", "lock_file_sha256", "torch", "python", "cpu", "threads")
+    lines = []
+    for key in keys:
+        values = Counter(str(r["provenance"].get(key)) for r in records)
+        lines.append(f"- {key}: " + ", ".join(f"{v} ({n} runs)" if len(values) > 1 else v for v, n in values.items()))
+    paths = Counter(
+        str(r["provenance"]["numerics"]["aten_cpu_capability"]) + " / " + str(r["provenance"]["numerics"]["mode"])
+        for r in records
+    )
+    lines.append(
+        "- CPU code path (ATen capability / numerics): " + ", ".join(f"{v} ({n} runs)" for v, n in paths.items())
+    )
+    lines.append("- training wall time: per run in `timing.csv` (the one file that differs between reruns)")
+    sources = Counter((r["provenance"].get("git_commit"), r["provenance"].get("git_dirty")) for r in records)
+    warning = None
+    if len(sources) > 1:
+        listed = "; ".join(f"{c or 'unknown'}{' (dirty)' if d else ''}: {n} runs" for (c, d), n in sources.items())
+        warning = f"records come from {len(sources)} different vanex sources: {listed}"
+    return "\n".join(lines), warning
+
+
+def write_report(results: str, out: str, profile: str, studies: list[str] | None, runs_dir: str | None = None) -> Path:
+    """Write the report of ``profile``'s study manifests in ``results`` (or of every record in
+    ``runs_dir``) to ``out``; returns the path of its ``summary.md``."""
+    if runs_dir is not None:
+        if not Path(runs_dir).is_dir():
+            raise UserError(f"no records directory '{runs_dir}'")
+        manifests, source = adhoc_manifests(runs_dir), Path(runs_dir)
+        if not manifests:
+            raise UserError(f"no records of the current schema in '{runs_dir}'")
+    else:
+        if not Path(results).is_dir():
+            raise UserError(f"no records directory '{results}'; run `vanex study NAME` (or `nox`) first")
+        manifests, source = load_manifests(results, profile), Path(results)
+        if not manifests:
+            raise UserError(
+                f"no study manifests for profile '{profile}' in '{results}/_studies'; "
+                f"run `vanex study NAME --profile {profile}` first"
+            )
+    names = [m["study"] for m in manifests]
+    for s in studies or []:
+        if s not in names:
+            raise UserError(
+                f"no manifest for study '{s}' (profile {profile}); studies with records: {', '.join(names)}"
+            )
+    manifests = [m for m in manifests if not studies or m["study"] in studies]
+    path = atomic_dir(Path(out), lambda tmp: _write(tmp, manifests, source, profile)) / "summary.md"
+    print(f"report: {path}", file=sys.stderr)
+    return path
+
+
+def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
+    """Claims read study manifests; an ad-hoc ``--runs`` report has none."""
+    return all(m["profile"] != "runs" for m in manifests)
+
+
+def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
+    from vanex.report.figures import set_styles
+    from vanex.report.html import write_html
+
+    with_claims = runs_dir_is_study(source, manifests)
+    if with_claims:
+        from vanex.report.claims import cell_claims, claims_frame, claims_markdown, evaluate_all
+    set_styles(sorted({set_label(c["mitigations"]) for m in manifests for c in m["cells"]}))
+    metrics, page = report_metrics(), sections()
+    all_cells, all_records, parts, skipped = [], {}, [], 0
+    for manifest in manifests:
+        study = read_study(manifest, source, metrics)
+        if with_claims:
+            study.cell_claims = cell_claims(manifest)
+        all_cells.append(study.cells)
+        all_records.update(study.records)
+        skipped += study.old
+        parts.append(f"## Study `{study.name}` (task `{manifest['task']}`)\n")
+        if manifest.get("description"):
+            parts.append(manifest["description"] + "\n")
+        for section in page:
+            if section.applies(study):
+                parts.extend(section.write(study, out))
+    cells = pd.concat(all_cells, ignore_index=True)
+    settings = sorted({k for m in manifests for k in m["swept"]})
+    tidy_summary(cells, all_records, settings, profile).to_csv(out / "summary.csv", index=False)
+    found = cells[cells["status"] != "missing"]
+    found[[c for c in ID_COLUMNS + DIAGNOSIS_COLUMNS if c in found]].to_csv(out / "diagnosis.csv", index=False)
+    records = [all_records[rid] for rid in sorted(all_records)]
+    timing = [(r["run_id"], r["seed"], r["provenance"]["wall_time_s"]) for r in records]
+    pd.DataFrame(timing, columns=["run_id", "seed", "wall_time_s"]).to_csv(out / "timing.csv", index=False)
+    rid = report_id(all_records, source)
+    header = [
+        f"# vanex report {rid} ({profile} profile)\n",
+        f"Generated by `vanex report` from the records in `{source}/`; regenerate with `nox`. "
+        f"Do not edit by hand. Report id `{rid}` is a hash of the {len(records)} records it summarises "
+        "(their settings, status, summary and probe series): the same records give the same id.\n",
+        f"**Cite this report:** {citation(rid, profile, records)}\n",
+        legend(manifests[0]["diagnosis"]),
+    ]
+    provenance, mixed = _provenance(records) if records else ("no records", None)
+    if mixed:
+        header.append(f"**Warning: {mixed}.**\n")
+        warn(mixed)
+    if with_claims:
+        claims = evaluate_all(source, profile)
+        claims_frame(claims).to_csv(out / "claims.csv", index=False)
+        parts.append("## Published claims\n")
+        parts.append(
+            "Each claim is judged on every seed of the cells it reads (`vanex claims` prints the same), "
+            "then again at half and double the learning rate where those cells ran: **fragile** means the "
+            "verdict flips there. A claim the records contradict stays, marked ✗.\n"
+        )
+        parts.append(claims_markdown(claims) + "\n")
+    parts.append("## Provenance\n")
+    parts.append(provenance + "\n")
+    text = "\n".join(header + parts)
+    (out / "summary.md").write_text(text)
+    write_html(text, out, title=f"vanex report {rid}")
+    missing = int((cells["status"] == "missing").sum())
+    if skipped:
+        warn(f"{skipped} records of an older schema were skipped (shown as missing); rerun their studies")
+    print(f"report: {len(records)} records, {missing} cells missing", file=sys.stderr)

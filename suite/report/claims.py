@@ -1,0 +1,275 @@
+"""Published claims, checked against the records: the claims registry and its judge.
+
+A claim is a registered class (``@CLAIMS.register("name")`` in a module named by a ``vanex.claims``
+entry point, torch-free; the built-in ones come the same way) naming its paper, the figure or
+table, the statement, the study it reads, the cell groups it needs (``Cells``: a mitigation list
+and settings that must match), the probe metrics its predicate reads (``metrics``) and a predicate
+over those groups. ``evaluate`` judges it on every seed of each group (a claim rests on the
+distribution: all-seed agreement or a confidence interval, never one run), then again with the
+learning rate halved and doubled where those cells were run:
+
+- ``✓``: holds at the study's setting and at every neighbour that ran;
+- ``fragile``: holds at one setting and not at another of the neighbourhood;
+- ``✗``: fails at the setting and at every neighbour that ran;
+- ``not run``: a group has fewer than two finished seeds (its study, profile or cells are missing).
+
+The neighbourhood column says which neighbours ran, so a ✓ checked at ×0.5 and ×2 is never confused
+with one whose neighbours were not run. Like the reporter, this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from vanex.errors import UserError
+from vanex.records.reader import FINISHED, StudyData, read_study
+from vanex.records.store import manifest_path
+from vanex.registry import CLAIMS
+from vanex.report.tables import markdown_table
+from vanex.science.stats import TRAINED_FRACTION, t_interval
+
+STATUSES = ("✓", "fragile", "✗", "not run")
+MIN_SEEDS = 2
+
+
+@dataclass(frozen=True)
+class Cells:
+    """One cell group of a study: its ordered mitigations and the settings that must match."""
+
+    mitigations: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def matches(self, cell: dict[str, Any]) -> bool:
+        if tuple(cell["mitigations"]) != tuple(self.mitigations):
+            return False
+        return all(_same(cell["settings"].get(k), v) for k, v in self.settings.items())
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+class Group:
+    """The finished seeds of one cell group: summary metrics, verdicts and probe rows per seed."""
+
+    def __init__(self, rows: pd.DataFrame, probes: pd.DataFrame) -> None:
+        self.rows, self.probes = rows.reset_index(drop=True), probes
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def values(self, metric: str) -> np.ndarray:
+        """One value per seed; a diverged seed (no finite value) is +inf: worse than any loss."""
+        col = pd.to_numeric(self.rows.get(metric, pd.Series(np.nan, index=self.rows.index)), errors="coerce")
+        out = col.to_numpy(dtype=float)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    def verdicts(self, part: str = "training") -> list[str]:
+        return [str(v) for v in self.rows.get(part, pd.Series(["n/a"] * len(self.rows)))]
+
+    def step0(self, metric: str) -> list[pd.Series]:
+        """Per seed, the step-0 probe series ``metric`` indexed by layer (or time step)."""
+        out = []
+        for rid in self.rows["run_id"]:
+            rows = self.probes[(self.probes["run_id"] == rid) & (self.probes["metric"] == metric)]
+            rows = rows[rows["step"] == rows["step"].min()] if not rows.empty else rows
+            out.append(rows.set_index("layer")["value"])
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    holds: bool
+    numbers: str  # the numbers behind the verdict, one short line
+
+
+class Claim:
+    """Base class of a published claim; subclasses fill the class attributes and ``predicate``."""
+
+    name: ClassVar[str]
+    paper: ClassVar[str]  # authors, year, short title
+    where: ClassVar[str]  # figure, table or section
+    statement: ClassVar[str]  # what the paper says, one sentence
+    study: ClassVar[str]  # the study whose manifest and records it reads
+    cells: ClassVar[dict[str, Cells]]  # named groups the predicate reads
+    metrics: ClassVar[tuple[str, ...]] = ()  # probe series the predicate reads (Group.step0)
+    neighbourhood: ClassVar[str | None] = "optim.lr"  # re-checked at x0.5 and x2 (None: not applicable)
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        raise NotImplementedError
+
+
+@dataclass
+class Result:
+    name: str
+    paper: str
+    where: str
+    statement: str
+    status: str
+    numbers: str
+    neighbourhood: str
+
+
+# -- statistics for predicates -------------------------------------------------------------------
+
+
+def less(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> bool:
+    """True when a is smaller than b beyond doubt: a's worst seed beats b's best (all-seed
+    agreement), or, all finite, the Welch confidence interval of mean(a) - mean(b) lies below 0."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.max() < b.min():
+        return True
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return False
+    from scipy import stats
+
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return bool(a.mean() < b.mean())
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return bool(a.mean() - b.mean() + stats.t.ppf(0.5 + level / 2, df) * se < 0)
+
+
+def fmt(x: np.ndarray) -> str:
+    """'0.412±0.031 (n=5)': mean and 95% t half-width; diverged seeds are counted, not averaged."""
+    x = np.asarray(x, dtype=float)
+    finite = x[np.isfinite(x)]
+    bad = f", {len(x) - len(finite)} diverged" if len(finite) < len(x) else ""
+    if len(finite) == 0:
+        return f"all {len(x)} diverged"
+    mean, low, high = t_interval(finite)
+    spread = f"±{high - mean:.3g}" if math.isfinite(high) else ""
+    return f"{mean:.3g}{spread} (n={len(x)}{bad})"
+
+
+def count(verdicts: list[str], accepted: set[str]) -> str:
+    return f"{sum(v in accepted for v in verdicts)}/{len(verdicts)}"
+
+
+def trains(g: Group, fraction: float = TRAINED_FRACTION) -> bool:
+    """Every seed trained (``vanex.science.stats.trained``; a claim may name a stricter ``fraction``)."""
+    return bool((g.values("loss_vs_chance") < fraction).all())
+
+
+def stalls(g: Group) -> bool:
+    """Every seed is diagnosed stalled or diverged (learned nothing)."""
+    return all(v in ("stalled", "diverged") for v in g.verdicts())
+
+
+# -- the judge -----------------------------------------------------------------------------------
+
+
+class _Study:
+    """One study's records under a profile, read once, as the claims see them."""
+
+    def __init__(self, results: Path, name: str, profile: str) -> None:
+        path = manifest_path(results, name, profile)
+        self.missing = None if path.is_file() else f"no manifest {path} (run `vanex study {name}`)"
+        if self.missing:
+            return
+        manifest = json.loads(path.read_text())
+        metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
+        self.data: StudyData = read_study(manifest, results, metrics)
+
+    def group(self, cells: Cells) -> Group | None:
+        ids = [c["run_id"] for c in self.data.manifest["cells"] if cells.matches(c)]
+        rows = self.data.cells[self.data.cells["run_id"].isin(ids) & self.data.cells["status"].isin(FINISHED)]
+        if len(rows) < MIN_SEEDS:
+            return None
+        return Group(rows, self.data.probes)
+
+    def setting(self, cells: Cells, key: str) -> Any:
+        matching = [c["settings"].get(key) for c in self.data.manifest["cells"] if cells.matches(c)]
+        return matching[0] if len({repr(v) for v in matching}) == 1 else None
+
+
+def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | str:
+    """The predicate's outcome, or the name of a group with fewer than ``MIN_SEEDS`` finished seeds."""
+    groups = {name: study.group(c) for name, c in cells.items()}
+    for name, g in groups.items():
+        if g is None:
+            return name
+    return claim.predicate(groups)
+
+
+def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None = None) -> Result:
+    cache = {} if cache is None else cache
+    key = (str(results), claim.study, profile)
+    if key not in cache:
+        cache[key] = _Study(Path(results), claim.study, profile)
+    study = cache[key]
+
+    def result(status: str, numbers: str, neighbourhood: str) -> Result:
+        return Result(claim.name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
+
+    if study.missing:
+        return result("not run", study.missing, "–")
+    base = _judge(claim, study, claim.cells)
+    if isinstance(base, str):
+        where = f"study {claim.study}, profile {profile}"
+        return result("not run", f"cell group '{base}' has fewer than {MIN_SEEDS} finished seeds ({where})", "–")
+    if claim.neighbourhood is None:
+        return result("✓" if base.holds else "✗", base.numbers, "n/a (at initialisation)")
+    k = claim.neighbourhood
+    values = {study.setting(c, k) for c in claim.cells.values()}
+    if len(values) != 1 or not isinstance(next(iter(values)), (int, float)):
+        return result("✓" if base.holds else "✗", base.numbers, f"not run ({k} differs across groups)")
+    center = float(next(iter(values)))
+    ran = []
+    for factor in (0.5, 2.0):
+        shifted = {n: Cells(c.mitigations, {**c.settings, k: center * factor}) for n, c in claim.cells.items()}
+        outcome = _judge(claim, study, shifted)
+        if isinstance(outcome, Outcome):
+            ran.append((factor, outcome))
+    agree = all(o.holds == base.holds for _, o in ran)
+    status = ("✓" if base.holds else "✗") if agree else "fragile"
+    if not ran:
+        return result(status, base.numbers, f"not run in this profile ({k} ×0.5, ×2)")
+    detail = "; ".join(f"×{f:g} {'✓' if o.holds else '✗'}: {o.numbers}" for f, o in ran)
+    missing = [f"×{f:g}" for f in (0.5, 2.0) if f not in dict(ran)]
+    return result(status, base.numbers, detail + (f"; {', '.join(missing)} not run" if missing else ""))
+
+
+def evaluate_all(results: str | Path, profile: str, names: list[str] | None = None) -> list[Result]:
+    known = CLAIMS.names()
+    for name in names or []:
+        if name not in known:
+            raise UserError(f"unknown claim '{name}'; valid claims: {', '.join(known)}")
+    cache: dict = {}
+    return [evaluate(CLAIMS.get(n)(), results, profile, cache) for n in (names or known)]
+
+
+def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """run_id -> the registered claims whose cell groups (at the claim's own settings, not the
+    learning-rate neighbourhood) include that cell of ``manifest``."""
+    out: dict[str, list[str]] = {}
+    for name in CLAIMS.names():
+        claim = CLAIMS.get(name)
+        if claim.study != manifest["study"]:
+            continue
+        for cell in manifest["cells"]:
+            if any(c.matches(cell) for c in claim.cells.values()):
+                out.setdefault(cell["run_id"], []).append(name)
+    return out
+
+
+def claims_frame(results: list[Result]) -> pd.DataFrame:
+    return pd.DataFrame([r.__dict__ for r in results])
+
+
+def claims_markdown(results: list[Result]) -> str:
+    """The claims table of a report: status, paper, statement and the numbers behind it."""
+    header = ["claim", "paper", "where", "statement", "status", "numbers", "lr ×0.5 / ×2"]
+    rows = [[r.name, r.paper, r.where, r.statement, f"**{r.status}**", r.numbers, r.neighbourhood] for r in results]
+    counts = ", ".join(f"{s} {sum(r.status == s for r in results)}" for s in STATUSES)
+    return f"{counts}.\n\n" + markdown_table(header, rows)

@@ -1,0 +1,165 @@
+"""``vanex compare A B``: what moved between two result sets or reports.
+
+A and B are each a report folder (``summary.csv``, ``tables/``, ``claims.csv``, as ``vanex
+report`` writes them) or a results folder with study manifests, which is reported first (into a
+temporary folder; nothing is written beside it). The comparison, per metric as ``TOLERANCES``
+declares:
+
+- ``exact``: step-0 values (the untrained network's gradient ratio) must be equal run by run:
+  under pinned numerics a rerun on the same machine kind reproduces them bit for bit;
+- ``ci_overlap`` (every other metric): per cell, the two 95% confidence intervals of the mean over
+  seeds must overlap; a cell with one seed has no interval and must match exactly; a value that is
+  a word (diverged, underflow, not applicable) must be the same word;
+- per cell the counts of seeds completed / diverged / failed must be equal, and per claim its status.
+
+Runs or cells present on one side only are listed too. Exit 0 when nothing moved, 1 when
+something did, 2 on bad input. Torch-free, like the reporter.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from vanex.errors import UserError
+
+TOLERANCES = {"grad_ratio_init": "exact", "init_log10_grad_ratio": "exact"}  # default: ci_overlap
+COUNTS = ("completed", "diverged", "failed")
+
+
+@dataclass(frozen=True)
+class Side:
+    label: str
+    summary: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    claims: pd.DataFrame
+
+
+def tolerance(metric: str) -> str:
+    return TOLERANCES.get(metric, "ci_overlap")
+
+
+def load(path: str, profile: str, scratch: Path) -> Side:
+    """A report folder as it is, or a results folder reported into ``scratch`` first."""
+    folder = Path(path)
+    if (folder / "summary.csv").is_file() and (folder / "tables").is_dir():
+        report = folder
+    elif (folder / "_studies").is_dir():
+        from vanex.report.build import write_report
+
+        report = write_report(str(folder), str(scratch / folder.name), profile, None).parent
+    else:
+        raise UserError(
+            f"'{path}' is neither a report (summary.csv and tables/, from `vanex report`) nor a results "
+            "folder with study manifests (_studies/, from `vanex study`)"
+        )
+    tables = {
+        p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(report.glob("tables/*.csv"))
+    }
+    claims_path = report / "claims.csv"
+    claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame(columns=["name", "status"])
+    return Side(path, pd.read_csv(report / "summary.csv"), tables, claims)
+
+
+def _equal(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _runs(a: Side, b: Side) -> list[str]:
+    """Step-0 metrics, exactly, run by run; runs on one side only."""
+    moved = []
+    key = ["run_id", "metric"]
+    left, right = a.summary.set_index(key)["value"], b.summary.set_index(key)["value"]
+    only_a = sorted(set(a.summary["run_id"]) - set(b.summary["run_id"]))
+    only_b = sorted(set(b.summary["run_id"]) - set(a.summary["run_id"]))
+    for label, ids in ((a.label, only_a), (b.label, only_b)):
+        if ids:
+            moved.append(f"runs only in {label}: {len(ids)} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")
+    exact = [m for m in sorted(set(a.summary["metric"])) if tolerance(m) == "exact"]
+    for (rid, metric), value in left.items():
+        if metric in exact and (rid, metric) in right.index and not _equal(float(value), float(right[(rid, metric)])):
+            moved.append(f"run {rid} {metric}: {value!r} -> {right[(rid, metric)]!r} (exact)")
+    status_a = a.summary.drop_duplicates("run_id").set_index("run_id")["status"]
+    status_b = b.summary.drop_duplicates("run_id").set_index("run_id")["status"]
+    for rid in sorted(set(status_a.index) & set(status_b.index)):
+        if status_a[rid] != status_b[rid]:
+            moved.append(f"run {rid} status: {status_a[rid]} -> {status_b[rid]}")
+    return moved
+
+
+def _cell_key(frame: pd.DataFrame) -> pd.Series:
+    """A cell's settings as one label; a setting that does not apply to the cell (empty) reads "–"."""
+    settings = list(frame.columns[: list(frame.columns).index("seeds")])
+    return frame[settings].map(lambda v: "–" if pd.isna(v) else str(v)).agg(", ".join, axis=1)
+
+
+def _metric_moved(metric: str, x: pd.Series, y: pd.Series) -> str | None:
+    """Why one metric of one cell moved, or None."""
+    note_x, note_y = str(x[f"{metric}_note"] or ""), str(y[f"{metric}_note"] or "")
+    note_x, note_y = ("" if n == "nan" else n for n in (note_x, note_y))
+    if note_x or note_y:
+        return None if note_x == note_y else f"{note_x or 'a number'} -> {note_y or 'a number'}"
+    mean_x, mean_y = float(x[f"{metric}_mean"]), float(y[f"{metric}_mean"])
+    if tolerance(metric) == "exact" or math.isnan(x[f"{metric}_ci_low"]) or math.isnan(y[f"{metric}_ci_low"]):
+        return None if _equal(mean_x, mean_y) else f"{mean_x:.6g} -> {mean_y:.6g} (exact)"
+    lo_x, hi_x, lo_y, hi_y = (float(v[f"{metric}_{e}"]) for v in (x, y) for e in ("ci_low", "ci_high"))
+    if hi_x < lo_y or hi_y < lo_x:
+        return (
+            f"{mean_x:.4g} [{lo_x:.4g}, {hi_x:.4g}] -> {mean_y:.4g} [{lo_y:.4g}, {hi_y:.4g}] (95% CIs do not overlap)"
+        )
+    return None
+
+
+def _cells(a: Side, b: Side) -> list[str]:
+    moved = []
+    for study in sorted(set(a.tables) | set(b.tables)):
+        if study not in a.tables or study not in b.tables:
+            moved.append(f"study {study} only in {a.label if study in a.tables else b.label}")
+            continue
+        left, right = (t.set_index(_cell_key(t)) for t in (a.tables[study], b.tables[study]))
+        for cell in left.index.difference(right.index).union(right.index.difference(left.index)):
+            moved.append(f"{study} [{cell}] only in {a.label if cell in left.index else b.label}")
+        metrics = [c[: -len("_mean")] for c in left.columns if c.endswith("_mean") and c in right.columns]
+        for cell in left.index.intersection(right.index):
+            x, y = left.loc[cell], right.loc[cell]
+            for count in COUNTS:
+                if int(x[count]) != int(y[count]):
+                    moved.append(f"{study} [{cell}] {count}: {int(x[count])} -> {int(y[count])}")
+            for metric in metrics:
+                why = _metric_moved(metric, x, y)
+                if why:
+                    moved.append(f"{study} [{cell}] {metric}: {why}")
+    return moved
+
+
+def _claims(a: Side, b: Side) -> list[str]:
+    left, right = (dict(zip(s.claims["name"], s.claims["status"], strict=True)) for s in (a, b))
+    return [
+        f"claim {name}: {left.get(name, 'absent')} -> {right.get(name, 'absent')}"
+        for name in sorted(set(left) | set(right))
+        if left.get(name) != right.get(name)
+    ]
+
+
+def compare(a: str, b: str, profile: str) -> list[str]:
+    """Everything that moved from ``a`` to ``b``, one line each (empty: nothing moved)."""
+    with tempfile.TemporaryDirectory(prefix="vanex-compare-") as scratch:
+        left = load(a, profile, Path(scratch) / "a")
+        right = load(b, profile, Path(scratch) / "b")
+    return _runs(left, right) + _cells(left, right) + _claims(left, right)
+
+
+def main(a: str, b: str, profile: str) -> int:
+    moved = compare(a, b, profile)
+    for line in moved:
+        print(line)
+    tolerances = "exact for " + ", ".join(sorted(TOLERANCES)) + "; 95% CI overlap for every other metric"
+    if moved:
+        print(f"compare: {len(moved)} differences between {a} and {b} ({tolerances})", file=sys.stderr)
+        return 1
+    print(f"compare: nothing moved between {a} and {b} ({tolerances})", file=sys.stderr)
+    return 0

@@ -1,0 +1,265 @@
+"""The tables of a study: one row per cell with every swept setting, seed counts, means with 95%
+Student-t confidence intervals, both diagnosis parts with the numbers they rest on and the claims
+that read the cell (``cell_frame``: the CSV), shown as Markdown (``study_table``) and as a LaTeX
+booktabs table (``study_latex``, pandas Styler), each with the caption that says what every column
+and word means; and the learning-rate table. ``markdown_table`` is the one writer of Markdown tables."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from vanex.science.stats import LEVEL, t_interval
+
+NOT_A_NUMBER = {
+    "zero": "the first layer's (or time step's) gradient norm is exactly 0, from float32 underflow or by "
+    "construction (truncated BPTT, a zero-initialised branch), so the log10 ratio is -inf (k/n: in k of n seeds)",
+    "diverged": "every completed seed diverged (non-finite loss), so there is no value to average",
+    "not applicable": "the cell's task does not measure this metric, or no record of the cell was found",
+}
+INIT_METRIC = "init_log10_grad_ratio"  # the step-0 flow, as a log10 ratio (mean and CI are taken in decades)
+
+
+def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """Mean and CI of one metric over a cell's completed seeds, or the word saying why there is none."""
+    out: dict[str, Any] = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "note": ""}
+    if metric not in done:
+        return {**out, "note": "not applicable"}
+    completed = done[done["status"] == "completed"]
+    values = pd.to_numeric(completed[metric], errors="coerce").dropna().to_numpy(dtype=float)
+    if metric == INIT_METRIC:  # a step-0 value exists for diverged seeds too
+        values = pd.to_numeric(done[metric], errors="coerce").dropna().to_numpy(dtype=float)
+    under = int(np.isneginf(values).sum())
+    if under:
+        return {**out, "n": len(values), "note": f"zero ({under}/{len(values)})"}
+    values = values[np.isfinite(values)]
+    if not len(values):
+        diverged = (done["status"] == "diverged").any() and completed.empty
+        return {**out, "note": "diverged" if diverged else "not applicable"}
+    mean, low, high = t_interval(values)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values), "note": ""}
+
+
+def _majority(values: pd.Series) -> tuple[str, int, str]:
+    """(most common verdict, its count, the others as 'verdict count, ...')."""
+    counts = Counter(v for v in values.dropna() if v)
+    if not counts:
+        return "", 0, ""
+    (verdict, count), *rest = counts.most_common()
+    return verdict, count, ", ".join(f"{v} {c}" for v, c in rest)
+
+
+def cell_frame(
+    cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str], claims: dict[str, list[str]] | None = None
+) -> pd.DataFrame:
+    """One row per cell (mitigation set x swept settings): every swept setting as its own column,
+    how many seeds completed / diverged / failed / are missing, for the step-0 log10 gradient ratio and
+    each headline metric the mean over completed seeds with its 95% Student-t interval (``<m>_mean``,
+    ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_n``, and ``<m>_note`` when there is no number), both diagnosis
+    parts (majority verdict, its count, the others, the median log10 ratio), and the claims that read the
+    cell (``claims``: run_id -> claim names)."""
+    swept, claims = manifest["swept"], claims or {}
+    metrics = list(dict.fromkeys((INIT_METRIC, *headline)))
+    rows = []
+    for _, group in cells.groupby(["mitigations", "setting"], sort=False):
+        status = Counter(group["status"])
+        row: dict[str, Any] = {"mitigations": group["mitigations"].iloc[0]}
+        row.update({k: group[k].iloc[0] for k in swept})
+        row.update(
+            seeds=len(group),
+            completed=status["completed"],
+            diverged=status["diverged"],
+            failed=status["failed"],
+            missing=status["missing"],
+        )
+        done = group[group["status"].isin(["completed", "diverged"])]
+        for metric in metrics:
+            row.update({f"{metric}_{k}": v for k, v in _metric_stats(done, metric).items()})
+        for part, ratio in (("init", INIT_METRIC), ("training", "late_log10_grad_ratio")):
+            verdict, count, others = _majority(done[part]) if part in done else ("", 0, "")
+            ratios = pd.to_numeric(done[ratio], errors="coerce").dropna() if ratio in done else pd.Series([])
+            row.update(
+                {
+                    part: verdict,
+                    f"{part}_count": count,
+                    f"{part}_others": others,
+                    f"{part}_median_log10_ratio": float(ratios.median()) if len(ratios) else math.nan,
+                }
+            )
+        names = sorted({c for rid in group["run_id"] for c in claims.get(rid, [])})
+        row["claims"] = "; ".join(names)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def setting_text(v: Any) -> str:
+    """A setting as a table shows it: – where it does not apply, 35 rather than 35.0 (a column with
+    gaps is float)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return str(v)
+
+
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return "-inf" if v < 0 else "inf" if v > 0 else "NaN"
+    return f"{v:.3g}"
+
+
+def _shown(row: pd.Series, metric: str) -> str:
+    """'mean [low, high]' or the word for what is not a number."""
+    if row[f"{metric}_note"]:
+        return row[f"{metric}_note"]
+    text = _number(row[f"{metric}_mean"])
+    if math.isnan(row[f"{metric}_ci_low"]):
+        return f"{text} (1 seed)"
+    return f"{text} [{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"
+
+
+def _verdict_text(row: pd.Series, part: str, n: int) -> str:
+    if not row[part]:
+        return "not applicable"
+    others = f" ({row[f'{part}_others']})" if row[f"{part}_others"] else ""
+    median = row[f"{part}_median_log10_ratio"]
+    return f"{row[part]} {row[f'{part}_count']}/{n}{others}; {_number(median)}"
+
+
+def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> pd.DataFrame:
+    """The table a reader sees (Markdown and LaTeX): strings, one column per swept setting."""
+    metrics = list(dict.fromkeys((INIT_METRIC, *headline)))
+    shown = []
+    for _, row in frame.iterrows():
+        n = int(row["completed"] + row["diverged"])
+        out = {"mitigations": row["mitigations"]}
+        out.update({k: setting_text(row[k]) for k in manifest["swept"]})
+        out["n (done/div/fail)"] = f"{n}/{int(row['diverged'])}/{int(row['failed'])}" + (
+            f" ({int(row['missing'])} missing)" if row["missing"] else ""
+        )
+        out["log10 init ratio"] = _shown(row, INIT_METRIC)
+        out["init verdict; median"] = _verdict_text(row, "init", n)
+        out.update({m: _shown(row, m) for m in metrics[1:]})
+        out["training verdict; median later-half log10 ratio"] = _verdict_text(row, "training", n)
+        out["claims"] = row["claims"] or "–"
+        shown.append(out)
+    return pd.DataFrame(shown)
+
+
+def caption(manifest: dict[str, Any]) -> str:
+    """What every number in a study table means (Markdown; the LaTeX table carries it too)."""
+    return (
+        f"Study `{manifest['study']}`, {manifest['profile']} profile. One row per cell: the mitigation set and every "
+        "swept setting (written out even where it equals the task's default; – where it does not apply). "
+        "*n (done/div/fail)*: seeds that finished (completed or diverged) / diverged / failed. "
+        "Numbers are the mean over "
+        f"the completed seeds with its {LEVEL:.0%} confidence interval in brackets (Student t with n−1 degrees of "
+        "freedom: mean ± t·s/√n; with few seeds it can reach past a metric's range); "
+        "the step-0 log10 ratio is averaged over every finished seed, diverged ones "
+        "included. Verdicts: the majority verdict, its count out of n (others in brackets), then the median log10 "
+        "ratio. Words: " + "; ".join(f"*{k}*: {v}" for k, v in NOT_A_NUMBER.items()) + "."
+    )
+
+
+def study_table(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
+    """The Markdown study table with its caption."""
+    return caption(manifest) + "\n\n" + frame_markdown(display_frame(frame, manifest, headline))
+
+
+ASCII = str.maketrans({"–": "--", "−": "-", "·": " ", "√": "sqrt ", "±": "+/-", "≤": "<=", "≥": ">=", "×": "x"})
+LATEX_SPECIAL = str.maketrans({c: "\\" + c for c in "_%&#$"} | {"\\": r"\textbackslash{}", "`": "", "*": ""})
+
+
+def study_latex(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
+    """The study table as a LaTeX booktabs table (pandas Styler), caption included; plain ASCII, so it
+    compiles under pdflatex without extra packages beyond booktabs."""
+    shown = display_frame(frame, manifest, headline).map(lambda v: str(v).translate(ASCII))
+    shown.columns = [c.translate(ASCII) for c in shown.columns]
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    return styler.to_latex(
+        hrules=True,
+        caption=caption(manifest).translate(ASCII).translate(LATEX_SPECIAL),
+        label=f"tab:{manifest['study']}",
+        column_format="l" * len(shown.columns),
+        environment="table*",
+        position_float="centering",
+    )
+
+
+def legend(t: dict[str, float]) -> str:
+    van, exp = f"1e-{t['vanishing_orders']:g}", f"1e{t['exploding_orders']:g}"
+    return (
+        "Each study table has its caption; in all of them *init* is the gradient flow of the untrained network, "
+        "from the step-0 ratio of the first "
+        f"to the last hidden layer's (or time step's) gradient norm: vanishing (≤ {van}), exploding (≥ {exp}) or "
+        "stable. *training* is what happened while training, in order of "
+        "precedence: diverged (non-finite values), stalled (final training loss at or above "
+        f"{t['stall_fraction']:.0%} of the task's chance loss), exploding (ratio ≥ {exp} or global gradient norm "
+        f"above {t['exploding_grad_norm']:g} at a sampled step after step 0, or grown "
+        f"{10 ** t['exploding_growth_orders']:g}× over the later half), vanishing (ratio ≤ {van} over the later "
+        f"half), dead_units (≥ {t['dead_fraction']:.0%} of ReLU units dead), else healthy (inconclusive without "
+        "evidence). *claims*: the published claims (section below) that read the cell at its own learning rate.\n"
+    )
+
+
+def _finite_mean(values: pd.Series) -> float:
+    """Mean over seeds where a diverged seed (no finite value) counts as infinitely bad."""
+    values = pd.to_numeric(values, errors="coerce")
+    return math.inf if values.isna().any() or not values.map(math.isfinite).all() else float(values.mean())
+
+
+def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str | None:
+    """Learning rate tuned per mitigation set (DeepOBS / AlgoPerf practice): for every cell group
+    swept over ``optim.lr`` on one shared grid, the mean held-out ``metric`` at each learning rate
+    and the one that won. A seed that diverged or has no value counts as infinitely bad. ``None``
+    when the study sweeps no learning rate."""
+    key = "optim.lr"
+    if key not in manifest["swept"] or metric not in cells:
+        return None
+    others = [k for k in manifest["swept"] if k != key]
+    done = cells[cells["status"] != "missing"]
+    groups = [(name, g) for name, g in done.groupby(["mitigations", *others], sort=False) if g[key].nunique() > 1]
+    if not groups:
+        return None
+    lrs = sorted({lr for _, g in groups for lr in g[key]})
+    header = ["mitigations", *others, *(f"lr {lr:g}" for lr in lrs), "tuned lr"]
+    lines = []
+    for name, group in groups:
+        name = name if isinstance(name, tuple) else (name,)
+        scores = {lr: _finite_mean(g[metric]) for lr, g in group.groupby(key)}
+        best = min(scores, key=lambda lr: (scores[lr], lr))
+        row = [setting_text(v) for v in name]
+        for lr in lrs:
+            n = int((group[key] == lr).sum())
+            text = "–" if lr not in scores else ("diverged" if math.isinf(scores[lr]) else f"{scores[lr]:.3f}")
+            row.append(text if lr not in scores else f"{text} ({n})")
+        row.append(f"**{best:g}**" if math.isfinite(scores[best]) else "none finite")
+        lines.append(row)
+    caption = (
+        f"Learning rate per mitigation set: mean held-out `{metric}` over seeds (number of seeds in brackets) "
+        "at each learning rate of the shared grid, and the one that wins; a diverged seed counts as infinitely bad "
+        "(*diverged*: a seed at that rate diverged or has no value; *none finite*: so at every rate; "
+        "– : not run at that rate). "
+        "The table above compares every set at each fixed learning rate; this one at its own best.\n"
+    )
+    return caption + "\n" + markdown_table(header, lines)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown pipe table (the one writer of them): floats to three significant digits, a '|'
+    inside a cell written as '/'."""
+
+    def cell(v: Any) -> str:
+        return (f"{v:.3g}" if isinstance(v, float) else str(v)).replace("|", "/")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A data frame as a Markdown table."""
+    return markdown_table(list(frame.columns), [list(row) for row in frame.itertuples(index=False)])
