@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -195,13 +196,23 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     env = install_example("vanex-agc", tmp_path / "site")
     listing = vanex("list", env=env)
     assert listing.returncode == 0, listing.stderr
-    assert "  agc " in listing.stdout and "  agc_mlp" in listing.stdout
-    results = tmp_path / "results"
+    # a mitigation, a probe, a claim, a report section and a study, each credited to the plugin
+    for name in ("agc", "unit_grad_ratio", "brock2021_agc", "agc_unit_ratio", "agc_mlp"):
+        assert re.search(rf"^  {name} +\[vanex-agc\]", listing.stdout, re.M), name
+    assert re.search(r"^  he_init +\[vanex\]", listing.stdout, re.M)
+    results, reports = tmp_path / "results", tmp_path / "reports"
     study = vanex("study", "agc_mlp", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     assert study.returncode == 0, study.stderr
     sets = {tuple(r["mitigations"]) for r in _records(results) if r["status"] == "completed"}
     assert {("agc",), ("relu", "he_init", "agc"), ("clip_norm",), ()} <= sets
     assert all(r["settings"]["mitigation.agc.clipping"] == 0.01 for r in _records(results) if "agc" in r["mitigations"])
+    assert all("unit_grad_ratio" in (results / r["run_id"] / "probes.csv").read_text() for r in _records(results))
+    claims = vanex("claims", "--results", str(results), "--profile", "smoke", env=env)
+    assert re.search(r"^(✓|✗|fragile) +brock2021_agc", claims.stdout, re.M), claims.stdout
+    out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
+    assert out.returncode == 0, out.stderr
+    text = (reports / "summary.md").read_text()
+    assert "**Unit-wise gradient/weight ratio** (`unit_grad_ratio`" in text and "| brock2021_agc |" in text
     extra = vanex(
         "study",
         "mlp_vanishing",
@@ -232,7 +243,7 @@ def test_example_task_plugin_installs_lists_runs_a_study_and_reports(tmp_path):
     env = install_example("vanex-deeplinear", tmp_path / "site")
     listing = vanex("list", env=env)
     assert listing.returncode == 0, listing.stderr
-    assert "  deep_linear " in listing.stdout and "  deep_linear\n" in listing.stdout  # the task and its study
+    assert len(re.findall(r"^  deep_linear +\[vanex-deeplinear\]", listing.stdout, re.M)) == 2  # task and study
     results, reports = tmp_path / "results", tmp_path / "reports"
     study = vanex("study", "deep_linear", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     assert study.returncode == 0, study.stderr
