@@ -18,3 +18,12 @@ def default(group: str) -> str:
         if isinstance(entry, dict) and group in entry:
             return str(entry[group])
     raise KeyError(f"config.yaml's defaults list chooses no {group}")
+
+
+@functools.cache
+def diagnosis_defaults() -> dict[str, float]:
+    """The diagnosis thresholds of ``diagnosis/default.yaml``: a reader fills in what an older study
+    manifest lacks with them, so new rules apply to old records."""
+    import yaml
+
+    return dict(yaml.safe_load((HERE / "diagnosis" / "default.yaml").read_text()))

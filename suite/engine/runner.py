@@ -120,7 +120,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         },
         "provenance": provenance(device, time.perf_counter() - started),
         "summary": _summary(records, metrics, steps),
-        "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis),
+        "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis, layers),
     }
     try:
         write_record(spec.run.results_dir, record, records)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from vanex.conf import diagnosis_defaults
 from vanex.records.store import OldRecord, load_run, make_manifest, read_probes, record_dir, set_label, setting_label
 from vanex.science.diagnosis import DiagnosisConfig, diagnose
 from vanex.science.stats import loss_vs_chance
@@ -54,7 +55,7 @@ class StudyData:
 
     @cached_property
     def thresholds(self) -> DiagnosisConfig:
-        return DiagnosisConfig(**self.manifest["diagnosis"])
+        return thresholds(self.manifest)
 
     @property
     def task_info(self) -> dict[str, Any]:
@@ -79,9 +80,14 @@ class StudyData:
         return self.cells[self.cells["status"].isin(FINISHED)]
 
 
+def thresholds(manifest: dict[str, Any]) -> DiagnosisConfig:
+    """The manifest's diagnosis thresholds, with today's defaults for any it predates."""
+    return DiagnosisConfig(**{**diagnosis_defaults(), **manifest["diagnosis"]})
+
+
 def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str] = ()) -> StudyData:
     """``manifest``'s cells with their records in ``results``, keeping the probe rows of ``metrics``."""
-    thresholds = DiagnosisConfig(**manifest["diagnosis"])
+    cfg = thresholds(manifest)
     swept = manifest["swept"]
     rows, probes, records, old = [], [], {}, 0
     for cell in manifest["cells"]:
@@ -104,7 +110,7 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             row["status"] = "missing"
             continue
         try:
-            summary, frame = _read_record(run, path, thresholds, metrics)
+            summary, frame = _read_record(run, path, cfg, metrics)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             warn(f"record {path} is malformed ({type(exc).__name__}: {exc}); shown as missing")
             row["status"] = "missing"
@@ -128,19 +134,24 @@ def _read_record(
     if not isinstance(provenance["numerics"], dict) or float(provenance["wall_time_s"]) < 0:
         raise TypeError("provenance lacks numerics or wall_time_s (the provenance section reads them)")
     values: dict[str, Any] = {"status": status}
-    diagnosis = diagnose(series, status, int(run["settings"]["task.steps"]), info["chance_loss"], thresholds)
+    steps = int(run["settings"]["task.steps"])
+    diagnosis = diagnose(series, status, steps, info["chance_loss"], thresholds, info["layers"])
     if diagnosis is not None:
         init, training = diagnosis["init"], diagnosis["training"]
         values.update(
             init=init["verdict"],
+            init_log10_backward_ratio=init["log10_backward_ratio"],
             init_log10_grad_ratio=init["log10_grad_ratio"],
+            init_grad_norm_global=init["grad_norm_global"],
             training=training["verdict"],
+            training_label=training["label"],
             training_flags="+".join(training["flags"]),
             late_log10_grad_ratio=training["late_log10_grad_ratio"],
         )
     summary = run["summary"]
     values.update({k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "steps"})
     if status in FINISHED:
+        values["chance_loss"] = info["chance_loss"]
         values["loss_vs_chance"] = loss_vs_chance(summary.get("final_train_loss"), info["chance_loss"])
     keep = set(metrics) | {info["flow_metric"]}
     return values, pd.DataFrame([r for r in series if r[1] in keep], columns=PROBE_COLUMNS)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from vanex.errors import UserError
-from vanex.records.reader import adhoc_manifests, read_study, warn
+from vanex.records.reader import adhoc_manifests, read_study, thresholds, warn
 from vanex.records.store import atomic_dir, dumps, load_manifests, record_dir, set_label
 from vanex.report.sections import report_metrics, sections
 from vanex.report.tables import legend
@@ -163,7 +164,7 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         f"Do not edit by hand. Report id `{rid}` is a hash of the {len(records)} records it summarises "
         "(their settings, status, summary and probe series): the same records give the same id.\n",
         f"**Cite this report:** {citation(rid, profile, records)}\n",
-        legend(manifests[0]["diagnosis"]),
+        legend(asdict(thresholds(manifests[0]))),
     ]
     provenance, mixed = _provenance(records) if records else ("no records", None)
     if mixed:

@@ -67,6 +67,11 @@ class Group:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def chance(self) -> float:
+        """The task's chance loss (the same for every seed of a group)."""
+        return float(self.rows["chance_loss"].iloc[0]) if "chance_loss" in self.rows else math.nan
+
     def values(self, metric: str) -> np.ndarray:
         """One value per seed; a diverged seed (no finite value) is +inf: worse than any loss."""
         col = pd.to_numeric(self.rows.get(metric, pd.Series(np.nan, index=self.rows.index)), errors="coerce")
@@ -162,8 +167,8 @@ def trains(g: Group, fraction: float = TRAINED_FRACTION) -> bool:
 
 
 def stalls(g: Group) -> bool:
-    """Every seed is diagnosed stalled or diverged (learned nothing)."""
-    return all(v in ("stalled", "diverged") for v in g.verdicts())
+    """Every seed is diagnosed stalled, unstable or diverged (learned nothing)."""
+    return all(v in ("stalled", "unstable", "diverged") for v in g.verdicts())
 
 
 # -- the judge -----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from vanex.errors import UserError
 
-TOLERANCES = {"grad_ratio_init": "exact", "init_log10_grad_ratio": "exact"}  # default: ci_overlap
+TOLERANCES = dict.fromkeys(("grad_ratio_init", "init_log10_grad_ratio", "init_log10_backward_ratio"), "exact")
 COUNTS = ("completed", "diverged", "failed")
 
 

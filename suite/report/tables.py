@@ -20,7 +20,8 @@ NOT_A_NUMBER = {
     "diverged": "every completed seed diverged (non-finite loss), so there is no value to average",
     "not applicable": "the cell's task does not measure this metric, or no record of the cell was found",
 }
-INIT_METRIC = "init_log10_grad_ratio"  # the step-0 flow, as a log10 ratio (mean and CI are taken in decades)
+INIT_METRIC = "init_log10_backward_ratio"  # the step-0 backward signal the init verdict reads (log10, decades)
+INIT_METRICS = (INIT_METRIC, "init_log10_grad_ratio")  # and the weight-gradient ratio, for comparison (CSV only)
 
 
 def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
         return {**out, "note": "not applicable"}
     completed = done[done["status"] == "completed"]
     values = pd.to_numeric(completed[metric], errors="coerce").dropna().to_numpy(dtype=float)
-    if metric == INIT_METRIC:  # a step-0 value exists for diverged seeds too
+    if metric in INIT_METRICS:  # a step-0 value exists for diverged seeds too
         values = pd.to_numeric(done[metric], errors="coerce").dropna().to_numpy(dtype=float)
     under = int(np.isneginf(values).sum())
     if under:
@@ -62,7 +63,7 @@ def cell_frame(
     parts (majority verdict, its count, the others, the median log10 ratio), and the claims that read the
     cell (``claims``: run_id -> claim names)."""
     swept, claims = manifest["swept"], claims or {}
-    metrics = list(dict.fromkeys((INIT_METRIC, *headline)))
+    metrics = list(dict.fromkeys((*INIT_METRICS, *headline)))
     rows = []
     for _, group in cells.groupby(["mitigations", "setting"], sort=False):
         status = Counter(group["status"])
@@ -78,8 +79,12 @@ def cell_frame(
         done = group[group["status"].isin(["completed", "diverged"])]
         for metric in metrics:
             row.update({f"{metric}_{k}": v for k, v in _metric_stats(done, metric).items()})
-        for part, ratio in (("init", INIT_METRIC), ("training", "late_log10_grad_ratio")):
-            verdict, count, others = _majority(done[part]) if part in done else ("", 0, "")
+        for part, column, ratio in (
+            ("init", "init", INIT_METRIC),
+            ("training", "training_label", "late_log10_grad_ratio"),
+        ):
+            column = column if column in done else part  # records read before labels existed
+            verdict, count, others = _majority(done[column]) if column in done else ("", 0, "")
             ratios = pd.to_numeric(done[ratio], errors="coerce").dropna() if ratio in done else pd.Series([])
             row.update(
                 {
@@ -140,7 +145,7 @@ def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[
         out["n (done/div/fail)"] = f"{n}/{int(row['diverged'])}/{int(row['failed'])}" + (
             f" ({int(row['missing'])} missing)" if row["missing"] else ""
         )
-        out["log10 init ratio"] = _shown(row, INIT_METRIC)
+        out["log10 init backward ratio"] = _shown(row, INIT_METRIC)
         out["init verdict; median"] = _verdict_text(row, "init", n)
         out.update({m: _shown(row, m) for m in metrics[1:]})
         out["training verdict; median later-half log10 ratio"] = _verdict_text(row, "training", n)
@@ -193,15 +198,18 @@ def legend(t: dict[str, float]) -> str:
     van, exp = f"1e-{t['vanishing_orders']:g}", f"1e{t['exploding_orders']:g}"
     return (
         "Each study table has its caption; in all of them *init* is the gradient flow of the untrained network, "
-        "from the step-0 ratio of the first "
-        f"to the last hidden layer's (or time step's) gradient norm: vanishing (≤ {van}), exploding (≥ {exp}) or "
-        "stable. *training* is what happened while training, in order of "
-        "precedence: diverged (non-finite values), stalled (final training loss at or above "
-        f"{t['stall_fraction']:.0%} of the task's chance loss), exploding (ratio ≥ {exp} or global gradient norm "
-        f"above {t['exploding_grad_norm']:g} at a sampled step after step 0, or grown "
-        f"{10 ** t['exploding_growth_orders']:g}× over the later half), vanishing (ratio ≤ {van} over the later "
-        f"half), dead_units (≥ {t['dead_fraction']:.0%} of ReLU units dead), else healthy (inconclusive without "
-        "evidence). *claims*: the published claims (section below) that read the cell at its own learning rate.\n"
+        "read from the backward signal: the step-0 ratio of ‖∂L/∂h‖ at the first hidden layer's input to the "
+        "last's (the `backprop` probe; the task's flow ratio, e.g. ‖∂L/∂h_t‖ through time, where it is not "
+        f"probed): vanishing (≤ {van}), exploding (≥ {exp}, or a step-0 global gradient norm above "
+        f"{t['exploding_grad_norm']:g}) or stable. *training* is what happened while training, in order of "
+        "precedence: diverged (non-finite values), unstable (final training loss at or above "
+        f"{t['unstable_fraction']:.0%} of the task's chance loss), stalled (at or above {t['stall_fraction']:.0%}), "
+        f"exploding (over the later half the median ratio ≥ {exp} or the median global gradient norm above "
+        f"{t['exploding_grad_norm']:g}, or the norm grown {10 ** t['exploding_growth_orders']:g}×), vanishing "
+        f"(median ratio ≤ {van} over the later half), dead_units (≥ {t['dead_fraction']:.0%} of ReLU units dead), "
+        "else healthy (inconclusive without evidence); other conditions that hold are named in brackets, e.g. "
+        "stalled (+vanishing). *claims*: the published claims (section below) that read the cell at its own "
+        "learning rate.\n"
     )
 
 
