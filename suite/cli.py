@@ -220,7 +220,15 @@ def cmd_claims(argv: list[str]) -> int:
     )
     parser.add_argument("--claim", action="append", default=None, help="check only these claims (repeatable)")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="output format")
+    parser.add_argument(
+        "--lock",
+        action="store_true",
+        help="developers: record every built-in claim's version and definition fingerprint in claims.lock.json "
+        "(refused for a claim whose definition changed without a version bump)",
+    )
     args = parser.parse_args(argv)
+    if args.lock:
+        return _lock_claims()
     if not Path(args.results).is_dir():
         raise UserError(f"no records directory '{args.results}'; run `nox` or `vanex study NAME` first")
     results = evaluate_all(args.results, args.profile, args.claim)
@@ -228,10 +236,13 @@ def cmd_claims(argv: list[str]) -> int:
         print(claims_markdown(results))
     else:
         for r in results:
-            print(f"{r.status:8s} {r.name}  [{r.paper}, {r.where}]")
+            print(f"{r.status:8s} {r.name} v{r.version}  [{r.paper}, {r.where}]")
             print(f"         {r.statement}")
+            print(f"         cells: {r.cells}")
             print(f"         {r.numbers}")
             print(f"         lr ×0.5 / ×2: {r.neighbourhood}")
+            if r.previous:
+                print(f"         earlier: {r.previous}")
     failed = [r.name for r in results if r.status == "✗"]
     if failed:
         print(
@@ -239,6 +250,19 @@ def cmd_claims(argv: list[str]) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _lock_claims() -> int:
+    import json
+
+    from vanex.report.claims import LOCK, relock
+
+    lock = json.loads(LOCK.read_text()) if LOCK.is_file() else {}
+    new = relock(lock)
+    LOCK.write_text(json.dumps(new, indent=2) + "\n")
+    changed = sorted(k for k in new if new[k] != lock.get(k))
+    print(f"{LOCK}: {len(new)} claims, {len(changed)} (re)locked{': ' + ', '.join(changed) if changed else ''}")
+    return 0
 
 
 def cmd_compare(argv: list[str]) -> int:

@@ -108,9 +108,22 @@ class Claim:
     cells: ClassVar[dict[str, Cells]]  # named groups the predicate reads
     metrics: ClassVar[tuple[str, ...]] = ()  # probe series the predicate reads (Group.step0)
     neighbourhood: ClassVar[str | None] = "optim.lr"  # re-checked at x0.5 and x2 (None: not applicable)
+    control: ClassVar[str | None] = None  # the group that isolates the mechanism (the effect-absent test copies it)
+    version: ClassVar[int] = 1  # bumped with every change of the definition (claims.lock.json holds it)
+    superseded: ClassVar[tuple[Superseded, ...]] = ()  # earlier versions still shown beside this one
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """An earlier version of a claim, judged and shown beside the current one with the reason it
+    changed, until it is retired (removed from ``Claim.superseded``)."""
+
+    version: int
+    definition: type[Claim]  # the old definition: an unregistered Claim subclass
+    reason: str
 
 
 @dataclass
@@ -122,6 +135,67 @@ class Result:
     status: str
     numbers: str
     neighbourhood: str
+    version: int = 1
+    cells: str = ""  # the cell groups it reads, the control marked
+    previous: str = ""  # earlier versions' verdicts and why the claim changed
+
+
+# -- fixed in advance: a fingerprint of each definition, locked with its version -------------------
+
+LOCK = Path(__file__).with_name("claims.lock.json")
+
+
+def fingerprint(claim: type[Claim]) -> str:
+    """A hash of everything that decides a claim's verdict: its statement, study, cell groups (with
+    their settings), probe metrics, neighbourhood and the source of its predicate."""
+    import hashlib
+    import inspect
+
+    definition = {
+        "statement": claim.statement,
+        "study": claim.study,
+        "cells": {
+            k: [list(c.mitigations), sorted((s, repr(v)) for s, v in c.settings.items())]
+            for k, c in claim.cells.items()
+        },
+        "metrics": list(claim.metrics),
+        "neighbourhood": claim.neighbourhood,
+        "predicate": inspect.getsource(claim.predicate),
+    }
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lock_problems(lock: dict[str, dict[str, Any]], origin: str = "vanex") -> list[str]:
+    """One line per registered claim of ``origin`` whose definition does not match the lock: changed
+    without a version bump, bumped without relocking, or missing from the lock."""
+    problems = []
+    for name in CLAIMS.names():
+        claim = CLAIMS.get(name)
+        if claim.origin != origin:
+            continue
+        entry, now = lock.get(name), fingerprint(claim)
+        if entry is None:
+            problems.append(f"{name}: not in {LOCK.name}; add it with `vanex claims --lock`")
+        elif claim.version == entry["version"] and now != entry["fingerprint"]:
+            problems.append(f"{name}: its definition changed but its version is still {claim.version}; bump it")
+        elif claim.version != entry["version"]:
+            problems.append(f"{name}: version {claim.version}, locked {entry['version']}; run `vanex claims --lock`")
+    return problems
+
+
+def relock(lock: dict[str, dict[str, Any]], origin: str = "vanex") -> dict[str, dict[str, Any]]:
+    """The lock with every changed claim of ``origin`` recorded at its new version; refuses
+    (``UserError``) a definition that changed without a version bump."""
+    out = dict(lock)
+    for name in CLAIMS.names():
+        claim = CLAIMS.get(name)
+        if claim.origin != origin:
+            continue
+        entry, now = lock.get(name), fingerprint(claim)
+        if entry is not None and claim.version <= entry["version"] and now != entry["fingerprint"]:
+            raise UserError(f"claim {name} changed without a version bump (locked at version {entry['version']})")
+        out[name] = {"version": claim.version, "fingerprint": now}
+    return dict(sorted(out.items()))
 
 
 # -- statistics for predicates -------------------------------------------------------------------
@@ -208,14 +282,36 @@ def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | st
 
 
 def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None = None) -> Result:
-    cache = {} if cache is None else cache
+    """The verdict on ``claim`` (with its earlier versions' verdicts beside it)."""
+    result = _evaluate(claim, results, profile, {} if cache is None else cache)
+    result.version, result.cells = claim.version, describe_cells(claim)
+    previous = []
+    for old in claim.superseded:
+        r = _evaluate(old.definition(), results, profile, cache if cache is not None else {})
+        previous.append(f"v{old.version} {r.status} ({r.numbers}); changed because {old.reason}")
+    result.previous = " | ".join(previous)
+    return result
+
+
+def describe_cells(claim: Claim) -> str:
+    """'name (control): mitigations, key=value; ...' for every cell group of ``claim``."""
+    parts = []
+    for name, c in claim.cells.items():
+        settings = ", ".join(f"{k}={v}" for k, v in c.settings.items())
+        mark = " (control)" if name == claim.control else ""
+        parts.append(f"{name}{mark}: {'+'.join(c.mitigations) or 'baseline'}" + (f", {settings}" if settings else ""))
+    return "; ".join(parts)
+
+
+def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> Result:
     key = (str(results), claim.study, profile)
     if key not in cache:
         cache[key] = _Study(Path(results), claim.study, profile)
     study = cache[key]
 
     def result(status: str, numbers: str, neighbourhood: str) -> Result:
-        return Result(claim.name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
+        name = getattr(claim, "name", type(claim).__name__)
+        return Result(name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
 
     if study.missing:
         return result("not run", study.missing, "–")
@@ -274,7 +370,30 @@ def claims_frame(results: list[Result]) -> pd.DataFrame:
 
 def claims_markdown(results: list[Result]) -> str:
     """The claims table of a report: status, paper, statement and the numbers behind it."""
-    header = ["claim", "paper", "where", "statement", "status", "numbers", "lr ×0.5 / ×2"]
-    rows = [[r.name, r.paper, r.where, r.statement, f"**{r.status}**", r.numbers, r.neighbourhood] for r in results]
+    header = [
+        "claim",
+        "version",
+        "paper",
+        "where",
+        "statement",
+        "status",
+        "numbers",
+        "lr ×0.5 / ×2",
+        "earlier versions",
+    ]
+    rows = [
+        [
+            r.name,
+            r.version,
+            r.paper,
+            r.where,
+            r.statement,
+            f"**{r.status}**",
+            r.numbers,
+            r.neighbourhood,
+            r.previous or "–",
+        ]
+        for r in results
+    ]
     counts = ", ".join(f"{s} {sum(r.status == s for r in results)}" for s in STATUSES)
     return f"{counts}.\n\n" + markdown_table(header, rows)
