@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vanex.records.reader import StudyData
 from vanex.registry import CLAIMS
 from vanex.report.claims import Cells, Claim, Outcome, _Study, evaluate, fmt, less
-from vanex.report.claims_builtin import bound_holds
+from vanex.science.bounds import COPY_RECALL, through_time_bound
 
 
 class ToyClaim(Claim):
@@ -100,10 +100,19 @@ def test_registry_holds_at_least_twelve_cited_claims():
         assert claim.paper and claim.where and claim.statement and claim.cells
 
 
+def bound_holds(flow: pd.Series, sigma: float) -> tuple[int, int]:
+    """(lags where ||dL/dh_t|| <= sigma^(s-t) ||dL/dh_s||, lags checked); s = the first recall step."""
+    values = np.array([flow[f"t{t}"] for t in range(len(flow))], dtype=float)
+    holds = through_time_bound(values, sigma, len(values) - COPY_RECALL)["holds"]
+    return int(holds.sum()), len(holds)
+
+
 @given(st.integers(2, 8), st.floats(0.3, 3.0), st.integers(0, 2**16))
 @settings(deadline=None, max_examples=25)
 def test_sigma_max_bound_holds_for_any_tanh_rnn(hidden, gain, seed):
-    """||dL/dh_t|| <= sigma_max^(s-t) ||dL/dh_s|| before the first step s that carries a loss."""
+    """Pascanu et al. (2013), eq. (7), a theorem and so a property test (it was claim
+    pascanu2013_sigma_bound, which could not fail): ||dL/dh_t|| <= sigma_max^(s-t) ||dL/dh_s||
+    before the first step s that carries a loss, for any tanh RNN."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(hidden, hidden, generator=g, dtype=torch.float64) * gain / hidden**0.5
     x = torch.randn(15, 3, hidden, generator=g, dtype=torch.float64)

@@ -186,7 +186,7 @@ def lock_problems(lock: dict[str, dict[str, Any]], origin: str = "vanex") -> lis
 def relock(lock: dict[str, dict[str, Any]], origin: str = "vanex") -> dict[str, dict[str, Any]]:
     """The lock with every changed claim of ``origin`` recorded at its new version; refuses
     (``UserError``) a definition that changed without a version bump."""
-    out = dict(lock)
+    out = {}  # a retired claim leaves the lock with its class
     for name in CLAIMS.names():
         claim = CLAIMS.get(name)
         if claim.origin != origin:
@@ -240,9 +240,12 @@ def trains(g: Group, fraction: float = TRAINED_FRACTION) -> bool:
     return bool((g.values("loss_vs_chance") < fraction).all())
 
 
+STALLED = ("stalled", "unstable", "diverged")  # training verdicts of a run that learned nothing
+
+
 def stalls(g: Group) -> bool:
     """Every seed is diagnosed stalled, unstable or diverged (learned nothing)."""
-    return all(v in ("stalled", "unstable", "diverged") for v in g.verdicts())
+    return all(v in STALLED for v in g.verdicts())
 
 
 # -- the judge -----------------------------------------------------------------------------------
