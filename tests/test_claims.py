@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,9 +12,10 @@ import torch
 from helpers import vanex
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vanex.errors import UserError
 from vanex.records.reader import StudyData
 from vanex.registry import CLAIMS
-from vanex.report.claims import Cells, Claim, Outcome, _Study, evaluate, fmt, less
+from vanex.report.claims import LOCK, Cells, Claim, Outcome, _Study, evaluate, fmt, less, lock_problems, relock
 from vanex.science.bounds import COPY_RECALL, through_time_bound
 
 
@@ -146,11 +148,38 @@ def test_cli_refuses_unknown_claims_and_missing_results(tmp_path):
 @pytest.mark.slow
 def test_claims_run_on_a_small_profile(tmp_path):
     results = tmp_path / "results"
-    study = vanex("study", "rnn_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
-    assert study.returncode == 0, study.stderr
+    for name in ("rnn_exploding", "rnn_init"):
+        study = vanex("study", name, "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+        assert study.returncode == 0, study.stderr
     out = vanex("claims", "--results", str(results), "--profile", "smoke")
     lines = [line for line in out.stdout.splitlines() if line and not line.startswith(" ")]
     assert len(lines) == len(CLAIMS.names())
-    assert any("pascanu2013_sigma_bound" in line and line.startswith("✓") for line in lines)  # a true bound
+    assert any("pascanu2013_gain" in line and line.startswith("✓") for line in lines)  # step 0: any budget
     assert any("pascanu2013_clipping_rnn" in line and not line.startswith("not run") for line in lines)
     assert out.returncode == (1 if any(line.startswith("✗") for line in lines) else 0), out.stdout
+
+
+def _lock() -> dict:
+    return json.loads(LOCK.read_text())
+
+
+def test_every_claim_matches_its_locked_definition():
+    """Conditions fixed in advance: a claim's cells, thresholds or predicate change only with a new version."""
+    assert lock_problems(_lock()) == []
+
+
+def test_a_claim_edited_without_a_version_bump_is_caught(monkeypatch):
+    claim = CLAIMS.get("he2016_degradation")
+    monkeypatch.setattr(claim, "cells", {**claim.cells, "plain56": Cells((), {"task.depth": 44})})
+    assert lock_problems(_lock()) == ["he2016_degradation: its definition changed but its version is still 2; bump it"]
+    with pytest.raises(UserError, match="he2016_degradation changed without a version bump"):
+        relock(_lock())
+    monkeypatch.setattr(claim, "version", 3)  # bumped: the lock must be renewed, and then agrees
+    assert lock_problems(_lock()) == ["he2016_degradation: version 3, locked 2; run `vanex claims --lock`"]
+    assert lock_problems(relock(_lock())) == []
+
+
+def test_a_predicate_edited_without_a_version_bump_is_caught(monkeypatch):
+    claim = CLAIMS.get("wang2022_deepnorm")
+    monkeypatch.setattr(claim, "predicate", lambda self, g: Outcome(True, "always"))
+    assert lock_problems(_lock()) == ["wang2022_deepnorm: its definition changed but its version is still 1; bump it"]

@@ -21,6 +21,7 @@ class GlorotSigmoid(Claim):
     where = "Sec. 3, Fig. 2"
     statement = "In a deep sigmoid net the gradient shrinks towards the input and training stalls."
     study = "mlp_vanishing"
+    control = "sigmoid"
     cells = {"sigmoid": Cells((), MLP)}
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
@@ -39,6 +40,7 @@ class GlorotXavierTanh(Claim):
     where = "Sec. 4.2, Fig. 11"
     statement = "With tanh units, the normalised (Xavier) init trains a deep net better than the standard init."
     study = "mlp_vanishing"
+    control = "standard"
     cells = {"standard": Cells(("tanh",), MLP), "xavier": Cells(("tanh", "xavier_init"), MLP)}
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
@@ -97,6 +99,7 @@ class IoffeBatchNorm(Claim):
     where = "Sec. 4.2 (sigmoid nets), Fig. 1"
     statement = "Batch normalisation makes a deep sigmoid net trainable where the plain net stalls."
     study = "mlp_vanishing"
+    control = "plain"
     cells = {"plain": Cells((), MLP), "bn": Cells(("batchnorm",), MLP)}
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
@@ -390,6 +393,7 @@ class IRNN(Claim):
     where = "Sec. 4 (adding problem)"
     statement = "A ReLU RNN with identity recurrent init (IRNN) learns long-range dependencies a tanh RNN misses."
     study = "rnn_copy"
+    control = "tanh"
     cells = {
         "tanh": Cells((), {"task.delay": 20, "optim.lr": 0.002}),
         "irnn": Cells(("identity_init", "relu"), {"task.delay": 20, "optim.lr": 0.002}),
@@ -410,6 +414,7 @@ class PostLNWarmup(Claim):
     where = "Sec. 3.1, Fig. 2"
     statement = "At a high learning rate Post-LN fails without warmup and trains with it; Pre-LN trains without warmup."
     study = "transformer_ln"
+    control = "post"
     cells = {
         "post": Cells((), TRANSFORMER),
         "post_warmup": Cells(("warmup",), TRANSFORMER),
@@ -489,6 +494,7 @@ class DeepNorm(Claim):
     where = "Sec. 4, Fig. 1"
     statement = "DeepNorm stabilises a deep Post-LN transformer at a learning rate where plain Post-LN fails."
     study = "transformer_ln"
+    control = "post"
     cells = {
         "post": Cells((), {"task.depth": 12, "optim.lr": 0.01}),
         "deepnorm": Cells(("deepnorm",), {"task.depth": 12, "optim.lr": 0.01}),
@@ -518,6 +524,7 @@ class MeanFieldChi(Claim):
     study = "mlp_meanfield"
     neighbourhood = None
     metrics = ("grad_preact",)
+    control = "tanh 0.5"
     cells = {
         "tanh 0.5": _scaled("tanh", 0.5, **{"task.depth": 20}),
         "tanh 3": _scaled("tanh", 3.0, **{"task.depth": 20}),
@@ -550,6 +557,7 @@ class EdgeOfChaos(Claim):
         "Trainable depth diverges at the edge of chaos: an 80-layer tanh net trains at sigma_w = 1, not far off it."
     )
     study = "mlp_meanfield"
+    control = "ordered"
     cells = {
         "critical": _scaled("tanh", 1.0, **{"task.depth": 80}),
         "ordered": _scaled("tanh", 0.5, **{"task.depth": 80}),
