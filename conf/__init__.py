@@ -10,11 +10,21 @@ HERE = Path(__file__).resolve().parent
 
 
 @functools.cache
-def default(group: str) -> str:
-    """The option of ``group`` that ``config.yaml``'s defaults list chooses (``default("profile")``)."""
+def _primary() -> dict:
     import yaml
 
-    for entry in yaml.safe_load((HERE / "config.yaml").read_text())["defaults"]:
+    return yaml.safe_load((HERE / "config.yaml").read_text())
+
+
+def value(key: str) -> object:
+    """A top-level setting of ``config.yaml`` (``value("numerics")``)."""
+    return _primary()[key]
+
+
+@functools.cache
+def default(group: str) -> str:
+    """The option of ``group`` that ``config.yaml``'s defaults list chooses (``default("profile")``)."""
+    for entry in _primary()["defaults"]:
         if isinstance(entry, dict) and group in entry:
             return str(entry[group])
     raise KeyError(f"config.yaml's defaults list chooses no {group}")

@@ -241,6 +241,7 @@ def cmd_claims(argv: list[str]) -> int:
             print(f"         cells: {r.cells}")
             print(f"         {r.numbers}")
             print(f"         lr ×0.5 / ×2: {r.neighbourhood}")
+            print(f"         second numeric path: {r.second_path}")
             if r.previous:
                 print(f"         earlier: {r.previous}")
     failed = [r.name for r in results if r.status == "✗"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vanex.errors import UserError
 
-MODES = ("pinned", "native")  # pinned: one code path everywhere; native: the CPU's own choice
+MODES = ("pinned", "generic", "native")  # pinned: AVX2 everywhere; generic: the scalar second path; native: the CPU's
 MODE_ENV = "VANEX_NUMERICS"  # carries the mode to worker processes
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 FALLBACK = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
@@ -62,7 +62,12 @@ def apply(mode: str) -> None:
             f"or set {MODE_ENV}={mode}"
         )
     os.environ[MODE_ENV] = mode
-    chosen = (PINNED if has_avx2() else FALLBACK) if mode == "pinned" and is_x86() else _INHERITED
+    if mode == "generic":
+        chosen = FALLBACK  # ATen's generic kernels, MKL's compatible path: rounds as another CPU may
+    elif mode == "pinned" and is_x86():
+        chosen = PINNED if has_avx2() else FALLBACK
+    else:
+        chosen = _INHERITED
     for key, value in chosen.items():
         if value is None:
             os.environ.pop(key, None)

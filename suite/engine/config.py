@@ -198,14 +198,15 @@ def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def prepare(cfg: DictConfig) -> RunSpec:
-    """Typed run spec from a composed config; bad values raise ``UserError`` (one line)."""
+def prepare(cfg: DictConfig, training: bool = True) -> RunSpec:
+    """Typed run spec from a composed config; bad values raise ``UserError`` (one line). A spec for
+    ``training`` must ask for this process's numerics; a study plans cells of any (``training=False``)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     groups = {g: resolved.pop(g, None) for g in ("task", "mitigation", "optim", "probe", "profile", "diagnosis")}
     resolved.pop("hydra", None)
     run = typed(RunSettings, resolved, "")
-    if run.numerics != numerics.active_mode():
+    if training and run.numerics != numerics.active_mode():
         raise UserError(
             f"numerics={run.numerics} differs from this process's ({numerics.active_mode()}); the CPU code paths are "
             "fixed before torch loads: give numerics=... on the vanex command line, not in a config file"

@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
+from vanex import conf, numerics
 from vanex.engine.config import compose, group_file, prepare
 from vanex.errors import UserError
 from vanex.records.store import is_finished, make_manifest, set_label
 
+DEFAULT_NUMERICS = str(conf.value("numerics"))  # the path every cell runs on unless its entry names others
 STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
-ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds")
+ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds", "numerics")
 
 
 def load_study(name: str) -> dict[str, Any]:
@@ -89,6 +91,9 @@ def check_study(data: Any, where: str) -> dict[str, Any]:
             fail(f"{field}.profiles'", "must be a list of profile names")
         if "seeds" in entry:
             check_seeds(f"{field}.seeds'", entry["seeds"])
+        paths = entry.get("numerics", [])
+        if not (names(paths) and set(paths) <= set(numerics.MODES) and len(set(paths)) == len(paths)):
+            fail(f"{field}.numerics'", f"must list distinct numeric code paths of {', '.join(numerics.MODES)}")
     return data
 
 
@@ -140,8 +145,10 @@ def expand(name: str, profile: str, with_sets: list[list[str]] | None = None) ->
         sweep = entry.get("sweep") or {}
         keys = list(sweep)
         for values in itertools.product(*(sweep[k] for k in keys)):
-            overrides = base + tuple(f"{k}={v}" for k, v in zip(keys, values, strict=False))
-            for mitigations in entry["mitigations"]:
+            swept = base + tuple(f"{k}={v}" for k, v in zip(keys, values, strict=False))
+            # an entry's cells on each numeric code path it lists (the default one first, unnamed)
+            paths = [(), *((f"numerics={n}",) for n in entry.get("numerics", []) if n != DEFAULT_NUMERICS)]
+            for overrides, mitigations in itertools.product((swept + p for p in paths), entry["mitigations"]):
                 for seed in entry.get("seeds", study["seeds"]):
                     cell = Cell(name, task, tuple(mitigations), overrides, int(seed))
                     cells.setdefault((cell.mitigations, cell.overrides, cell.seed), cell)
@@ -156,7 +163,7 @@ def plan(
     runs: dict[str, PlannedRun] = {}
     for cell in cells:
         cfg = compose(cell.hydra_overrides(profile, extra))
-        spec = prepare(cfg)  # refuses bad cells (a mitigation that cannot apply...) before any training
+        spec = prepare(cfg, training=False)  # refuses bad cells (a mitigation that cannot apply...) before training
         config = OmegaConf.to_container(cfg, resolve=True)
         rid, results_dir = spec.run_id, spec.run.results_dir
         runs.setdefault(rid, PlannedRun(cell, config, spec.settings, rid, results_dir, is_finished(results_dir, rid)))

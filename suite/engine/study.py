@@ -11,6 +11,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from omegaconf import OmegaConf
+from vanex import numerics
 from vanex.engine.config import prepare
 from vanex.engine.plan import PlannedRun, plan
 from vanex.errors import UserError
@@ -83,7 +85,12 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     if launcher and not any(o.startswith("hydra/launcher=") for o in launcher):
         raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
     manifest, runs = plan(name, profile, extra, with_sets)
+    only = os.environ.get(ONLY_PATH)  # this process runs one numeric path of a study another process planned
+    runs = [r for r in runs if r.settings["numerics"] == only] if only else runs
     todo = [r for r in runs if not r.finished]
+    here = numerics.active_mode()
+    elsewhere = sorted({r.settings["numerics"] for r in todo} - {here})
+    todo = [r for r in todo if r.settings["numerics"] == here]
     if launcher:
         execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra)
     else:
@@ -92,18 +99,40 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         if (removed := clean_stale(folder)) > 0:
             print(f"study {name}: removed {removed} temporary folder(s) left by interrupted writes", file=sys.stderr)
         clear_stale(folder, [r.run_id for r in runs if r.finished and r.results_dir == folder])
-    if runs:
+    if runs and not only:
         path = write_manifest(runs[0].results_dir, manifest)
         print(f"study {name}: manifest {path}", file=sys.stderr)
+    finished = sum(r.finished for r in runs)
     print(
-        f"study {name} ({profile}): {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run",
+        f"study {name} ({profile}{', numerics=' + here if only or elsewhere else ''}): {len(runs)} runs, "
+        f"{finished} already finished, {len(todo)} to run here"
+        + (f", then the cells on numerics {', '.join(elsewhere)} in their own process" if elsewhere else ""),
         file=sys.stderr,
     )
     start = time.perf_counter()
     failed, claimed = _report_progress(execute(todo), len(todo), start)
     failed += _wait_for(name, claimed, start, execute)
+    for mode in elsewhere:
+        argv = [name, "--profile", profile, "--jobs", str(jobs), *launcher, *extra]
+        argv += [f"--with={','.join(s)}" for s in with_sets or []]
+        failed += _on_path(mode, argv, [r for r in runs if r.settings["numerics"] == mode])
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
     return failed
+
+
+ONLY_PATH = "VANEX_STUDY_NUMERICS"  # set for a study process that runs one numeric path's cells
+
+
+def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
+    """Run a study's cells of numeric code path ``mode`` in a study process of their own (the code
+    paths are fixed before torch loads, so one process cannot train two); returns how many failed."""
+    env = {**os.environ, numerics.MODE_ENV: mode, ONLY_PATH: mode}
+    child = subprocess.run([sys.executable, "-m", "vanex.cli", "study", *argv], env=env)
+    if child.returncode == 130:
+        raise KeyboardInterrupt
+    if child.returncode not in (0, 1):
+        raise UserError(f"the study process for numerics={mode} failed (exit {child.returncode}); see above")
+    return sum(not is_finished(r.results_dir, r.run_id) for r in runs)
 
 
 def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:

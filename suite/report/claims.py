@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from vanex import conf
 from vanex.errors import UserError
 from vanex.records.reader import FINISHED, StudyData, read_study
 from vanex.records.store import manifest_path
@@ -36,6 +37,8 @@ from vanex.report.tables import markdown_table
 from vanex.science.stats import TRAINED_FRACTION, t_interval
 
 STATUSES = ("✓", "fragile", "✗", "not run")
+DEFAULT_NUMERICS = str(conf.value("numerics"))  # the numeric path a claim is judged on first
+SECOND_PATH = "generic"  # the path it is judged on again (vanex.numerics): a verdict that differs is fragile
 MIN_SEEDS = 2
 
 
@@ -47,9 +50,18 @@ class Cells:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def matches(self, cell: dict[str, Any]) -> bool:
+        """Same mitigations, the given settings, and the default numeric path unless one is given."""
         if tuple(cell["mitigations"]) != tuple(self.mitigations):
             return False
-        return all(_same(cell["settings"].get(k), v) for k, v in self.settings.items())
+        settings = {"numerics": DEFAULT_NUMERICS, **self.settings}
+        return all(
+            _same(cell["settings"].get(k, DEFAULT_NUMERICS if k == "numerics" else None), v)
+            for k, v in settings.items()
+        )
+
+    def on(self, **settings: Any) -> Cells:
+        """The same group with ``settings`` changed (another learning rate, another numeric path)."""
+        return Cells(self.mitigations, {**self.settings, **settings})
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -137,6 +149,7 @@ class Result:
     neighbourhood: str
     version: int = 1
     cells: str = ""  # the cell groups it reads, the control marked
+    second_path: str = ""  # the verdict on the second numeric code path
     previous: str = ""  # earlier versions' verdicts and why the claim changed
 
 
@@ -312,9 +325,11 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
         cache[key] = _Study(Path(results), claim.study, profile)
     study = cache[key]
 
-    def result(status: str, numbers: str, neighbourhood: str) -> Result:
+    def result(status: str, numbers: str, neighbourhood: str, second: str = "–") -> Result:
         name = getattr(claim, "name", type(claim).__name__)
-        return Result(name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
+        r = Result(name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
+        r.second_path = second
+        return r
 
     if study.missing:
         return result("not run", study.missing, "–")
@@ -322,26 +337,34 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
     if isinstance(base, str):
         where = f"study {claim.study}, profile {profile}"
         return result("not run", f"cell group '{base}' has fewer than {MIN_SEEDS} finished seeds ({where})", "–")
-    if claim.neighbourhood is None:
-        return result("✓" if base.holds else "✗", base.numbers, "n/a (at initialisation)")
+    checks: list[tuple[str, Outcome]] = []  # (which neighbour or path, its outcome)
+    other = _judge(claim, study, {n: c.on(numerics=SECOND_PATH) for n, c in claim.cells.items()})
+    if isinstance(other, Outcome):
+        checks.append((f"numerics={SECOND_PATH}", other))
+        second = f"{'✓' if other.holds else '✗'}: {other.numbers}"
+    else:
+        second = f"not run in this profile (numerics={SECOND_PATH})"
+    neighbourhood = "n/a (at initialisation)"
     k = claim.neighbourhood
-    values = {study.setting(c, k) for c in claim.cells.values()}
-    if len(values) != 1 or not isinstance(next(iter(values)), (int, float)):
-        return result("✓" if base.holds else "✗", base.numbers, f"not run ({k} differs across groups)")
-    center = float(next(iter(values)))
-    ran = []
-    for factor in (0.5, 2.0):
-        shifted = {n: Cells(c.mitigations, {**c.settings, k: center * factor}) for n, c in claim.cells.items()}
-        outcome = _judge(claim, study, shifted)
-        if isinstance(outcome, Outcome):
-            ran.append((factor, outcome))
-    agree = all(o.holds == base.holds for _, o in ran)
+    values = {study.setting(c, k) for c in claim.cells.values()} if k else set()
+    if k and (len(values) != 1 or not isinstance(next(iter(values)), (int, float))):
+        neighbourhood = f"not run ({k} differs across groups)"
+    elif k:
+        center, ran = float(next(iter(values))), []
+        for factor in (0.5, 2.0):
+            outcome = _judge(claim, study, {n: c.on(**{k: center * factor}) for n, c in claim.cells.items()})
+            if isinstance(outcome, Outcome):
+                ran.append((factor, outcome))
+                checks.append((f"{k} ×{factor:g}", outcome))
+        missing = [f"×{f:g}" for f in (0.5, 2.0) if f not in dict(ran)]
+        if not ran:
+            neighbourhood = f"not run in this profile ({k} ×0.5, ×2)"
+        else:
+            neighbourhood = "; ".join(f"×{f:g} {'✓' if o.holds else '✗'}: {o.numbers}" for f, o in ran)
+            neighbourhood += f"; {', '.join(missing)} not run" if missing else ""
+    agree = all(o.holds == base.holds for _, o in checks)
     status = ("✓" if base.holds else "✗") if agree else "fragile"
-    if not ran:
-        return result(status, base.numbers, f"not run in this profile ({k} ×0.5, ×2)")
-    detail = "; ".join(f"×{f:g} {'✓' if o.holds else '✗'}: {o.numbers}" for f, o in ran)
-    missing = [f"×{f:g}" for f in (0.5, 2.0) if f not in dict(ran)]
-    return result(status, base.numbers, detail + (f"; {', '.join(missing)} not run" if missing else ""))
+    return result(status, base.numbers, neighbourhood, second)
 
 
 def evaluate_all(results: str | Path, profile: str, names: list[str] | None = None) -> list[Result]:
@@ -362,7 +385,7 @@ def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
         if claim.study != manifest["study"]:
             continue
         for cell in manifest["cells"]:
-            if any(c.matches(cell) for c in claim.cells.values()):
+            if any(c.matches(cell) or c.on(numerics=SECOND_PATH).matches(cell) for c in claim.cells.values()):
                 out.setdefault(cell["run_id"], []).append(name)
     return out
 
