@@ -234,11 +234,22 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
         driver.quit()
 
 
-def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int = 0, claim: str = "✓") -> Path:
+def _fake_report(
+    folder: Path,
+    loss: tuple[float, float, float],
+    diverged: int = 0,
+    claim: str = "✓",
+    cpu: str = "AMD EPYC",
+    ratio: float = 0.5,
+    init: str = "stable",
+) -> Path:
     """A minimal report folder as `vanex compare` reads it: one run, one cell, one claim."""
     (folder / "tables").mkdir(parents=True)
+    pd.DataFrame([("r1", 0, 1.0, cpu)], columns=["run_id", "seed", "wall_time_s", "cpu"]).to_csv(
+        folder / "timing.csv", index=False
+    )
     pd.DataFrame(
-        [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "grad_ratio_init", 0.5)],
+        [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "grad_ratio_init", ratio)],
         columns=["run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status", "task.depth"]
         + ["metric", "value"],
     ).to_csv(folder / "summary.csv", index=False)
@@ -246,7 +257,7 @@ def _fake_report(folder: Path, loss: tuple[float, float, float], diverged: int =
     cell = {"mitigations": "relu", "task.depth": 20, "mitigation.tbptt.window": None, "seeds": 3}
     cell |= {"completed": 3 - diverged, "diverged": diverged, "failed": 0, "missing": 0}
     cell |= {"final_train_loss_mean": mean, "final_train_loss_ci_low": low, "final_train_loss_ci_high": high}
-    cell |= {"final_train_loss_n": 3, "final_train_loss_note": ""}
+    cell |= {"final_train_loss_n": 3, "final_train_loss_note": "", "init": init, "training": "healthy"}
     # a second cell where a setting applies that the first one leaves empty (as tbptt's window in rnn_copy)
     other = cell | {"mitigations": "tbptt", "mitigation.tbptt.window": 10, "completed": 3, "diverged": 0}
     other |= {"final_train_loss_mean": 0.3, "final_train_loss_ci_low": 0.2, "final_train_loss_ci_high": 0.4}
@@ -266,3 +277,25 @@ def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims
     moved = compare(base, str(_fake_report(tmp_path / "d", (0.50, 0.40, 0.60), diverged=1, claim="✗")), "quick")
     assert any("completed: 3 -> 2" in m for m in moved) and any("diverged: 0 -> 1" in m for m in moved)
     assert "claim some_claim: ✓ -> ✗" in moved
+    assert compare(base, str(_fake_report(tmp_path / "e", (0.50, 0.40, 0.60), ratio=0.5000001)), "quick") == [
+        "run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"
+    ]
+
+
+def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdicts(tmp_path):
+    """The reproducibility promise: on another CPU model step-0 values agree within a relative 1e-4,
+    a seed may flip between completed and diverged (a note), verdicts and claims must agree."""
+    from vanex.report.compare import compare
+
+    base = str(_fake_report(tmp_path / "a", (0.50, 0.40, 0.60)))
+    intel = dict(cpu="Intel Xeon", ratio=0.5000003)  # a few float32 roundings, as measured
+    notes: list[str] = []
+    flipped = _fake_report(tmp_path / "b", (0.50, 0.40, 0.60), diverged=1, **intel)
+    assert compare(base, str(flipped), "quick", notes) == []
+    assert any("CPU models differ" in n for n in notes) and any("diverged: 0 -> 1" in n for n in notes)
+    far = _fake_report(tmp_path / "c", (0.50, 0.40, 0.60), cpu="Intel Xeon", ratio=0.5001)
+    assert compare(base, str(far), "quick") == [
+        "run r1 grad_ratio_init: 0.5 -> 0.5001 (relative tolerance 0.0001 across CPU models)"
+    ]
+    verdict = _fake_report(tmp_path / "d", (0.50, 0.40, 0.60), init="vanishing", **intel)
+    assert any("init verdict: stable -> vanishing" in m for m in compare(base, str(verdict), "quick"))

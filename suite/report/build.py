@@ -155,8 +155,8 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
     found = cells[cells["status"] != "missing"]
     found[[c for c in ID_COLUMNS + DIAGNOSIS_COLUMNS if c in found]].to_csv(out / "diagnosis.csv", index=False)
     records = [all_records[rid] for rid in sorted(all_records)]
-    timing = [(r["run_id"], r["seed"], r["provenance"]["wall_time_s"]) for r in records]
-    pd.DataFrame(timing, columns=["run_id", "seed", "wall_time_s"]).to_csv(out / "timing.csv", index=False)
+    timing = [(r["run_id"], r["seed"], r["provenance"]["wall_time_s"], r["provenance"].get("cpu")) for r in records]
+    pd.DataFrame(timing, columns=["run_id", "seed", "wall_time_s", "cpu"]).to_csv(out / "timing.csv", index=False)
     rid = report_id(all_records, source)
     header = [
         f"# vanex report {rid} ({profile} profile)\n",
