@@ -299,3 +299,21 @@ def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdic
     ]
     verdict = _fake_report(tmp_path / "d", (0.50, 0.40, 0.60), init="vanishing", **intel)
     assert any("init verdict: stable -> vanishing" in m for m in compare(base, str(verdict), "quick"))
+
+
+@pytest.mark.slow
+def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
+    """`report --out` replaces only an absent, empty or report folder; never the records, nor a folder
+    holding them, nor one with other files (issue: `--out results` deleted every record)."""
+    results = twice / "a"
+    before = sorted(p.name for p in results.iterdir())
+    proj = tmp_path / "proj"
+    (proj / "results").mkdir(parents=True)
+    (proj / "my_thesis.tex").write_text("years of work")
+    for out in (results, twice, results / "_studies", proj):
+        refused = vanex("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert sorted(p.name for p in results.iterdir()) == before and (proj / "my_thesis.tex").is_file()
+    again = vanex("report", "--results", str(results), "--out", str(twice / "report"), "--profile", "smoke")
+    assert again.returncode == 0, again.stderr  # a previous report is replaced
+    assert (twice / "report" / ".vanex-report").is_file()

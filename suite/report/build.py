@@ -116,9 +116,43 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
                 f"no manifest for study '{s}' (profile {profile}); studies with records: {', '.join(names)}"
             )
     manifests = [m for m in manifests if not studies or m["study"] in studies]
-    path = atomic_dir(Path(out), lambda tmp: _write(tmp, manifests, source, profile)) / "summary.md"
+    check_out(Path(out), source)
+
+    def fill(tmp: Path) -> None:
+        _write(tmp, manifests, source, profile)
+        (tmp / MARKER).write_text(
+            "written by `vanex report`; this whole folder is replaced when the report is rewritten\n"
+        )
+
+    path = atomic_dir(Path(out), fill) / "summary.md"
     print(f"report: {path}", file=sys.stderr)
     return path
+
+
+MARKER = ".vanex-report"  # marks a folder as a report, which the next report may replace whole
+REPORT_ENTRIES = {"summary.md", "summary.csv", "index.html", "diagnosis.csv", "claims.csv", "timing.csv"}
+REPORT_ENTRIES |= {"tables", "figures", MARKER}
+
+
+def check_out(out: Path, source: Path) -> None:
+    """Refuse an output folder the report would destroy or that holds the records: ``--out`` must be
+    absent, empty, or a previous report (its marker, or nothing but a report's files), and neither
+    equal to nor containing nor inside the records folder."""
+    out_abs, source_abs = out.resolve(), source.resolve()
+    if out_abs == source_abs or source_abs.is_relative_to(out_abs) or out_abs.is_relative_to(source_abs):
+        raise UserError(
+            f"--out '{out}' would replace or sit inside the records in '{source}'; give a folder outside it"
+        )
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out '{out}' exists and is not a folder; give a new, empty or report folder")
+    if out.is_dir():
+        entries = {p.name for p in out.iterdir()}
+        if entries and MARKER not in entries and not entries <= REPORT_ENTRIES:
+            other = sorted(entries - REPORT_ENTRIES)
+            raise UserError(
+                f"--out '{out}' holds files that are not a vanex report ({', '.join(other[:3])}"
+                f"{', ...' if len(other) > 3 else ''}) and would be deleted; give a new, empty or report folder"
+            )
 
 
 def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
