@@ -273,3 +273,20 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_s
     finally:
         signal.signal(signal.SIGINT, previous)
     assert len(calls) == 1  # no further cell started
+
+
+def test_a_non_finite_recurrent_matrix_is_a_diverged_run_not_a_native_crash(tmp_path):
+    """LAPACK's eigvals segfaulted (MKL SGEBAL, exit 139) on a matrix holding a NaN: the spectrum probe
+    now checks finiteness first, and the run is recorded as diverged."""
+    out = vanex(
+        "run",
+        "task=rnn_copy",
+        "profile=smoke",
+        "task.init=scaled",
+        "task.recurrent_gain=inf",
+        f"results_dir={tmp_path}",
+        "progress=false",
+    )
+    assert out.returncode == 0, out.stderr
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
+    assert record["status"] == "diverged"

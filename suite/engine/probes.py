@@ -278,6 +278,11 @@ class RecurrentSpectrum(Probe):
 
     def before_forward(self, ctx: ProbeContext) -> None:
         w = ctx.model.recurrent_matrix().detach().float()
+        if not bool(torch.isfinite(w).all()):  # LAPACK's eigvals crashes the process on a NaN (MKL SGEBAL)
+            nan = torch.tensor(float("nan"))
+            ctx.rows.add(ctx.step, "spectral_radius", ["recurrent"], nan)
+            ctx.rows.add(ctx.step, "sigma_max", ["recurrent"], nan)
+            return
         ctx.rows.add(ctx.step, "spectral_radius", ["recurrent"], torch.linalg.eigvals(w).abs().max())
         ctx.rows.add(ctx.step, "sigma_max", ["recurrent"], torch.linalg.matrix_norm(w, ord=2))
 
