@@ -64,7 +64,7 @@ def test_run_one_config_writes_a_complete_record(results):
         (["threads=0"], "threads must be >= 1"),
         (["optim.lr=nan"], "optim.lr must be finite and > 0"),
         (["probe.names=[nope]"], "unknown probe 'nope'"),
-        (["numerics=fast"], "numerics 'fast' is not one of pinned, native"),
+        (["numerics=fast"], "numerics 'fast' is not one of pinned, generic, native"),
         (["nope=1"], "Could not override 'nope'"),
         (["task.depth=1.5"], "setting 'task.depth'"),
         (["optim.lr=-1"], "optim.lr must be finite and > 0"),
