@@ -8,7 +8,7 @@ declares:
 - ``exact``: step-0 values (the untrained network's gradient ratios) must be equal run by run when
   both sides ran on one CPU model (pinned numerics reproduce them bit for bit there); across CPU
   models within a relative tolerance of ``STEP0_REL_TOL`` (an Intel Xeon and an AMD EPYC differ by
-  at most 5.8e-7 over 370 runs, a few float32 roundings; a changed initialisation moves them by far more);
+  at most 5.8e-7 over 492 runs, a few float32 roundings; a changed initialisation moves them by far more);
 - ``ci_overlap`` (every other metric): per cell, the two 95% confidence intervals of the mean over
   seeds must overlap; a cell with one seed has no interval and must match exactly; a value that is
   a word (diverged, underflow, not applicable) must be the same word;
