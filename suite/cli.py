@@ -221,6 +221,11 @@ def cmd_claims(argv: list[str]) -> int:
     parser.add_argument("--claim", action="append", default=None, help="check only these claims (repeatable)")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="output format")
     parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 even when a claim is not run or a record is unreadable (by default both exit 1)",
+    )
+    parser.add_argument(
         "--lock",
         action="store_true",
         help="developers: record every built-in claim's version and definition fingerprint in claims.lock.json "
@@ -231,7 +236,18 @@ def cmd_claims(argv: list[str]) -> int:
         return _lock_claims()
     if not Path(args.results).is_dir():
         raise UserError(f"no records directory '{args.results}'; run `nox` or `vanex study NAME` first")
-    results = evaluate_all(args.results, args.profile, args.claim)
+    from vanex.records.store import load_manifests
+    from vanex.registry import CLAIMS
+
+    for name in args.claim or []:
+        CLAIMS.get(name)  # an unknown name is refused first, with the valid ones
+    if not load_manifests(args.results, args.profile) and not args.allow_missing:
+        raise UserError(
+            f"no study manifests for profile '{args.profile}' in '{args.results}/_studies'; "
+            f"run `vanex study NAME --profile {args.profile}` first"
+        )
+    problems: list[str] = []
+    results = evaluate_all(args.results, args.profile, args.claim, problems)
     if args.format == "markdown":
         print(claims_markdown(results))
     else:
@@ -250,7 +266,12 @@ def cmd_claims(argv: list[str]) -> int:
             f"vanex claims: {len(failed)} claim(s) contradicted by the records: {', '.join(failed)}",
             file=sys.stderr,
         )
-    return 1 if failed else 0
+    not_run = [r.name for r in results if r.status == "not run"]
+    if not_run and not args.allow_missing:
+        problems.append(f"{len(not_run)} claim(s) not run: {', '.join(not_run)} (--allow-missing accepts that)")
+    for line in problems if not args.allow_missing else []:
+        print(f"vanex claims: {line}", file=sys.stderr)
+    return 1 if failed or (problems and not args.allow_missing) else 0
 
 
 def _lock_claims() -> int:

@@ -156,7 +156,18 @@ def test_claims_run_on_a_small_profile(tmp_path):
     assert len(lines) == len(CLAIMS.names())
     assert any("pascanu2013_gain" in line and line.startswith("✓") for line in lines)  # step 0: any budget
     assert any("pascanu2013_clipping_rnn" in line and not line.startswith("not run") for line in lines)
-    assert out.returncode == (1 if any(line.startswith("✗") for line in lines) else 0), out.stdout
+    # a gate: claims whose studies did not run fail it, each said in one line, unless allowed
+    assert out.returncode == 1 and "claim(s) not run: bachlechner2020_rezero" in out.stderr, out.stderr
+    allowed = vanex("claims", "--results", str(results), "--profile", "smoke", "--allow-missing")
+    assert allowed.returncode == (1 if any(line.startswith("✗") for line in lines) else 0), allowed.stdout
+    nope = vanex("claims", "--results", str(results), "--profile", "nope")
+    assert nope.returncode == 2 and "no study manifests for profile 'nope'" in nope.stderr
+    one = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
+    assert one.returncode == 0, one.stderr
+    record = next(p for p in results.glob("*/run.json") if "recurrent_gain" in p.read_text())
+    (record.parent / "probes.csv").write_text("")  # an unreadable record is no longer silent
+    broken = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
+    assert broken.returncode == 1 and "study rnn_init: 1 record(s) could not be read" in broken.stderr
 
 
 def _lock() -> dict:

@@ -290,3 +290,28 @@ def test_a_non_finite_recurrent_matrix_is_a_diverged_run_not_a_native_crash(tmp_
     assert out.returncode == 0, out.stderr
     (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
     assert record["status"] == "diverged"
+
+
+def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:
+    cell = {"run_id": run_id, "mitigations": [], "seed": 0, "settings": {}}
+    return {"study": study, "profile": "smoke", "task": "deep_mlp", "swept": [], "diagnosis": {}, "cells": [cell]}
+
+
+@pytest.mark.parametrize(
+    "manifest, problem",
+    [
+        (_manifest(study="../../../pwned"), "is not a snake_case name"),
+        (_manifest(run_id="/etc"), "run_id '/etc' is not 16 hex digits"),
+        (_manifest(run_id="../0123456789abc"), "is not 16 hex digits"),
+        (_manifest(study="other"), "not its own file name"),
+    ],
+)
+def test_names_and_ids_from_a_manifest_are_checked_before_they_become_paths(tmp_path, manifest, problem):
+    """A manifest whose study name or run id would lead outside the results or report folder is
+    skipped with one warning line naming the problem; nothing outside --out is written."""
+    studies = tmp_path / "results" / "_studies"
+    studies.mkdir(parents=True)
+    (studies / "tiny-smoke.json").write_text(json.dumps(manifest))
+    out = vanex("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), "--profile", "smoke")
+    assert out.returncode == 2 and problem in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]

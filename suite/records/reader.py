@@ -36,7 +36,8 @@ class StudyData:
     status, the diagnosis, every numeric summary value, loss_vs_chance, git_commit);
     ``probes``: the kept probe rows (step, metric, layer, value, mitigations, setting, seed, run_id);
     ``records``: run_id -> run.json of every readable record; ``old``: records of an older schema;
-    ``cell_claims``: run_id -> the claims that read the cell (filled in by the report)."""
+    ``cell_claims``: run_id -> the claims that read the cell (filled in by the report);
+    ``unreadable``: records present but malformed or unreadable, shown as missing."""
 
     manifest: dict[str, Any]
     cells: pd.DataFrame
@@ -44,6 +45,7 @@ class StudyData:
     records: dict[str, dict]
     old: int
     cell_claims: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: int = 0  # records that exist but could not be read (each named in a warning)
 
     @property
     def name(self) -> str:
@@ -89,7 +91,7 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
     """``manifest``'s cells with their records in ``results``, keeping the probe rows of ``metrics``."""
     cfg = thresholds(manifest)
     swept = manifest["swept"]
-    rows, probes, records, old = [], [], {}, 0
+    rows, probes, records, old, unreadable = [], [], {}, 0, 0
     for cell in manifest["cells"]:
         row = {
             "study": manifest["study"],
@@ -113,13 +115,13 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             summary, frame = _read_record(run, path, cfg, metrics)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             warn(f"record {path} is malformed ({type(exc).__name__}: {exc}); shown as missing")
-            row["status"] = "missing"
+            row["status"], unreadable = "missing", unreadable + 1
             continue
         records[cell["run_id"]] = run
         row.update(summary, git_commit=run["provenance"].get("git_commit"))
         probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
     probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(columns=[*PROBE_COLUMNS, "run_id"])
-    return StudyData(manifest, pd.DataFrame(rows), probe_frame, records, old)
+    return StudyData(manifest, pd.DataFrame(rows), probe_frame, records, old, unreadable=unreadable)
 
 
 def _read_record(
@@ -163,7 +165,9 @@ def adhoc_manifests(runs_dir: str | Path) -> list[dict[str, Any]]:
     for path in sorted(Path(runs_dir).iterdir()):
         try:
             run = load_run(path)
-            if run is not None:
+            if run is not None and run["run_id"] != path.name:
+                warn(f"record {path} says it is run {run['run_id']!r}, not its folder's name; skipped")
+            elif run is not None:
                 cell = (run["run_id"], run["mitigations"], run["seed"], dict(run["settings"]))
                 by_task.setdefault(str(run["task"]), []).append(cell)
         except OldRecord:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 2
+PROBE_HEADER = ("step", "metric", "layer", "value")  # probes.csv's first row
 FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
 IDENTITY_PREFIXES = ("task.", "mitigation.", "optim.")  # setting groups that shape training
 IDENTITY_KEYS = ("task", "mitigations", "seed", "device", "threads", "numerics")
@@ -220,7 +222,7 @@ def write_record(results_dir: str | Path, run: dict[str, Any], rows: list[tuple[
     def fill(tmp: Path) -> None:
         with open(tmp / "probes.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(("step", "metric", "layer", "value"))
+            writer.writerow(PROBE_HEADER)
             writer.writerows(rows)
         (tmp / "run.json").write_text(dumps(run))
 
@@ -235,7 +237,8 @@ def read_probes(path: Path) -> list[tuple[int, str, str, float]]:
     try:
         with open(path / "probes.csv", newline="") as f:
             reader = csv.reader(f)
-            next(reader, None)
+            if next(reader, None) != list(PROBE_HEADER):  # an empty or truncated file is not "no probes"
+                raise ValueError("probes.csv lacks its header row (empty or truncated)")
             return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
     except csv.Error as exc:
         raise ValueError(str(exc)) from None
@@ -282,20 +285,54 @@ def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # study and profile names, as registries and config files name them
+RUN_ID = re.compile(r"^[0-9a-f]{16}$")  # run_id(): 16 hex digits, so a record's folder never leaves results/
+
+
+def manifest_problem(manifest: Any, path: Path) -> str | None:
+    """What makes ``manifest`` (read from ``path``) unsafe or unusable, or None: every name and id it
+    holds becomes a path, so each is checked against its format before anything is read or written."""
+    if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
+        return "not a study manifest"
+    study, profile, cells = manifest["study"], manifest["profile"], manifest["cells"]
+    if not (isinstance(study, str) and _NAME.match(study) and isinstance(profile, str) and _NAME.match(profile)):
+        return f"study {study!r} or profile {profile!r} is not a snake_case name"
+    if path.name != f"{study}-{profile}.json":
+        return f"it names study {study!r}, profile {profile!r}, not its own file name"
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        return "'cells' is not a list of cells"
+    for cell in cells:
+        rid = cell.get("run_id")
+        if not (isinstance(rid, str) and RUN_ID.match(rid)):
+            return f"run_id {rid!r} is not 16 hex digits"
+        if not (isinstance(cell.get("mitigations"), list) and isinstance(cell.get("settings"), dict)):
+            return f"cell {rid} lacks its mitigations or settings"
+    if not (isinstance(manifest["swept"], list) and isinstance(manifest["diagnosis"], dict)):
+        return "'swept' or 'diagnosis' is malformed"
+    return None
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest at ``path``, or None (with one warning line) if it is unreadable, behind a
+    symbolic link, or fails ``manifest_problem``."""
+    if path.is_symlink():
+        print(f"vanex: warning: skipping manifest {path}: a symbolic link", file=sys.stderr)
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"vanex: warning: skipping unreadable manifest {path}: {exc}", file=sys.stderr)
+        return None
+    if (problem := manifest_problem(manifest, path)) is not None:
+        print(f"vanex: warning: skipping manifest {path}: {problem}", file=sys.stderr)
+        return None
+    return manifest
+
+
 def load_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
-    """Every study manifest of ``profile`` in ``results_dir``, by study name."""
-    out = []
-    for path in sorted((Path(results_dir) / STUDIES_DIR).glob(f"*-{profile}.json")):
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            print(f"vanex: warning: skipping unreadable manifest {path}: {exc}", file=sys.stderr)
-            continue
-        if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
-            print(f"vanex: warning: skipping {path}: not a study manifest", file=sys.stderr)
-        elif manifest["profile"] == profile:
-            out.append(manifest)
-    return out
+    """Every valid study manifest of ``profile`` in ``results_dir``, by study name."""
+    paths = sorted((Path(results_dir) / STUDIES_DIR).glob(f"*-{profile}.json"))
+    return [m for m in map(read_manifest, paths) if m is not None and m["profile"] == profile]
 
 
 def varying_settings(settings: list[dict[str, Any]]) -> list[str]:

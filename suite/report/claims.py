@@ -31,7 +31,7 @@ import pandas as pd
 from vanex import conf
 from vanex.errors import UserError
 from vanex.records.reader import FINISHED, StudyData, read_study
-from vanex.records.store import manifest_path
+from vanex.records.store import manifest_path, read_manifest
 from vanex.registry import CLAIMS
 from vanex.report.tables import markdown_table
 from vanex.science.stats import TRAINED_FRACTION, t_interval
@@ -269,10 +269,10 @@ class _Study:
 
     def __init__(self, results: Path, name: str, profile: str) -> None:
         path = manifest_path(results, name, profile)
-        self.missing = None if path.is_file() else f"no manifest {path} (run `vanex study {name}`)"
-        if self.missing:
+        manifest = read_manifest(path) if path.is_file() else None
+        self.missing = None if manifest else f"no valid manifest {path} (run `vanex study {name}`)"
+        if manifest is None:
             return
-        manifest = json.loads(path.read_text())
         metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
         self.data: StudyData = read_study(manifest, results, metrics)
 
@@ -289,12 +289,16 @@ class _Study:
 
 
 def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | str:
-    """The predicate's outcome, or the name of a group with fewer than ``MIN_SEEDS`` finished seeds."""
+    """The predicate's outcome, or why there is none: a group with fewer than ``MIN_SEEDS`` finished
+    seeds, or records that lack what the predicate reads (it raised: never a crash of the judge)."""
     groups = {name: study.group(c) for name, c in cells.items()}
     for name, g in groups.items():
         if g is None:
-            return name
-    return claim.predicate(groups)
+            return f"cell group '{name}' has fewer than {MIN_SEEDS} finished seeds"
+    try:
+        return claim.predicate(groups)
+    except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as exc:
+        return f"its records lack what the predicate reads ({type(exc).__name__}: {exc})"
 
 
 def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None = None) -> Result:
@@ -335,8 +339,7 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
         return result("not run", study.missing, "–")
     base = _judge(claim, study, claim.cells)
     if isinstance(base, str):
-        where = f"study {claim.study}, profile {profile}"
-        return result("not run", f"cell group '{base}' has fewer than {MIN_SEEDS} finished seeds ({where})", "–")
+        return result("not run", f"{base} (study {claim.study}, profile {profile})", "–")
     checks: list[tuple[str, Outcome]] = []  # (which neighbour or path, its outcome)
     other = _judge(claim, study, {n: c.on(numerics=SECOND_PATH) for n, c in claim.cells.items()})
     if isinstance(other, Outcome):
@@ -367,13 +370,21 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
     return result(status, base.numbers, neighbourhood, second)
 
 
-def evaluate_all(results: str | Path, profile: str, names: list[str] | None = None) -> list[Result]:
+def evaluate_all(
+    results: str | Path, profile: str, names: list[str] | None = None, problems: list[str] | None = None
+) -> list[Result]:
+    """Every claim (or ``names``) judged on ``profile``'s records; studies with unreadable records are
+    named in ``problems``."""
     known = CLAIMS.names()
     for name in names or []:
         if name not in known:
             raise UserError(f"unknown claim '{name}'; valid claims: {', '.join(known)}")
     cache: dict = {}
-    return [evaluate(CLAIMS.get(n)(), results, profile, cache) for n in (names or known)]
+    out = [evaluate(CLAIMS.get(n)(), results, profile, cache) for n in (names or known)]
+    for (_, study, _), s in sorted(cache.items()):
+        if not s.missing and s.data.unreadable and problems is not None:
+            problems.append(f"study {study}: {s.data.unreadable} record(s) could not be read (named above)")
+    return out
 
 
 def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
