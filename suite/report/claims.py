@@ -346,7 +346,7 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
         checks.append((f"numerics={SECOND_PATH}", other))
         second = f"{'✓' if other.holds else '✗'}: {other.numbers}"
     else:
-        second = f"not run in this profile (numerics={SECOND_PATH})"
+        second = f"not run: no cells of its groups on numerics={SECOND_PATH} ({other})"
     neighbourhood = "n/a (at initialisation)"
     k = claim.neighbourhood
     values = {study.setting(c, k) for c in claim.cells.values()} if k else set()

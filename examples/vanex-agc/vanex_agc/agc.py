@@ -28,7 +28,7 @@ def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
 class AdaptiveGradientClipping(Mitigation):
     """Adaptive gradient clipping, unit-wise (Brock et al. 2021, NFNets)."""
 
-    clipping: float  # values in conf/mitigation/agc.yaml, the one source of defaults
+    clipping: float  # values in vanex_agc/conf/mitigation/agc.yaml, the one source of defaults
     eps: float
 
     def __post_init__(self) -> None:

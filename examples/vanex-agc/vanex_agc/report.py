@@ -25,6 +25,7 @@ class AGCStability(Claim):
     )
     study = "agc_mlp"
     cells = {"plain": Cells(("relu", "he_init"), HIGH_LR), "agc": Cells(("relu", "he_init", "agc"), HIGH_LR)}
+    control = "plain"  # the same net without clipping isolates what AGC does
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
         plain, agc = g["plain"], g["agc"]
