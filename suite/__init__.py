@@ -22,5 +22,5 @@ from vanex import numerics as _numerics
 
 __version__ = "0.3.0"
 
-if "torch" not in _sys.modules:
+if "torch" not in _sys.modules and _numerics.active_mode() in _numerics.MODES:  # a bad VANEX_NUMERICS: the CLI says so
     _numerics.apply(_numerics.active_mode())

@@ -60,6 +60,9 @@ def _choose_numerics(argv: list[str]) -> None:
     """Apply a ``numerics=...`` override now, before anything imports torch (vanex.numerics)."""
     from vanex import numerics
 
+    if numerics.active_mode() not in numerics.MODES:
+        raise UserError(f"{numerics.MODE_ENV}='{numerics.active_mode()}' is not one of {', '.join(numerics.MODES)}")
+
     for arg in argv:
         if arg.startswith("numerics="):
             numerics.apply(arg.partition("=")[2])

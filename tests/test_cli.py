@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -59,15 +60,31 @@ def test_run_one_config_writes_a_complete_record(results):
         (["task.depth=abc"], "setting 'task.depth': Value 'abc' of type 'str' could not be converted to Integer"),
         (["task.nope=1"], "Could not override 'task.nope'"),
         (["+nope=1"], "unknown setting 'nope'; valid settings of the top level: seed"),
-        (["seed=-1"], "seed must be a non-negative integer, got -1"),
+        (["seed=-1"], "seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got -1"),
+        (["seed=4294967296"], "seed must be an integer from 0 to 2**32 - 1"),
         (["seed=1.5"], "setting 'seed'"),
         (["threads=0"], "threads must be >= 1"),
-        (["optim.lr=nan"], "optim.lr must be finite and > 0"),
+        (["optim.lr=nan"], "optim.lr must be > 0 and at most 1000"),
+        (["optim.lr=1e300"], "optim.lr must be > 0 and at most 1000, got 1e+300"),
+        (["task.weight_scale=inf"], "setting 'task.weight_scale' must be a finite number, got inf"),
+        (["optim.momentum=nan"], "optim.momentum must be in [0, 1), got nan"),
+        (["optim.momentum=-1"], "optim.momentum must be in [0, 1), got -1.0"),
+        (["optim.weight_decay=nan"], "optim.weight_decay must be in [0, 1], got nan"),
+        (["optim=adam", "optim.betas=[2,0.999]"], "optim.betas must be in [0, 1), got 2.0"),
+        (["optim=adam", "optim.eps=-1"], "optim.eps must be in [1e-30, 1], got -1.0"),
+        (
+            ["mitigation=[clip_norm]", "mitigation.clip_norm.max_norm=inf"],
+            "'mitigation.clip_norm.max_norm' must be a finite",
+        ),
+        (["mitigation=[weight_decay]", "mitigation.weight_decay.coefficient=nan"], "must be a finite number, got nan"),
+        (["task.steps=0"], "setting 'task.steps' must be at least 1, got 0"),
+        (["task.steps=-5"], "setting 'task.steps' must be at least 1, got -5"),
+        (["probe.samples=1000000000"], "probe sample counts must be at most 10000"),
         (["probe.names=[nope]"], "unknown probe 'nope'"),
         (["numerics=fast"], "numerics 'fast' is not one of pinned, generic, native"),
         (["nope=1"], "Could not override 'nope'"),
         (["task.depth=1.5"], "setting 'task.depth'"),
-        (["optim.lr=-1"], "optim.lr must be finite and > 0"),
+        (["optim.lr=-1"], "optim.lr must be > 0 and at most 1000"),
         (["diagnosis.vanishing_orders=abc"], "setting 'diagnosis.vanishing_orders'"),
         (["task.batch_size=5000"], "task.batch_size=5000 must be between 1 and the 1438 training images"),
         (["results_dir=/dev/null"], "results_dir '/dev/null' exists and is not a folder"),
@@ -79,6 +96,15 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+    assert not results.exists() or not _records(results)  # refused before training: no record
+
+
+def test_a_bad_numerics_variable_is_one_line(results):
+    out = vanex("list", "tasks", env={**os.environ, "VANEX_NUMERICS": "foo"})
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "vanex: error: VANEX_NUMERICS='foo' is not one of pinned, generic, native"
+    )
 
 
 @pytest.mark.parametrize("jobs", ["0", "-2"])

@@ -36,6 +36,7 @@ from vanex.science.diagnosis import DiagnosisConfig
 CONF_PACKAGE = "vanex.conf"  # the wheel maps the repository's conf/ to this package
 GROUPS = ("task", "mitigation", "optim", "probe", "profile", "diagnosis", "study")
 DEVICES = ("cpu", "cuda", "auto")
+MAX_SAMPLES = 10_000  # probe schedules are built point by point: a billion samples would hang planning
 _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a config option's name: no path, no dots
 
 
@@ -51,8 +52,8 @@ class RunSettings:
     progress: bool
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got {self.seed}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.device not in DEVICES:
@@ -81,12 +82,14 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if min(self.samples, self.linear_samples, self.eval_samples) < 0:
             raise ValueError("probe.samples, probe.linear_samples and probe.eval_samples must be >= 0")
+        if max(self.samples, self.linear_samples, self.eval_samples) > MAX_SAMPLES:
+            raise ValueError(f"probe sample counts must be at most {MAX_SAMPLES} (one per step of a long run)")
 
 
 def typed(schema: type, values: Any, prefix: str) -> Any:
     """``values`` as an instance of the dataclass ``schema``; one-line ``UserError`` when they do not fit."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values or {}))
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values or {}))
     except ConfigKeyError as exc:
         valid = ", ".join(f.name for f in dataclasses.fields(schema))
         raise UserError(
@@ -102,6 +105,12 @@ def typed(schema: type, values: Any, prefix: str) -> Any:
         raise UserError(f"invalid settings under '{prefix}': {str(exc).splitlines()[0]}") from None
     except (ValueError, TypeError) as exc:  # the schema's own checks (__post_init__)
         raise UserError(f"invalid {prefix.rstrip('.') or 'top-level'} settings: {exc}") from None
+    for field in dataclasses.fields(obj):  # NaN and infinity are no setting's value (a bound says 'none' with null)
+        value = getattr(obj, field.name)
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise UserError(f"setting '{prefix}{field.name}' must be a finite number, got {number}")
+    return obj
 
 
 def searchpath_override() -> list[str]:
@@ -215,6 +224,8 @@ def prepare(cfg: DictConfig, training: bool = True) -> RunSpec:
     task_values = dict(groups["task"] or {})
     task_cls = TASKS.get(str(task_values.pop("name", None)))
     steps = task_values.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps < 1:
+        raise UserError(f"setting 'task.steps' must be at least 1, got {steps}")
     if isinstance(steps, int) and not isinstance(steps, bool):
         task_values["steps"] = max(1, int(round(steps * profile.steps_scale)))
     task_config = typed(task_cls.Config, task_values, "task.")
