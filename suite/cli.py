@@ -170,6 +170,11 @@ def cmd_study(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive number of processes, not {args.jobs}")
+    for override in args.overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        if key in ("profile", "seed"):
+            use = "--profile NAME" if key == "profile" else "the study file's seeds"
+            raise UserError(f"'{override}' would rewrite every cell of the study silently; use {use} instead")
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:

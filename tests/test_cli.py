@@ -107,6 +107,13 @@ def test_a_bad_numerics_variable_is_one_line(results):
     )
 
 
+@pytest.mark.parametrize("override", ["profile=smoke", "seed=7", "+seed=7"])
+def test_a_study_refuses_overrides_that_would_rewrite_it_silently(override, results):
+    out = vanex("study", "mlp_meanfield", override, f"results_dir={results}")
+    assert out.returncode == 2 and "would rewrite every cell of the study silently" in out.stderr, out.stderr
+    assert not results.exists() or not list(results.iterdir())
+
+
 @pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_a_study_refuses_a_job_count_below_one(jobs, results):
     out = vanex("study", "mlp_meanfield", "--jobs", jobs, f"results_dir={results}")
