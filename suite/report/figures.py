@@ -9,7 +9,8 @@ log axis), bands the seeds' min-max (so they stay inside a metric's range). A va
 the bottom edge, a non-finite one (a diverged run) × at the top edge, not dropped; y limits come
 from the runs that completed, so a diverged run cannot stretch them.
 
-- ``<study>_gradient_flow``: the flow metric at step 0 along depth or time;
+- ``<study>_gradient_flow``: the flow metric at step 0 along depth or time (with the next, all an
+  init-only study gets: nothing over training is drawn for runs of one step);
 - ``<study>_grad_norm_per_block``: step-0 gradient norm per block, where blocks hold several kinds;
 - ``<study>_grad_ratio_training``: the first/last gradient ratio over training steps;
 - ``<study>_grad_heatmap``: log10 per-layer (or per-time-step) gradient norm over training steps;
@@ -325,6 +326,8 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
                 integer_x=True,
             )
         )
+    if all(int(r["settings"].get("task.steps", 2)) <= 1 for r in records.values()):
+        return figures  # an init-only study (one step): nothing was trained, so nothing over training is drawn
     ratio = rows[(rows["metric"] == "grad_ratio") & (rows["step"] > 0)]
     if not ratio.empty:
         figures.append(
