@@ -85,7 +85,7 @@ def test_diverged_seeds_count_as_worse_than_any_loss():
 
 def test_missing_study_is_not_run(tmp_path):
     r = evaluate(ToyClaim(), tmp_path, "quick")
-    assert r.status == "not run" and "no manifest" in r.numbers
+    assert r.status == "not run" and "no valid manifest" in r.numbers
 
 
 @given(st.lists(st.floats(0, 10), min_size=2, max_size=6), st.lists(st.floats(0, 10), min_size=2, max_size=6))

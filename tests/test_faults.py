@@ -276,20 +276,18 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_s
 
 
 def test_a_non_finite_recurrent_matrix_is_a_diverged_run_not_a_native_crash(tmp_path):
-    """LAPACK's eigvals segfaulted (MKL SGEBAL, exit 139) on a matrix holding a NaN: the spectrum probe
-    now checks finiteness first, and the run is recorded as diverged."""
-    out = vanex(
-        "run",
-        "task=rnn_copy",
-        "profile=smoke",
-        "task.init=scaled",
-        "task.recurrent_gain=inf",
-        f"results_dir={tmp_path}",
-        "progress=false",
-    )
+    """LAPACK's eigvals segfaulted (MKL SGEBAL, exit 139) on a recurrent matrix holding a NaN, which a
+    first SGD step at an enormous rate makes: the spectrum probe now checks finiteness first, and the
+    run is recorded as diverged, its spectrum NaN. (recurrent_gain=inf itself is refused before training.)"""
+    args = ("task=rnn_copy", "profile=smoke", "task.init=scaled", "task.recurrent_gain=2.0", "optim=sgd")
+    out = vanex("run", *args, "optim.lr=1e38", f"results_dir={tmp_path}", "progress=false")
     assert out.returncode == 0, out.stderr
     (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
     assert record["status"] == "diverged"
+    rows = (tmp_path / record["run_id"] / "probes.csv").read_text().splitlines()
+    assert any(row.startswith("1,spectral_radius,") and row.endswith(",nan") for row in rows)
+    refused = vanex("run", *args, "task.recurrent_gain=inf", f"results_dir={tmp_path / 'no'}")
+    assert refused.returncode == 2 and "must be a finite number" in refused.stderr
 
 
 def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:

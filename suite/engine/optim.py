@@ -32,7 +32,7 @@ class _Base:
         return OptimConfig(kwargs.pop("name"), kwargs.pop("lr"), kwargs)
 
 
-MAX_LR = 1e3  # above it every optimiser here overflows float32 in its first step: refused, not trained
+MAX_LR = 1e38  # float32's range: a larger rate is infinite in the update itself (a crash, not a result)
 
 
 def _within(name: str, value: float, low: float, high: float, high_open: bool = False) -> None:
