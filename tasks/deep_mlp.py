@@ -28,6 +28,7 @@ class DeepMLPConfig:
     activation: str
     init: str
     weight_scale: float
+    bias_scale: float
     norm: str
     residual: str
     steps: int
@@ -43,6 +44,8 @@ class DeepMLPConfig:
             )
         if not self.weight_scale > 0:
             raise ValueError(f"deep_mlp needs weight_scale > 0, got {self.weight_scale}")
+        if not self.bias_scale >= 0:
+            raise ValueError(f"deep_mlp needs bias_scale >= 0, got {self.bias_scale}")
 
 
 class Block(nn.Module):
@@ -59,16 +62,20 @@ class Block(nn.Module):
         return self.sum(x, self.act(self.norm(self.linear(x))))  # (B, d_out)
 
 
-def scaled_init(modules: list[nn.Module], sigma_w: float) -> None:
+def scaled_init(modules: list[nn.Module], sigma_w: float, sigma_b: float = 0.0) -> None:
     """The mean-field initialisation of Poole et al. (2016) and Schoenholz et al. (2017): every
-    weight N(0, sigma_w^2 / fan_in), biases 0. sigma_w = sqrt(2) with ReLU is He init; ReLU above
-    it, or tanh far above 1, is the exploding (chaotic) phase."""
+    weight N(0, sigma_w^2 / fan_in), every bias N(0, sigma_b^2) (0 when sigma_b = 0). sigma_w =
+    sqrt(2) with ReLU is He init; ReLU above it, or tanh far above 1, is the exploding (chaotic)
+    phase. With sigma_b > 0 tanh's critical point moves above 1 (sigma_b^2 = 0.05: sigma_w^2 ~ 1.76)."""
     with torch.no_grad():
         for module in modules:
             for m in module.modules():
                 if isinstance(m, nn.Linear):
                     m.weight.normal_(0.0, sigma_w / m.in_features**0.5)
-                    nn.init.zeros_(m.bias)
+                    if sigma_b > 0:
+                        m.bias.normal_(0.0, sigma_b)
+                    else:
+                        nn.init.zeros_(m.bias)
 
 
 class MLP(ProbedModel):
@@ -78,7 +85,7 @@ class MLP(ProbedModel):
         self.blocks = nn.ModuleList(Block(a, b, cfg) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.head = nn.Linear(dims[-1], n_classes)
         if cfg.init == "scaled":
-            scaled_init([*self.blocks, self.head], cfg.weight_scale)
+            scaled_init([*self.blocks, self.head], cfg.weight_scale, cfg.bias_scale)
         else:
             init_linear_stack([*self.blocks, self.head], cfg.init)
 

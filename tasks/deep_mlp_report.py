@@ -35,6 +35,7 @@ def _scaled_runs(records: dict[str, dict]) -> dict[str, dict]:
         and r["settings"].get("task.norm") == "none"
         and r["settings"].get("task.residual") == "none"
         and r["settings"].get("task.activation") in meanfield.ACTIVATIONS
+        and not r["settings"].get("task.bias_scale")  # the overlay and phase diagram are drawn for sigma_b = 0
     }
 
 

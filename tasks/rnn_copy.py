@@ -75,9 +75,9 @@ class RecurrentNet(ProbedModel):
 
     CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
-    def __init__(self, cfg: RNNCopyConfig, vocab: int = 10, n_out: int = 9) -> None:
+    def __init__(self, cfg: Any, vocab: int = 10, n_out: int = 9) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.vocab = cfg, vocab
         extra = {"nonlinearity": cfg.activation} if cfg.cell == "rnn" else {}
         self.rnn = self.CELLS[cfg.cell](vocab, cfg.hidden, batch_first=True, **extra)  # PyTorch's default init
         # observes the hidden states (B, L, H), which are the tanh/relu outputs of a plain RNN
@@ -94,40 +94,48 @@ class RecurrentNet(ProbedModel):
         w = self.rnn.weight_hh_l0
         return w if self.cfg.cell == "rnn" else w[2 * h : 3 * h]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The input sequence as (B, L, vocab) floats: one-hot tokens here."""
+        return F.one_hot(x, self.vocab).to(self.readout.weight.dtype)
+
+    def read(self, states: torch.Tensor) -> torch.Tensor:
+        """Outputs from the hidden states (B, L, H): one per step here, (B, L, n_out)."""
+        return self.readout(states)
+
     def forward(self, x: torch.Tensor, taps: list[torch.Tensor] | None = None) -> torch.Tensor:
-        onehot = F.one_hot(x, 10).to(self.readout.weight.dtype)  # (B, L, 10)
-        states = self._unrolled(onehot, taps) if taps is not None else self._fused(onehot)  # (B, L, H)
+        inputs = self.encode(x)  # (B, L, vocab)
+        states = self._unrolled(inputs, taps) if taps is not None else self._fused(inputs)  # (B, L, H)
         if self.observe is not None:
             states = self.observe(states)
-        return self.readout(states)  # (B, L, n_out)
+        return self.read(states)
 
-    def _fused(self, onehot: torch.Tensor) -> torch.Tensor:
-        window = self.cfg.tbptt or onehot.shape[1]
+    def _fused(self, inputs: torch.Tensor) -> torch.Tensor:
+        window = self.cfg.tbptt or inputs.shape[1]
         outputs, state = [], None
-        for start in range(0, onehot.shape[1], window):  # no gradient flows back past a window boundary
+        for start in range(0, inputs.shape[1], window):  # no gradient flows back past a window boundary
             if state is not None:
                 state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-            out, state = self.rnn(onehot[:, start : start + window], state)
+            out, state = self.rnn(inputs[:, start : start + window], state)
             outputs.append(out)
         return torch.cat(outputs, dim=1)
 
-    def _unrolled(self, onehot: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+    def _unrolled(self, inputs: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
         """The same recurrence one step at a time; a zero added to each h_t makes dL/dh_t its grad."""
         cfg, r = self.cfg, self.rnn
         weights = (r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
         cell = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell}.get(cfg.cell) or (
             torch._VF.rnn_tanh_cell if cfg.activation == "tanh" else torch._VF.rnn_relu_cell
         )
-        h = onehot.new_zeros(onehot.shape[0], cfg.hidden)  # (B, H)
+        h = inputs.new_zeros(inputs.shape[0], cfg.hidden)  # (B, H)
         c = torch.zeros_like(h)
         states = []
-        for t in range(onehot.shape[1]):
+        for t in range(inputs.shape[1]):
             if cfg.tbptt and t and t % cfg.tbptt == 0:
                 h, c = h.detach(), c.detach()
             if cfg.cell == "lstm":
-                h, c = cell(onehot[:, t], (h, c), *weights)
+                h, c = cell(inputs[:, t], (h, c), *weights)
             else:
-                h = cell(onehot[:, t], h, *weights)
+                h = cell(inputs[:, t], h, *weights)
             tap = torch.zeros_like(h, requires_grad=True)
             h = h + tap
             taps.append(tap)

@@ -43,6 +43,13 @@ def _probes(run_id: str, log_ratio: float) -> list[tuple]:
         rows.append((0, "grad_through_time", f"t{i}", value, run_id))
         rows.append((0, "grad_preact", f"l{i + 1}", value, run_id))
     rows += [(0, "grad_norm", name, 1.0, run_id) for name in _layer_names()]
+    # saturated fractions over training: in the stalled regime the top hidden layer saturates first
+    top = 0.9 if log_ratio < 0 else 0.0
+    for step in range(0, 101, 10):
+        rows += [
+            (step, "act_saturated", f"hidden_{i}", top * i / (POSITIONS - 1) if step else 0.0, run_id)
+            for i in range(POSITIONS)
+        ]
     rows += [(0, "sigma_max", "recurrent", 1.0, run_id), (0, "spectral_radius", "recurrent", 1.0, run_id)]
     return rows
 
@@ -102,19 +109,7 @@ def test_every_claim_names_a_control_among_its_groups(name):
     assert claim.control in claim.cells, f"{name}: control {claim.control!r} is not one of {list(claim.cells)}"
 
 
-PENDING = {  # claims whose redesign the claims-robustness issue still owes; strict: a fixed one fails here
-    "glorot2010_sigmoid": "no control: a single sigmoid group is ✓ whenever it stalls; to become Glorot & Bengio's "
-    "Fig. 2 (the top hidden layer of a 4-5 layer sigmoid net saturates early, then recovers) in a setting that trains",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=True)) if n in PENDING else n
-        for n in CLAIMS.names()
-    ],
-)
+@pytest.mark.parametrize("name", CLAIMS.names())
 def test_no_claim_is_confirmed_where_its_effect_is_absent(name):
     found = statuses(CLAIMS.get(name))
     assert "✓" not in found.values(), f"{name} is ✓ on records without its effect: {found}"

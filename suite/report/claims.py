@@ -93,6 +93,14 @@ class Group:
     def verdicts(self, part: str = "training") -> list[str]:
         return [str(v) for v in self.rows.get(part, pd.Series(["n/a"] * len(self.rows)))]
 
+    def series(self, metric: str) -> list[pd.DataFrame]:
+        """Per seed, the probe series ``metric`` at every probed step: a frame of steps x layers."""
+        out = []
+        for rid in self.rows["run_id"]:
+            rows = self.probes[(self.probes["run_id"] == rid) & (self.probes["metric"] == metric)]
+            out.append(rows.pivot_table(index="step", columns="layer", values="value", aggfunc="first"))
+        return out
+
     def step0(self, metric: str) -> list[pd.Series]:
         """Per seed, the step-0 probe series ``metric`` indexed by layer (or time step)."""
         out = []
@@ -118,7 +126,7 @@ class Claim:
     statement: ClassVar[str]  # what the paper says, one sentence
     study: ClassVar[str]  # the study whose manifest and records it reads
     cells: ClassVar[dict[str, Cells]]  # named groups the predicate reads
-    metrics: ClassVar[tuple[str, ...]] = ()  # probe series the predicate reads (Group.step0)
+    metrics: ClassVar[tuple[str, ...]] = ()  # probe series the predicate reads (Group.step0, Group.series)
     neighbourhood: ClassVar[str | None] = "optim.lr"  # re-checked at x0.5 and x2 (None: not applicable)
     control: ClassVar[str | None] = None  # the group that isolates the mechanism (the effect-absent test copies it)
     version: ClassVar[int] = 1  # bumped with every change of the definition (claims.lock.json holds it)

@@ -7,7 +7,10 @@ A claim the records contradict stays here and is reported ✗ with its numbers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 from vanex.registry import CLAIMS
 from vanex.report.claims import STALLED, Cells, Claim, Group, Outcome, Superseded, count, fmt, less, stalls, trains
 from vanex.science.bounds import COPY_RECALL, through_time_bound
@@ -15,8 +18,7 @@ from vanex.science.bounds import COPY_RECALL, through_time_bound
 MLP = {"task.depth": 20, "optim.lr": 0.05}
 
 
-@CLAIMS.register("glorot2010_sigmoid")
-class GlorotSigmoid(Claim):
+class GlorotSigmoidV1(Claim):
     paper = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks"
     where = "Sec. 3, Fig. 2"
     statement = "In a deep sigmoid net the gradient shrinks towards the input and training stalls."
@@ -30,6 +32,53 @@ class GlorotSigmoid(Claim):
         numbers = (
             f"init vanishing {count(s.verdicts('init'), {'vanishing'})}, stalled "
             f"{count(s.verdicts(), {'stalled', 'diverged'})}; log10 init ratio {fmt(s.values('init_log10_grad_ratio'))}"
+        )
+        return Outcome(holds, numbers)
+
+
+SHALLOW = {"task.depth": 4, "optim.lr": 0.05}
+
+
+def _top_saturates(frame: pd.DataFrame) -> tuple[bool, float]:
+    """(whether, in the first half of training after step 0, the top hidden layer has most units
+    saturated and more than the bottom one; the top layer's largest saturated fraction there)."""
+    hidden = sorted((c for c in frame.columns if str(c).startswith("hidden_")), key=lambda c: int(c[7:]))
+    early = frame[(frame.index > 0) & (frame.index <= frame.index.max() / 2)]
+    if not hidden or early.empty:
+        return False, math.nan
+    t, b = early[hidden[-1]], early[hidden[0]]
+    return bool(((t > 0.5) & (t > b)).any()), float(t.max())
+
+
+@CLAIMS.register("glorot2010_sigmoid")
+class GlorotSigmoid(Claim):
+    paper = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks"
+    where = "Sec. 3.1, Fig. 2 (4 hidden layers, standard init); Sec. 3.2, Fig. 3 (tanh saturates bottom-up)"
+    statement = (
+        "With sigmoid units and the standard init, the top hidden layer of a 4-layer net saturates early in "
+        "training (most units at 0) ahead of the layers below; with tanh it does not."
+    )
+    study = "mlp_vanishing"
+    control = "tanh"
+    metrics = ("act_saturated",)
+    cells = {"sigmoid": Cells((), SHALLOW), "tanh": Cells(("tanh",), SHALLOW)}
+    version = 2
+    superseded = (
+        Superseded(
+            1,
+            GlorotSigmoidV1,
+            "v1 asked a 20-layer sigmoid net to stall, which its 10^-15.7 init ratio guarantees, and had no control; "
+            "Glorot & Bengio's Fig. 2 is the saturation of the top hidden layer of a 4-layer net that trains",
+        ),
+    )
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        seen = {name: [_top_saturates(f) for f in g[name].series("act_saturated")] for name in g}
+        holds = all(ok for ok, _ in seen["sigmoid"]) and not any(ok for ok, _ in seen["tanh"])
+        numbers = "top hidden layer's largest saturated fraction in the first half: " + ", ".join(
+            f"{name} {fmt(np.array([peak for _, peak in seen[name]]))} ({sum(ok for ok, _ in seen[name])}/"
+            f"{len(seen[name])} top-first)"
+            for name in seen
         )
         return Outcome(holds, numbers)
 
@@ -242,7 +291,7 @@ class ClippingMLPV1(Claim):
     cells = {
         "plain": Cells((), EXPLODING_MLP),
         "norm": Cells(("clip_norm",), EXPLODING_MLP),
-        "value": Cells(("clip_value",), EXPLODING_MLP),
+        "value": Cells(("clip_value",), {**EXPLODING_MLP, "mitigation.clip_value.clip": 0.5}),
     }
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
@@ -264,10 +313,7 @@ ONE_THRESHOLD = (
 )
 
 
-@CLAIMS.register("pascanu2013_clipping_mlp")
-class ClippingMLP(ClippingMLPV1):
-    control, version, superseded = "plain", 2, (Superseded(1, ClippingMLPV1, ONE_THRESHOLD),)
-
+class ClippingMLPV2(ClippingMLPV1):
     def predicate(self, g: dict[str, Group]) -> Outcome:
         p, n, v = g["plain"], g["norm"], g["value"]
         blew_up = all(x in ("diverged", "exploding") for x in p.verdicts())
@@ -276,6 +322,32 @@ class ClippingMLP(ClippingMLPV1):
             f"{fmt(n.values('loss_vs_chance'))}, clip_value {fmt(v.values('loss_vs_chance'))}"
         )
         return Outcome(blew_up and trains(n) and trains(v), numbers)
+
+
+MATCHED_CLIP = 0.003453  # 1 / sqrt(83,850 parameters of the 20-layer MLP): clip_value's global bound is clip_norm's 1
+
+
+@CLAIMS.register("pascanu2013_clipping_mlp")
+class ClippingMLP(ClippingMLPV2):
+    statement = (
+        "Gradient clipping keeps plain SGD from diverging when gradients explode, and training proceeds; clipping "
+        "by value and by norm at the same bound on the global gradient norm (1)."
+    )
+    cells = {
+        "plain": Cells((), EXPLODING_MLP),
+        "norm": Cells(("clip_norm",), EXPLODING_MLP),
+        "value": Cells(("clip_value",), {**EXPLODING_MLP, "mitigation.clip_value.clip": MATCHED_CLIP}),
+    }
+    control, version = "plain", 3
+    superseded = (
+        Superseded(
+            2,
+            ClippingMLPV2,
+            "v2 clamped each entry to 0.5, a global norm of up to 0.5 sqrt(83,850) ~ 145 against clip_norm's 1; v3 "
+            "clamps to 1/sqrt(83,850), the same global bound",
+        ),
+        Superseded(1, ClippingMLPV1, ONE_THRESHOLD),
+    )
 
 
 EXPLODING_RNN = {"optim.lr": 0.1, "optim.name": "sgd"}
@@ -387,8 +459,7 @@ class Gating(GatingV1):
     )
 
 
-@CLAIMS.register("le2015_irnn")
-class IRNN(Claim):
+class IRNNV1(Claim):
     paper = "Le, Jaitly & Hinton 2015, A simple way to initialize recurrent networks of rectified linear units"
     where = "Sec. 4 (adding problem)"
     statement = "A ReLU RNN with identity recurrent init (IRNN) learns long-range dependencies a tanh RNN misses."
@@ -405,11 +476,36 @@ class IRNN(Claim):
         return Outcome(holds, f"loss/baseline at T=20: IRNN {fmt(i)} vs tanh {fmt(t)} (leaving it: < 0.95)")
 
 
+@CLAIMS.register("le2015_irnn")
+class IRNN(Claim):
+    paper = "Le, Jaitly & Hinton 2015, A simple way to initialize recurrent networks of rectified linear units"
+    where = "Sec. 4.2, Table 2 (pixel-by-pixel MNIST: IRNN 97% against tanh RNN 35%)"
+    statement = (
+        "Reading the digits pixel by pixel (64 steps) under SGD with the gradient norm clipped at 1, an IRNN "
+        "reaches a higher test accuracy than a tanh RNN."
+    )
+    study = "rnn_digits"
+    control = "tanh"
+    cells = {"tanh": Cells(("clip_norm",), {}), "irnn": Cells(("clip_norm", "identity_init", "relu"), {})}
+    version = 2
+    superseded = (
+        Superseded(
+            1,
+            IRNNV1,
+            "v1 tested the copy task under Adam; Le et al. train with SGD and clipping on the adding problem and "
+            "pixel-by-pixel MNIST: v2 reads the digits pixel by pixel (64 steps, vanex.tasks.rnn_digits)",
+        ),
+    )
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        i, t = g["irnn"].values("test_accuracy"), g["tanh"].values("test_accuracy")
+        return Outcome(less(t, i), f"test accuracy IRNN {fmt(i)} vs tanh {fmt(t)}")
+
+
 TRANSFORMER = {"task.depth": 12, "optim.lr": 0.005}
 
 
-@CLAIMS.register("xiong2020_warmup")
-class PostLNWarmup(Claim):
+class PostLNWarmupV1(Claim):
     paper = "Xiong et al. 2020, On layer normalization in the transformer architecture"
     where = "Sec. 3.1, Fig. 2"
     statement = "At a high learning rate Post-LN fails without warmup and trains with it; Pre-LN trains without warmup."
@@ -417,7 +513,7 @@ class PostLNWarmup(Claim):
     control = "post"
     cells = {
         "post": Cells((), TRANSFORMER),
-        "post_warmup": Cells(("warmup",), TRANSFORMER),
+        "post_warmup": Cells(("warmup",), {**TRANSFORMER, "mitigation.warmup.steps": 100}),
         "pre": Cells(("pre_ln",), TRANSFORMER),
     }
 
@@ -429,6 +525,54 @@ class PostLNWarmup(Claim):
             f"{fmt(warm.values('loss_vs_chance'))}, Pre-LN {fmt(pre.values('loss_vs_chance'))}"
         )
         return Outcome(holds, numbers)
+
+
+FAILING_LRS = (0.005, 0.01)  # where Post-LN collapses without warmup at 12 blocks, and double it
+WARMUPS = (100, 200)  # a third and two thirds of the 300-step run (Xiong et al. sweep 4,000 and 8,000 steps)
+
+
+def _ln(mitigations: tuple[str, ...], lr: float, warmup: int | None = None) -> Cells:
+    extra = {"mitigation.warmup.steps": warmup} if warmup else {}
+    return Cells(mitigations, {"task.depth": 12, "optim.lr": lr, **extra})
+
+
+@CLAIMS.register("xiong2020_warmup")
+class PostLNWarmup(Claim):
+    paper = "Xiong et al. 2020, On layer normalization in the transformer architecture"
+    where = "Sec. 3.1, Fig. 2 (warmup lengths 4,000 and 8,000 at two peak learning rates)"
+    statement = (
+        "At the learning rate where Post-LN fails without warmup (5e-3, 12 blocks) and at double it, Post-LN "
+        "trains with the longer warmup (200 of 300 steps); Pre-LN trains without warmup. The shorter warmup (100) "
+        "is reported beside it."
+    )
+    study = "transformer_ln"
+    control = "post 0.005"
+    neighbourhood = None  # the learning rates are the claim's own cells: at and above the failing rate
+    cells = {
+        **{f"post {lr:g}": _ln((), lr) for lr in FAILING_LRS},
+        **{f"post+warmup{w} {lr:g}": _ln(("warmup",), lr, w) for lr in FAILING_LRS for w in WARMUPS},
+        **{f"pre {lr:g}": _ln(("pre_ln",), lr) for lr in FAILING_LRS},
+    }
+    version = 2
+    superseded = (
+        Superseded(
+            1,
+            PostLNWarmupV1,
+            "v1 judged at 5e-3 with its neighbourhood at half the rate, where Post-LN trains without warmup by "
+            "design; v2 judges at the failing rate and double it, with the warmup length swept (100, 200 steps)",
+        ),
+    )
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        holds, parts = True, []
+        for lr in FAILING_LRS:
+            ratio = {name: fmt(g[f"{name} {lr:g}"].values("loss_vs_chance")) for name in ("post", "pre")}
+            ratio |= {w: fmt(g[f"post+warmup{w} {lr:g}"].values("loss_vs_chance")) for w in WARMUPS}
+            long = g[f"post+warmup{WARMUPS[-1]} {lr:g}"]
+            holds &= stalls(g[f"post {lr:g}"]) and trains(long) and trains(g[f"pre {lr:g}"])
+            warm = ", ".join(f"+warmup {w} {ratio[w]}" for w in WARMUPS)
+            parts.append(f"lr {lr:g}: Post-LN {ratio['post']}, {warm}, Pre-LN {ratio['pre']}")
+        return Outcome(holds, "loss/position-only: " + "; ".join(parts))
 
 
 class PostLNInitGradientsV1(Claim):
@@ -549,8 +693,7 @@ class MeanFieldChi(Claim):
         return Outcome(ok, "; ".join(parts))
 
 
-@CLAIMS.register("schoenholz2017_depth_scale")
-class EdgeOfChaos(Claim):
+class EdgeOfChaosV1(Claim):
     paper = "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation"
     where = "Fig. 5"
     statement = (
@@ -559,9 +702,9 @@ class EdgeOfChaos(Claim):
     study = "mlp_meanfield"
     control = "ordered"
     cells = {
-        "critical": _scaled("tanh", 1.0, **{"task.depth": 80}),
-        "ordered": _scaled("tanh", 0.5, **{"task.depth": 80}),
-        "chaotic": _scaled("tanh", 3.0, **{"task.depth": 80}),
+        "critical": _scaled("tanh", 1.0, **{"task.depth": 80, "task.bias_scale": 0.0}),
+        "ordered": _scaled("tanh", 0.5, **{"task.depth": 80, "task.bias_scale": 0.0}),
+        "chaotic": _scaled("tanh", 3.0, **{"task.depth": 80, "task.bias_scale": 0.0}),
     }
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
@@ -570,5 +713,47 @@ class EdgeOfChaos(Claim):
         numbers = (
             f"loss/chance at 80 layers: sigma_w=1 {fmt(c.values('loss_vs_chance'))}, 0.5 "
             f"{fmt(o.values('loss_vs_chance'))}, 3 {fmt(x.values('loss_vs_chance'))}"
+        )
+        return Outcome(holds, numbers)
+
+
+SIGMA_B = 0.2236  # sigma_b^2 = 0.05, Schoenholz et al.'s bias variance
+CRITICAL_SIGMA_W = 1.327  # sigma_w^2 = 1.76: chi_1 = 1 at sigma_b^2 = 0.05 (vanex.science.meanfield)
+
+
+@CLAIMS.register("schoenholz2017_depth_scale")
+class EdgeOfChaos(Claim):
+    paper = "Schoenholz, Gilmer, Ganguli & Sohl-Dickstein 2017, Deep information propagation"
+    where = "Fig. 5 (sigma_b^2 = 0.05, sigma_w^2 from 1 to 4; trainable up to about 6 xi_c layers)"
+    statement = (
+        "With sigma_b^2 = 0.05, an 80-layer tanh net trains at the critical sigma_w^2 = 1.76 and not at the ends "
+        "of Fig. 5's range, sigma_w^2 = 1 and 4, where 6 xi_c (22 and 42 layers) is below its depth."
+    )
+    study = "mlp_meanfield"
+    control = "ordered"
+    cells = {
+        "critical": _scaled("tanh", CRITICAL_SIGMA_W, **{"task.depth": 80, "task.bias_scale": SIGMA_B}),
+        "ordered": _scaled("tanh", 1.0, **{"task.depth": 80, "task.bias_scale": SIGMA_B}),
+        "chaotic": _scaled("tanh", 2.0, **{"task.depth": 80, "task.bias_scale": SIGMA_B}),
+    }
+    version = 2
+    superseded = (
+        Superseded(
+            1,
+            EdgeOfChaosV1,
+            "v1 ran with zero biases, where tanh's critical point is degenerate (q_l -> 0); v2 takes Schoenholz et "
+            "al.'s sigma_b^2 = 0.05, its critical point and the two ends of their sigma_w^2 axis",
+        ),
+    )
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        from vanex.science.meanfield import correlation_depth_scale
+
+        c, o, x = g["critical"], g["ordered"], g["chaotic"]
+        holds = trains(c) and not trains(o) and not trains(x)
+        depth = {k: 6 * correlation_depth_scale("tanh", sw, SIGMA_B) for k, sw in (("o", 1.0), ("x", 2.0))}
+        numbers = (
+            f"loss/chance at 80 layers: sigma_w^2=1.76 {fmt(c.values('loss_vs_chance'))}, 1 (6 xi_c {depth['o']:.0f}) "
+            f"{fmt(o.values('loss_vs_chance'))}, 4 (6 xi_c {depth['x']:.0f}) {fmt(x.values('loss_vs_chance'))}"
         )
         return Outcome(holds, numbers)
