@@ -146,8 +146,12 @@ def _one_line(record: dict, results_dir: str) -> str:
     return text + (f"\nerror: {record['error']}" if record["error"] else "")
 
 
+STUDY_OVERRIDES = ("results_dir", "progress", "device")  # where and how cells run, not what they train
+
+
 def cmd_study(argv: list[str]) -> int:
     from vanex.engine.study import run_study
+    from vanex.records.store import KEEP_STALE
 
     parser = argparse.ArgumentParser(prog="vanex study", description="Run a study's grid, skipping finished runs.")
     parser.add_argument("name", help="study name (conf/study/<name>.yaml); `vanex list` shows them")
@@ -167,7 +171,14 @@ def cmd_study(argv: list[str]) -> int:
         metavar="M1,M2",
         help="add a mitigation set to the study (repeatable), e.g. --with agc",
     )
+    parser.add_argument(
+        "--keep-stale",
+        action="store_true",
+        help="keep finished records made by other code (default: rerun them; `vanex report` marks kept ones)",
+    )
     args = parser.parse_intermixed_args(argv)
+    if args.keep_stale:
+        os.environ[KEEP_STALE] = "1"  # read by every is_finished, in this process and the ones it starts
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive number of processes, not {args.jobs}")
     for override in args.overrides:
@@ -175,6 +186,12 @@ def cmd_study(argv: list[str]) -> int:
         if key in ("profile", "seed"):
             use = "--profile NAME" if key == "profile" else "the study file's seeds"
             raise UserError(f"'{override}' would rewrite every cell of the study silently; use {use} instead")
+        if key not in STUDY_OVERRIDES and not key.startswith(("hydra.", "hydra/")):
+            raise UserError(
+                f"'{override}' would change every cell of study {args.name} under the same manifest name; a study "
+                f"takes {', '.join(STUDY_OVERRIDES)} and launcher settings (hydra/launcher=..., hydra.launcher.*): "
+                "put other settings in a study file's overrides (conf/study/NAME.yaml), or use `vanex run -m`"
+            )
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from vanex.engine.nn import ACTIVATIONS, INITS, NORMS, Activation, init_linear_stack, make_norm
 from vanex.engine.schemes import ResidualSum
-from vanex.engine.task import Layer, ProbedModel
+from vanex.engine.task import Layer, ProbedModel, within
 from vanex.registry import TASKS
 from vanex.tasks.digits import DigitsClassification
 
@@ -37,11 +37,7 @@ class DeepMLPConfig:
     split_seed: int
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or self.width < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"deep_mlp needs depth, width, steps and batch_size >= 1, got {self.depth}, "
-                f"{self.width}, {self.steps}, {self.batch_size}"
-            )
+        within("deep_mlp", depth=(self.depth, 1, 1000), width=(self.width, 1, 8192), steps=(self.steps, 1, 10**7))
         if not self.weight_scale > 0:
             raise ValueError(f"deep_mlp needs weight_scale > 0, got {self.weight_scale}")
         if not self.bias_scale >= 0:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from vanex.engine.task import ProbedModel, Task
+from vanex.engine.task import SEED_MAX, ProbedModel, Task, within
 
 N_IMAGES = 1797  # scikit-learn's digits
 
@@ -99,6 +99,7 @@ class DigitsClassification(Task):
     def check_config(cls, config: Any) -> None:
         if not 0.0 < config.test_fraction < 1.0:
             raise ValueError(f"task.test_fraction must be in (0, 1), got {config.test_fraction}")
+        within("task", split_seed=(config.split_seed, 0, SEED_MAX))
         n_train = N_IMAGES - int(round(config.test_fraction * N_IMAGES))
         if not 1 <= config.batch_size <= n_train:
             raise ValueError(f"task.batch_size={config.batch_size} must be between 1 and the {n_train} training images")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from vanex.engine.nn import INITS, Activation, init_linear_stack
 from vanex.engine.schemes import ResidualSum, fixup_init
-from vanex.engine.task import Layer, ProbedModel
+from vanex.engine.task import Layer, ProbedModel, within
 from vanex.registry import TASKS
 from vanex.tasks.digits import DigitsClassification
 
@@ -57,8 +57,7 @@ class ResNetConfig:
     def __post_init__(self) -> None:
         if self.depth < 8 or (self.depth - 2) % 6:
             raise ValueError(f"resnet depth must be 6n+2 with n >= 1 (8, 20, 56, 110...), got {self.depth}")
-        if self.width < 1 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError("resnet needs width, steps and batch_size >= 1")
+        within("resnet", depth=(self.depth, 8, 1202), width=(self.width, 1, 512), steps=(self.steps, 1, 10**7))
         if not self.fixup_scalar_lr > 0:
             raise ValueError(f"resnet fixup_scalar_lr must be > 0, got {self.fixup_scalar_lr}")
 

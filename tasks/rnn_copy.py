@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from vanex.engine.nn import Activation
 from vanex.engine.schemes import RECURRENT_INITS, init_forget_bias, init_recurrent
-from vanex.engine.task import Capability, Layer, ProbedModel, Task
+from vanex.engine.task import SEED_MAX, Capability, Layer, ProbedModel, Task, within
 from vanex.registry import TASKS
 
 BLANK, DELIMITER = 0, 9  # tokens; symbols are 1..8
@@ -46,8 +46,16 @@ class RNNCopyConfig:
     eval_seed: int
 
     def __post_init__(self) -> None:
-        if self.delay < 1 or self.hidden < 1 or self.steps < 1 or self.batch_size < 1 or self.tbptt < 0:
-            raise ValueError("rnn_copy needs delay, hidden, steps, batch_size >= 1 and tbptt >= 0")
+        within(
+            "rnn_copy",
+            delay=(self.delay, 1, 10_000),
+            hidden=(self.hidden, 1, 8192),
+            steps=(self.steps, 1, 10**7),
+            batch_size=(self.batch_size, 1, 4096),
+            eval_size=(self.eval_size, 1, 100_000),
+            eval_seed=(self.eval_seed, 0, SEED_MAX),
+            tbptt=(self.tbptt, 0, 10_020),
+        )
         if not self.recurrent_gain > 0:
             raise ValueError(f"rnn_copy needs recurrent_gain > 0, got {self.recurrent_gain}")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from vanex.engine.schemes import RECURRENT_INITS
-from vanex.engine.task import Capability, ProbedModel
+from vanex.engine.task import Capability, ProbedModel, within
 from vanex.registry import TASKS
 from vanex.tasks.digits import DigitsClassification
 from vanex.tasks.rnn_copy import RecurrentNet
@@ -38,8 +38,7 @@ class RNNDigitsConfig:
     split_seed: int
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.steps < 1 or self.batch_size < 1 or self.tbptt < 0:
-            raise ValueError("rnn_digits needs hidden, steps, batch_size >= 1 and tbptt >= 0")
+        within("rnn_digits", hidden=(self.hidden, 1, 8192), steps=(self.steps, 1, 10**7), tbptt=(self.tbptt, 0, 64))
         if not self.recurrent_gain > 0:
             raise ValueError(f"rnn_digits needs recurrent_gain > 0, got {self.recurrent_gain}")
 

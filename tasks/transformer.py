@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from vanex.engine.nn import Activation, init_weight
 from vanex.engine.schemes import ResidualSum, deepnorm_init
-from vanex.engine.task import Capability, Layer, ProbedModel, Task
+from vanex.engine.task import SEED_MAX, Capability, Layer, ProbedModel, Task, within
 from vanex.registry import TASKS
 
 
@@ -44,8 +44,19 @@ class TransformerConfig:
     eval_seed: int
 
     def __post_init__(self) -> None:
-        if min(self.depth, self.width, self.heads, self.seq_len, self.vocab, self.steps, self.batch_size) < 1:
-            raise ValueError("transformer needs depth, width, heads, seq_len, vocab, steps and batch_size >= 1")
+        within(
+            "transformer",
+            depth=(self.depth, 1, 1000),
+            width=(self.width, 1, 8192),
+            heads=(self.heads, 1, self.width),
+            mlp_ratio=(self.mlp_ratio, 1, 64),
+            seq_len=(self.seq_len, 1, 4096),
+            vocab=(self.vocab, 2, 100_000),  # one symbol leaves nothing to sort (and no loss to beat)
+            steps=(self.steps, 1, 10**7),
+            batch_size=(self.batch_size, 1, 4096),
+            eval_size=(self.eval_size, 1, 100_000),
+            eval_seed=(self.eval_seed, 0, SEED_MAX),
+        )
         if self.width % self.heads:
             raise ValueError(f"transformer width {self.width} is not divisible by heads {self.heads}")
 

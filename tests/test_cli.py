@@ -48,13 +48,25 @@ def test_run_one_config_writes_a_complete_record(results):
     "args, expected",
     [
         (["mitigation=[nope]"], "unknown mitigation 'nope'; valid mitigations: batchnorm, clip_norm"),
-        (["task=nope"], "unknown task 'nope'; valid tasks: deep_mlp, resnet, rnn_copy, transformer"),
+        (["task=nope"], "unknown task 'nope'; valid tasks: deep_mlp, resnet, rnn_copy, rnn_digits, transformer"),
         (["task=resnet", "mitigation=[lstm]"], "mitigation 'lstm' cannot apply to task 'resnet': it sets knob 'cell'"),
         (["task=transformer", "mitigation=[fixup]"], "knob 'residual' of this task accepts identity, rezero, deepnorm"),
         (["task=resnet", "task.depth=9"], "resnet depth must be 6n+2"),
         (["optim=nope"], "unknown optim 'nope'; valid optims: adam, rmsprop, sgd"),
         (["mitigation=[relu,tanh]"], "mitigations 'relu' and 'tanh' both set knob 'activation'"),
-        (["task.depth=0"], "deep_mlp needs depth, width, steps and batch_size >= 1"),
+        (["task.depth=0"], "deep_mlp.depth must be from 1 to 1,000, got 0"),
+        (["task.width=1000000"], "deep_mlp.width must be from 1 to 8,192, got 1,000,000"),
+        (["task.split_seed=-1"], "task.split_seed must be from 0 to 4,294,967,295, got -1"),
+        (["task=rnn_copy", "task.delay=10000000"], "rnn_copy.delay must be from 1 to 10,000"),
+        (["task=rnn_copy", "task.eval_size=0"], "rnn_copy.eval_size must be from 1 to 100,000, got 0"),
+        (["task=transformer", "task.vocab=1"], "transformer.vocab must be from 2 to 100,000, got 1"),
+        (["task=transformer", "task.mlp_ratio=0"], "transformer.mlp_ratio must be from 1 to 64, got 0"),
+        (["task=resnet", "task.depth=2000"], "resnet.depth must be from 8 to 1,202"),
+        (["diagnosis.vanishing_orders=-1"], "diagnosis.vanishing_orders must be > 0, got -1.0"),
+        (["diagnosis.stall_fraction=2"], "diagnosis needs 0 < stall_fraction <= unstable_fraction"),
+        (["results_dir=/proc/vanex"], "results_dir '/proc/vanex' cannot be created"),
+        (["results_dir="], "results_dir is empty"),
+        (["=5"], "override '=5' names no setting; write KEY=VALUE"),
         (["task.activation=softsign"], "activation 'softsign' is not one of sigmoid"),
         (["mitigation=[clip_norm]", "mitigation.clip_norm.max_norm=-1"], "clip_norm.max_norm must be > 0"),
         (["device=tpu"], "device 'tpu' is not one of cpu, cuda, auto"),
@@ -112,6 +124,13 @@ def test_a_bad_numerics_variable_is_one_line(results):
 def test_a_study_refuses_overrides_that_would_rewrite_it_silently(override, results):
     out = vanex("study", "mlp_meanfield", override, f"results_dir={results}")
     assert out.returncode == 2 and "would rewrite every cell of the study silently" in out.stderr, out.stderr
+    assert not results.exists() or not list(results.iterdir())
+
+
+@pytest.mark.parametrize("override", ["task.width=16", "numerics=generic", "optim.lr=0.1"])
+def test_a_study_refuses_settings_that_would_change_its_cells_under_the_same_manifest(override, results):
+    out = vanex("study", "mlp_meanfield", override, f"results_dir={results}")
+    assert out.returncode == 2 and "would change every cell of study mlp_meanfield" in out.stderr, out.stderr
     assert not results.exists() or not list(results.iterdir())
 
 
@@ -228,6 +247,10 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
     assert f"{done} already finished" in again.stderr
 
 
+def study_manifest(results: Path, name: str, profile: str = "smoke") -> str:
+    return (results / "_studies" / f"{name}-{profile}.json").read_text()
+
+
 @pytest.mark.slow
 def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     env = install_example("vanex-agc", tmp_path / "site")
@@ -273,6 +296,23 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
             "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
         ).stderr
     )
+    # editing the installed plugin's mitigation makes the records it trained stale: the study reruns them
+    # (and only them), --keep-stale keeps them, and report and claims mark them
+    agc_cells = sum("agc" in c["mitigations"] for c in json.loads(study_manifest(results, "agc_mlp"))["cells"])
+    source = tmp_path / "site" / "vanex_agc" / "agc.py"
+    source.write_text(source.read_text() + "\n# edited\n")
+    kept = vanex("study", "agc_mlp", "--profile", "smoke", "--keep-stale", f"results_dir={results}", env=env)
+    assert f"{agc_cells} finished record(s) made by other code (vanex_agc.agc changed)" in kept.stderr, kept.stderr
+    assert "0 to run here" in kept.stderr
+    claims = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "brock2021_agc", env=env)
+    assert "study agc_mlp: " in claims.stderr and "marked stale" in claims.stderr, claims.stderr
+    assert "of these records are stale: made by other code" in claims.stdout, claims.stdout
+    out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
+    assert out.returncode == 0 and " stale)" in (reports / "summary.md").read_text()
+    rerun = vanex("study", "agc_mlp", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    assert rerun.returncode == 0 and f"{agc_cells} to run here" in rerun.stderr, rerun.stderr
+    again = vanex("study", "agc_mlp", "--profile", "smoke", f"results_dir={results}", env=env)
+    assert "0 to run here" in again.stderr and "made by other code" not in again.stderr
 
 
 @pytest.mark.slow

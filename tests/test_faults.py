@@ -290,6 +290,20 @@ def test_a_non_finite_recurrent_matrix_is_a_diverged_run_not_a_native_crash(tmp_
     assert refused.returncode == 2 and "must be a finite number" in refused.stderr
 
 
+@pytest.mark.parametrize("mitigations", ["[relu,identity_init]", "[relu,identity_init,clip_value]"])
+def test_a_non_finite_gradient_makes_a_diverged_run_whatever_its_loss(tmp_path, mitigations):
+    """The IRNN at SGD lr 1 has a recurrent gradient beyond float32's range at step 1 while its loss
+    stays finite (it ended 'completed' at loss 1.08); clamping the entries (clip_value) hides nothing:
+    the gradient is checked before any mitigation transforms it."""
+    args = ("task=rnn_copy", f"mitigation={mitigations}", "task.delay=20", "task.steps=200", "optim=sgd")
+    out = vanex("run", *args, "optim.lr=1.0", f"results_dir={tmp_path}", "progress=false")
+    assert out.returncode == 0, out.stderr
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
+    assert record["status"] == "diverged" and record["summary"]["final_train_loss"] is None
+    rows = (tmp_path / record["run_id"] / "probes.csv").read_text().splitlines()
+    assert "1,nonfinite,gradient,1.0" in rows
+
+
 def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:
     cell = {"run_id": run_id, "mitigations": [], "seed": 0, "settings": {}}
     return {"study": study, "profile": "smoke", "task": "deep_mlp", "swept": [], "diagnosis": {}, "cells": [cell]}

@@ -69,7 +69,10 @@ def test_a_lease_of_a_dead_process_on_this_host_is_reclaimed_at_once(tmp_path):
 def test_a_bad_lease_timeout_is_one_clear_error(tmp_path):
     env = {**os.environ, "VANEX_LEASE_TIMEOUT": "soon"}
     out = vanex("study", "mlp_meanfield", "--profile", "smoke", f"results_dir={tmp_path}", env=env)
-    assert out.returncode == 2 and "VANEX_LEASE_TIMEOUT must be a positive number" in out.stderr
+    assert out.returncode == 2 and "VANEX_LEASE_TIMEOUT must be a positive, finite number" in out.stderr
+    env["VANEX_LEASE_TIMEOUT"] = "inf"
+    infinite = vanex("study", "rnn_init", "--profile", "smoke", f"results_dir={tmp_path}", env=env)
+    assert infinite.returncode == 2 and "not 'inf'" in infinite.stderr
 
 
 TRAINED = re.compile(r"^\[\d+/\d+\] .*: (completed|diverged|failed) \(", re.M)

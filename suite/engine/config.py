@@ -162,7 +162,9 @@ def check_overrides(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # hydra's parser errors are multi-line; keep the first line
         raise UserError(f"cannot parse overrides {overrides}: {str(exc).splitlines()[0]}") from None
-    for o in parsed:
+    for o, text in zip(parsed, overrides, strict=True):
+        if not o.key_or_group:
+            raise UserError(f"override '{text}' names no setting; write KEY=VALUE, e.g. task.depth=30")
         group = o.key_or_group
         if group not in GROUPS or o.is_delete():
             continue
@@ -268,12 +270,18 @@ def prepare(cfg: DictConfig, training: bool = True) -> RunSpec:
 
 def _check_results_dir(path: str) -> None:
     """A results folder that is a file, or cannot be written, is refused before training."""
+    if not path.strip():
+        raise UserError("results_dir is empty; give the folder for the records, e.g. results_dir=results")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"results_dir '{path}' exists and is not a folder; give a folder path")
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"results_dir '{path}' cannot be written ({existing} is not a writable folder)")
+    try:  # what os.access cannot tell (/proc, a read-only mount): create it now, before any training
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"results_dir '{path}' cannot be created ({exc.strerror or exc})") from None
 
 
 _COMPOSED: dict[tuple[str, ...], DictConfig] = {}  # group overrides -> the config Hydra composed from them

@@ -12,6 +12,7 @@ Leases only coordinate work: they never change a record.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -31,10 +32,10 @@ def timeout() -> float:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
+    if not 0 < seconds < math.inf:  # inf: a dead sweep's lease would hold its run for ever
         from vanex.errors import UserError
 
-        raise UserError(f"VANEX_LEASE_TIMEOUT must be a positive number of seconds, not {value!r}")
+        raise UserError(f"VANEX_LEASE_TIMEOUT must be a positive, finite number of seconds, not {value!r}")
     return seconds
 
 

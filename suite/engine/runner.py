@@ -24,11 +24,12 @@ from vanex.engine.optim import OPTIMIZERS, OptimConfig
 from vanex.engine.probes import ProbeContext, Rows, log_schedule
 from vanex.engine.provenance import provenance
 from vanex.errors import UserError
+from vanex.records import code
 from vanex.records.store import SCHEMA_VERSION, write_record
 from vanex.registry import PROBES
 from vanex.science.diagnosis import diagnose
 
-CHECK_EVERY = 25  # steps between non-finite checks of the running loss (one host sync each)
+CHECK_EVERY = 25  # steps between non-finite checks of the running loss and of the gradients (one host sync each)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,13 +88,16 @@ def run(spec: RunSpec) -> dict[str, Any]:
     if spec.run.progress and (note := numerics.warning(torch.backends.cpu.get_cpu_capability())):
         print(f"vanex: {note}", file=sys.stderr)
     status, error, rows, task = "completed", None, Rows(), None
+    used: list[type] = [spec.task_cls, *map(type, spec.mitigations)]  # the classes whose code trains the run
     metrics: dict[str, float] = {}
     layers: list[dict[str, Any]] = []
     try:  # data and model are built inside: their failure is a recorded result too
         task = spec.task_cls(spec.task_config, device)
         model = task.build_model()
         layers = [layer.describe() for layer in model.layers()]
-        metrics, status = _train(spec, task, model, rows, rid)
+        probes = applicable_probes(spec, task, model)
+        used += [type(task), spec.task_cls.Config, type(model), *map(type, probes)]
+        metrics, status = _train(spec, task, model, probes, rows, rid)
     except Exception as exc:  # a failed run is a result; the sweep goes on
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         if spec.run.progress:
@@ -118,7 +122,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "constants": task.constants() if task is not None else {},
             "layers": layers,  # probe-able layers in input->output order
         },
-        "provenance": provenance(device, time.perf_counter() - started),
+        "provenance": {**provenance(device, time.perf_counter() - started), "code": code.identity(used)},
         "summary": _summary(records, metrics, steps),
         "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis, layers),
     }
@@ -129,7 +133,13 @@ def run(spec: RunSpec) -> dict[str, Any]:
     return record
 
 
-def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, float], str]:
+def applicable_probes(spec: RunSpec, task, model) -> list:
+    """The configured probes that ``task`` and ``model`` can serve."""
+    probes = [p() for p in (PROBES.get(name) for name in spec.probe.names)]
+    return [p for p in probes if p.applies(task, model)]
+
+
+def _train(spec: RunSpec, task, model, probes: list, rows: Rows, rid: str) -> tuple[dict[str, float], str]:
     for m in spec.mitigations:
         m.init_model(model)
     model.train()
@@ -141,8 +151,6 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
         if lr_factors
         else None
     )
-    probes = [p() for p in (PROBES.get(name) for name in spec.probe.names)]
-    probes = [p for p in probes if p.applies(task, model)]
     ctx = ProbeContext(task=task, model=model, layers=model.layers(), params=params, rows=rows)
     schedule = set(log_schedule(task.steps, spec.probe.samples, spec.probe.linear_samples))
     eval_schedule = set(log_schedule(task.steps, spec.probe.eval_samples))
@@ -151,6 +159,7 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
     progress = Progress(rid[:8], task.steps, spec.run.progress)
     loss_sum = torch.zeros((), device=task.device)  # running sum since the last sample
     loss_count = 0
+    nonfinite_grad = torch.zeros((), dtype=torch.bool, device=task.device)  # any step since the last check
     for step in range(task.steps):
         sampling = step in schedule
         batch = next(batches)
@@ -163,6 +172,7 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
         loss = task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        nonfinite_grad |= _nonfinite([p.grad for p in params])  # before a mitigation can clamp it away
         if sampling:
             for p in probes:
                 p.after_backward(ctx)
@@ -184,8 +194,9 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
             rows.add(step, "batch_loss", [""], loss_sum / loss_count)
         if sampling or step % CHECK_EVERY == 0:
             mean_loss = float(loss_sum) / loss_count
-            if not np.isfinite(mean_loss):
-                rows.add(step, "nonfinite", [""], torch.ones(1))
+            if not np.isfinite(mean_loss) or bool(nonfinite_grad) or bool(_nonfinite(params)):
+                what = "loss" if not np.isfinite(mean_loss) else "gradient" if nonfinite_grad else "parameters"
+                rows.add(step, "nonfinite", [what], torch.ones(1))
                 return {}, "diverged"
             progress.update(step + 1, mean_loss)
         if sampling:
@@ -196,6 +207,15 @@ def _train(spec: RunSpec, task, model, rows: Rows, rid: str) -> tuple[dict[str, 
     if not all(np.isfinite(v) for v in metrics.values()):
         return metrics, "diverged"
     return metrics, "completed"
+
+
+def _nonfinite(tensors: list[torch.Tensor | None]) -> torch.Tensor:
+    """Whether any tensor has an inf or NaN entry or an L2 norm beyond float32's range (entries near
+    1e19 and up: the grad_norm probe reads inf there), as a tensor (no host sync)."""
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return torch.zeros((), dtype=torch.bool)
+    return ~torch.stack(torch._foreach_norm(present)).isfinite().all()
 
 
 def _record_eval(ctx: ProbeContext, task, model) -> dict[str, float]:

@@ -24,7 +24,17 @@ from vanex import numerics
 from vanex.engine.config import prepare
 from vanex.engine.plan import PlannedRun, plan
 from vanex.errors import UserError
-from vanex.records.store import FINISHED, OldRecord, clean_stale, is_finished, load_run, record_dir, write_manifest
+from vanex.records import code
+from vanex.records.store import (
+    FINISHED,
+    KEEP_STALE,
+    OldRecord,
+    clean_stale,
+    is_finished,
+    load_run,
+    record_dir,
+    write_manifest,
+)
 
 CLAIMED, ELSEWHERE = "claimed", "finished elsewhere"  # outcomes of a run another sweep holds or did
 
@@ -103,6 +113,12 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         path = write_manifest(runs[0].results_dir, manifest)
         print(f"study {name}: manifest {path}", file=sys.stderr)
     finished = sum(r.finished for r in runs)
+    stale = [why for r in runs if (record := _finished_record(r)) is not None and (why := code.stale(record))]
+    if stale:
+        then = "kept (--keep-stale); report and claims mark them"
+        if os.environ.get(KEEP_STALE) != "1":
+            then = "they run again; --keep-stale keeps them"
+        print(f"study {name}: {len(stale)} finished record(s) made by other code ({stale[0]}): {then}", file=sys.stderr)
     print(
         f"study {name} ({profile}{', numerics=' + here if only or elsewhere else ''}): {len(runs)} runs, "
         f"{finished} already finished, {len(todo)} to run here"

@@ -76,6 +76,17 @@ class ProbedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} declares no attention maps")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+
+def within(task: str, **values: tuple[int, int, int]) -> None:
+    """Refuse (``ValueError``) any ``name=(value, low, high)`` outside [low, high]: sizes have upper
+    bounds so that a typo (width=1e6) is refused at once, not after a failed allocation or hours."""
+    for name, (value, low, high) in values.items():
+        if not low <= value <= high:
+            raise ValueError(f"{task}.{name} must be from {low:,} to {high:,}, got {value:,}")
+
+
 class Task(ABC):
     """Base class of every task; subclasses register with ``@TASKS.register(name)``."""
 

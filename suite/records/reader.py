@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 from vanex.conf import diagnosis_defaults
+from vanex.records import code
 from vanex.records.store import OldRecord, load_run, make_manifest, read_probes, record_dir, set_label, setting_label
 from vanex.science.diagnosis import DiagnosisConfig, diagnose
 from vanex.science.stats import loss_vs_chance
@@ -33,7 +34,8 @@ class StudyData:
     """One study's manifest with what its records hold.
 
     ``cells``: one row per cell (study, task, mitigations, setting, each swept setting, seed, run_id,
-    status, the diagnosis, every numeric summary value, loss_vs_chance, git_commit);
+    status, the diagnosis, every numeric summary value, loss_vs_chance, git_commit, stale: why the record
+    was made by other code than the installed one, else None);
     ``probes``: the kept probe rows (step, metric, layer, value, mitigations, setting, seed, run_id);
     ``records``: run_id -> run.json of every readable record; ``old``: records of an older schema;
     ``cell_claims``: run_id -> the claims that read the cell (filled in by the report);
@@ -118,9 +120,14 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             row["status"], unreadable = "missing", unreadable + 1
             continue
         records[cell["run_id"]] = run
-        row.update(summary, git_commit=run["provenance"].get("git_commit"))
+        row.update(summary, git_commit=run["provenance"].get("git_commit"), stale=code.stale(run))
         probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
     probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(columns=[*PROBE_COLUMNS, "run_id"])
+    if stale := [row["stale"] for row in rows if row.get("stale")]:
+        warn(
+            f"study {manifest['study']}: {len(stale)} record(s) made by other code than the installed one "
+            f"({stale[0]}); marked stale, `vanex study {manifest['study']}` reruns them"
+        )
     return StudyData(manifest, pd.DataFrame(rows), probe_frame, records, old, unreadable=unreadable)
 
 

@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vanex.records import code
+
 SCHEMA_VERSION = 2
 PROBE_HEADER = ("step", "metric", "layer", "value")  # probes.csv's first row
 FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
@@ -123,12 +125,19 @@ def load_run(path: Path) -> dict[str, Any] | None:
     return {k: _decode(v) if k in DECODED_SECTIONS else v for k, v in run.items()}
 
 
+KEEP_STALE = "VANEX_KEEP_STALE"  # set (by `vanex study --keep-stale`): a record made by other code counts as finished
+
+
 def is_finished(results_dir: str | Path, rid: str) -> bool:
+    """Whether ``rid`` has a finished record made by the code installed now (``vanex.records.code``;
+    with ``VANEX_KEEP_STALE=1``, by any code)."""
     try:
         run = load_run(record_dir(results_dir, rid))
     except OldRecord:
         return False  # rerun: the new record replaces it
-    return run is not None and run.get("status") in FINISHED
+    if run is None or run.get("status") not in FINISHED:
+        return False
+    return os.environ.get(KEEP_STALE) == "1" or code.stale(run) is None
 
 
 _HOST = socket.gethostname().replace(".", "-")

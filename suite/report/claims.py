@@ -291,6 +291,12 @@ class _Study:
             return None
         return Group(rows, self.data.probes)
 
+    def stale(self, groups: dict[str, Cells]) -> int:
+        """How many records of ``groups`` were made by other code than the installed one."""
+        ids = {c["run_id"] for c in self.data.manifest["cells"] if any(g.matches(c) for g in groups.values())}
+        cells = self.data.cells
+        return int(cells[cells["run_id"].isin(ids)]["stale"].notna().sum()) if "stale" in cells else 0
+
     def setting(self, cells: Cells, key: str) -> Any:
         matching = [c["settings"].get(key) for c in self.data.manifest["cells"] if cells.matches(c)]
         return matching[0] if len({repr(v) for v in matching}) == 1 else None
@@ -375,7 +381,9 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
             neighbourhood += f"; {', '.join(missing)} not run" if missing else ""
     agree = all(o.holds == base.holds for _, o in checks)
     status = ("✓" if base.holds else "✗") if agree else "fragile"
-    return result(status, base.numbers, neighbourhood, second)
+    stale = study.stale(claim.cells)
+    numbers = base.numbers + (f" [{stale} of these records are stale: made by other code]" if stale else "")
+    return result(status, numbers, neighbourhood, second)
 
 
 def evaluate_all(

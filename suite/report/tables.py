@@ -57,7 +57,7 @@ def cell_frame(
     cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str], claims: dict[str, list[str]] | None = None
 ) -> pd.DataFrame:
     """One row per cell (mitigation set x swept settings): every swept setting as its own column,
-    how many seeds completed / diverged / failed / are missing, for the step-0 log10 gradient ratio and
+    how many seeds completed / diverged / failed / are missing / are stale, for the step-0 log10 gradient ratio and
     each headline metric the mean over completed seeds with its 95% Student-t interval (``<m>_mean``,
     ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_n``, and ``<m>_note`` when there is no number), both diagnosis
     parts (majority verdict, its count, the others, the median log10 ratio), and the claims that read the
@@ -75,6 +75,7 @@ def cell_frame(
             diverged=status["diverged"],
             failed=status["failed"],
             missing=status["missing"],
+            stale=int(group["stale"].notna().sum()) if "stale" in group else 0,
         )
         done = group[group["status"].isin(["completed", "diverged"])]
         for metric in metrics:
@@ -142,8 +143,10 @@ def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[
         n = int(row["completed"] + row["diverged"])
         out = {"mitigations": row["mitigations"]}
         out.update({k: setting_text(row[k]) for k in manifest["swept"]})
-        out["n (done/div/fail)"] = f"{n}/{int(row['diverged'])}/{int(row['failed'])}" + (
-            f" ({int(row['missing'])} missing)" if row["missing"] else ""
+        out["n (done/div/fail)"] = (
+            f"{n}/{int(row['diverged'])}/{int(row['failed'])}"
+            + (f" ({int(row['missing'])} missing)" if row["missing"] else "")
+            + (f" ({int(row['stale'])} stale)" if row.get("stale") else "")
         )
         out["log10 init backward ratio"] = _shown(row, INIT_METRIC)
         out["init verdict; median"] = _verdict_text(row, "init", n)
@@ -159,7 +162,8 @@ def caption(manifest: dict[str, Any]) -> str:
     return (
         f"Study `{manifest['study']}`, {manifest['profile']} profile. One row per cell: the mitigation set and every "
         "swept setting (written out even where it equals the task's default; – where it does not apply). "
-        "*n (done/div/fail)*: seeds that finished (completed or diverged) / diverged / failed. "
+        "*n (done/div/fail)*: seeds that finished (completed or diverged) / diverged / failed; *stale*: records "
+        "made by other code than the installed one (`vanex study` reruns them). "
         "Numbers are the mean over "
         f"the completed seeds with its {LEVEL:.0%} confidence interval in brackets (Student t with n−1 degrees of "
         "freedom: mean ± t·s/√n; with few seeds it can reach past a metric's range); "

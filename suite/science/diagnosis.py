@@ -50,6 +50,18 @@ class DiagnosisConfig:
     stall_fraction: float
     unstable_fraction: float
 
+    def __post_init__(self) -> None:
+        for name in ("vanishing_orders", "exploding_orders", "exploding_grad_norm", "exploding_growth_orders"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"diagnosis.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.dead_fraction <= 1:
+            raise ValueError(f"diagnosis.dead_fraction must be in (0, 1], got {self.dead_fraction}")
+        if not 0 < self.stall_fraction <= self.unstable_fraction:
+            raise ValueError(
+                f"diagnosis needs 0 < stall_fraction <= unstable_fraction, got {self.stall_fraction} and "
+                f"{self.unstable_fraction}"
+            )
+
 
 def _log10(value: float) -> float:
     return -math.inf if value == 0 else math.log10(value)

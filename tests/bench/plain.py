@@ -21,6 +21,7 @@ from vanex.tasks.rnn_copy import DELIMITER
 DEFAULT_KNOBS = {  # conf/task/*.yaml: the configuration each twin mirrors
     "deep_mlp": {"activation": "sigmoid", "init": "default", "norm": "none", "residual": "none"},
     "rnn_copy": {"cell": "rnn", "activation": "tanh", "init": "default", "tbptt": 0},
+    "rnn_digits": {"cell": "rnn", "activation": "tanh", "init": "default", "tbptt": 0},
     "resnet": {"norm": "batchnorm", "residual": "none", "init": "he"},
     "transformer": {"block_order": "post", "norm": "layernorm", "residual": "identity", "init": "default"},
 }
@@ -47,6 +48,20 @@ class CopyRNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L) int64
         states, _ = self.rnn(F.one_hot(x, self.vocab).float())  # (B, L, H)
         return self.readout(states)  # (B, L, n_out)
+
+
+class PixelRNN(nn.Module):
+    """tasks/rnn_digits.py ``PixelRNN``: one pixel per step into a fused tanh nn.RNN, a linear
+    readout of the last hidden state."""
+
+    def __init__(self, hidden: int, n_classes: int) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(1, hidden, batch_first=True)
+        self.readout = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 64) pixels
+        states, _ = self.rnn(x.unsqueeze(-1))  # (B, 64, H)
+        return self.readout(states[:, -1])  # (B, n_classes)
 
 
 def resnet(task) -> nn.Module:
@@ -116,6 +131,7 @@ def plain_model(task) -> nn.Module:
     builders = {
         "deep_mlp": deep_mlp,
         "rnn_copy": lambda t: CopyRNN(t.config.hidden),
+        "rnn_digits": lambda t: PixelRNN(t.config.hidden, t.data.n_classes),
         "resnet": resnet,
         "transformer": lambda t: SortTransformer(t.config),
     }

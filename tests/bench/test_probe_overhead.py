@@ -13,7 +13,7 @@ import torch
 from plain import bare_steps, plain_loop
 from vanex.engine.config import compose, prepare
 from vanex.engine.probes import Rows
-from vanex.engine.runner import _train, make_optimizer, seed_everything
+from vanex.engine.runner import _train, applicable_probes, make_optimizer, seed_everything
 
 pytestmark = pytest.mark.bench
 
@@ -31,7 +31,8 @@ def bare_loop(task, spec) -> None:
 
 
 def probed_loop(task, spec) -> None:
-    _train(spec, task, task.build_model(), Rows(), "bench")
+    model = task.build_model()
+    _train(spec, task, model, applicable_probes(spec, task, model), Rows(), "bench")
 
 
 def _timed(fn, *args) -> float:
