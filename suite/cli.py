@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vanex: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("vanex: interrupted; finished records are kept, run again to resume", file=sys.stderr)
+        if command in ("run", "study"):
+            print("vanex: interrupted; finished records are kept, run again to resume", file=sys.stderr)
+        else:  # report writes its folder in one step: the previous one is still whole
+            print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -195,7 +198,11 @@ def cmd_study(argv: list[str]) -> int:
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:
-        print(f"vanex: {failed} run(s) failed; their records hold the errors (rerun to retry them)", file=sys.stderr)
+        print(
+            f"vanex: {failed} run(s) failed; their errors are above, and in their records where one could be "
+            "written (rerun to retry them)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -327,3 +328,69 @@ def test_names_and_ids_from_a_manifest_are_checked_before_they_become_paths(tmp_
     out = vanex("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), "--profile", "smoke")
     assert out.returncode == 2 and problem in out.stderr, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_symlinked_record_is_replaced_by_the_rerun_and_its_target_left_alone(tmp_path):
+    """A record folder that is a symbolic link (here to a file) made its cell fail on every rerun with
+    '[Errno 20] Not a directory'; the link is now replaced by the record, the target untouched."""
+    args = ("task.depth=3", "task.steps=5", "progress=false", f"results_dir={tmp_path / 'r'}")
+    first = vanex("run", *args)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("*/run.json")]
+    folder = tmp_path / "r" / record["run_id"]
+    shutil.rmtree(folder)
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    folder.symlink_to(target)
+    again = vanex("run", *args)
+    assert first.returncode == again.returncode == 0, again.stderr
+    assert "is a symbolic link; replaced" in again.stderr
+    assert folder.is_dir() and not folder.is_symlink() and json.loads((folder / "run.json").read_text())["run_id"]
+    assert target.read_text() == "mine"
+
+
+def test_a_record_that_names_another_run_is_shown_as_missing(tmp_path):
+    """The reader trusted a folder's name over its run.json's run_id: a manifest's cell is read only
+    from a record that says it is that cell's run."""
+    results = tmp_path / "r"
+    out = vanex("run", "task.depth=3", "task.steps=5", "progress=false", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    (path,) = results.glob("*/run.json")
+    record = json.loads(path.read_text())
+    other = "0123456789abcdef"
+    shutil.copytree(path.parent, results / other)  # a folder named for another run, holding this one
+    cell = (other, [], 0, record["settings"])
+    (results / "_studies").mkdir()
+    manifest = records.make_manifest("tiny", "smoke", "deep_mlp", "", [cell])
+    (results / "_studies" / "tiny-smoke.json").write_text(json.dumps(manifest))
+    report = vanex("report", "--results", str(results), "--out", str(tmp_path / "rep"), "--profile", "smoke")
+    assert f"says it is run {record['run_id']!r}, not {other!r}; shown as missing" in report.stderr, report.stderr
+
+
+def test_a_report_cleans_what_a_killed_report_left_beside_its_folder(tmp_path):
+    results = tmp_path / "r"
+    assert vanex("run", "task.depth=3", "task.steps=5", "progress=false", f"results_dir={results}").returncode == 0
+    left = tmp_path / f".rep.{records._HOST}.{_dead_pid()}.abc123"
+    left.mkdir()
+    (left / "summary.md").write_text("half")
+    mine = tmp_path / f".other.{records._HOST}.{_dead_pid()}.abc123"  # not this report's: left alone
+    mine.mkdir()
+    out = vanex("report", "--runs", str(results), "--out", str(tmp_path / "rep"))
+    assert out.returncode == 0, out.stderr
+    assert not left.exists() and mine.exists()
+
+
+def test_an_interrupted_report_does_not_speak_of_resuming(monkeypatch, capsys):
+    from vanex import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_report", interrupted)
+    assert cli.main(["report"]) == 130
+    assert capsys.readouterr().err == "vanex: report interrupted; nothing was changed\n"

@@ -66,6 +66,26 @@ def test_a_lease_of_a_dead_process_on_this_host_is_reclaimed_at_once(tmp_path):
     lease.release()
 
 
+def test_a_claim_that_a_full_disk_cut_short_leaves_no_empty_lease(tmp_path, monkeypatch):
+    """The lease file is created, then its write fails (ENOSPC): it is removed, so the next sweep can
+    claim the run at once instead of waiting the lease timeout on a 0-byte claim."""
+    import errno
+
+    from vanex.engine import leases
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(leases.json, "dump", full)
+    with pytest.raises(OSError, match="No space left"):
+        Lease(tmp_path, "abc").acquire()
+    assert not list((tmp_path / leases.LEASES_DIR).iterdir())
+    monkeypatch.undo()
+    lease = Lease(tmp_path, "abc")
+    assert lease.acquire() is None
+    lease.release()
+
+
 def test_a_bad_lease_timeout_is_one_clear_error(tmp_path):
     env = {**os.environ, "VANEX_LEASE_TIMEOUT": "soon"}
     out = vanex("study", "mlp_meanfield", "--profile", "smoke", f"results_dir={tmp_path}", env=env)

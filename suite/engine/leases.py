@@ -54,8 +54,12 @@ class Lease:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"owner": self.owner, "claimed_at": time.time()}, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"owner": self.owner, "claimed_at": time.time()}, f)
+        except OSError:  # a full disk: leave no empty claim that would hold the run until it ages out
+            self.path.unlink(missing_ok=True)
+            raise
         return True
 
     def _read(self, path: Path) -> tuple[str, float] | None:

@@ -110,6 +110,9 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             run = load_run(path)
         except OldRecord:
             run, old = None, old + 1
+        if run is not None and run.get("run_id") != cell["run_id"]:
+            warn(f"record {path} says it is run {run.get('run_id')!r}, not {cell['run_id']!r}; shown as missing")
+            run, unreadable = None, unreadable + 1
         if run is None:
             row["status"] = "missing"
             continue

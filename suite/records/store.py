@@ -167,6 +167,9 @@ def atomic_dir(final: Path, fill: Any) -> Path:
     a whole record (the last one wins). Where the exchange is unsupported, the old folder is moved
     aside first and removed after the new one is in place."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_symlink():  # not a folder vanex wrote (readers refuse it): replace the link, never its target
+        print(f"vanex: warning: {final} is a symbolic link; replaced by the folder written now", file=sys.stderr)
+        final.unlink()
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{_TEMP_TAG}.", dir=final.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; records and reports are meant to be shared
@@ -195,12 +198,14 @@ def atomic_dir(final: Path, fill: Any) -> Path:
         raise
 
 
-def clean_stale(folder: str | Path) -> int:
+def clean_stale(folder: str | Path, name: str = "") -> int:
     """Remove temporary folders left in ``folder`` by vanex processes of this host that no
-    longer run (killed in the middle of a write); returns how many were removed."""
+    longer run (killed in the middle of a write), only those of ``name``'s writes if it is given;
+    returns how many were removed."""
     removed = 0
+    prefix = f".{name}." if name else "."
     try:
-        entries = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.is_dir() and not p.is_symlink()]
+        entries = [p for p in Path(folder).iterdir() if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink()]
     except OSError:
         return 0
     for path in entries:

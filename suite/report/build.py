@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from vanex.errors import UserError
 from vanex.records.reader import adhoc_manifests, read_study, thresholds, warn
-from vanex.records.store import atomic_dir, dumps, load_manifests, record_dir, set_label
+from vanex.records.store import atomic_dir, clean_stale, dumps, load_manifests, record_dir, set_label
 from vanex.report.sections import report_metrics, sections
 from vanex.report.tables import legend
 
@@ -124,6 +124,7 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
             "written by `vanex report`; this whole folder is replaced when the report is rewritten\n"
         )
 
+    clean_stale(Path(out).absolute().parent, Path(out).name)  # what a report killed mid-write left beside it
     path = atomic_dir(Path(out), fill) / "summary.md"
     print(f"report: {path}", file=sys.stderr)
     return path
