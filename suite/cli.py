@@ -164,7 +164,7 @@ def cmd_study(argv: list[str]) -> int:
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
-        help="runs in parallel, as joblib launcher jobs (default: CPU count)",
+        help="runs in parallel, in worker processes started once (default: CPU count)",
     )
     parser.add_argument(
         "--with",

@@ -158,9 +158,9 @@ class RecurrentNet(ProbedModel):
         ]
 
 
-@TASKS.register("rnn_copy")
-class RNNCopy(Task):
-    Config = RNNCopyConfig
+class Recurrent:
+    """What every task of ``RecurrentNet`` declares: its knobs and the probes through time it serves."""
+
     knobs = ("cell", "activation", "init", "tbptt")
     knob_values = {
         "cell": ("rnn", "lstm", "gru"),
@@ -168,8 +168,13 @@ class RNNCopy(Task):
         "init": RECURRENT_INITS,
     }
     flow_metric = "grad_through_time"
-    headline_metrics = ("loss_ratio_baseline", "copy_accuracy")
     capabilities = frozenset({Capability.TIME_FLOW, Capability.RECURRENT})
+
+
+@TASKS.register("rnn_copy")
+class RNNCopy(Recurrent, Task):
+    Config = RNNCopyConfig
+    headline_metrics = ("loss_ratio_baseline", "copy_accuracy")
 
     def __init__(self, config: RNNCopyConfig, device: torch.device) -> None:
         super().__init__(config, device)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from vanex.engine.schemes import RECURRENT_INITS
-from vanex.engine.task import Capability, ProbedModel, within
+from vanex.engine.task import ProbedModel, within
 from vanex.registry import TASKS
 from vanex.tasks.digits import DigitsClassification
-from vanex.tasks.rnn_copy import RecurrentNet
+from vanex.tasks.rnn_copy import Recurrent, RecurrentNet
 
 
 @dataclass
@@ -57,16 +56,8 @@ class PixelRNN(RecurrentNet):
 
 
 @TASKS.register("rnn_digits")
-class RNNDigits(DigitsClassification):
+class RNNDigits(Recurrent, DigitsClassification):
     Config = RNNDigitsConfig
-    knobs = ("cell", "activation", "init", "tbptt")
-    knob_values = {
-        "cell": ("rnn", "lstm", "gru"),
-        "activation": ("tanh", "relu"),
-        "init": RECURRENT_INITS,
-    }
-    flow_metric = "grad_through_time"
-    capabilities = frozenset({Capability.TIME_FLOW, Capability.RECURRENT})
 
     def build_model(self) -> PixelRNN:
         return PixelRNN(self.config, self.data.n_classes).to(self.device)

@@ -105,6 +105,7 @@ def test_a_results_folder_that_stops_accepting_writes_fails_those_runs_and_keeps
         return real(final, fill)
 
     monkeypatch.setattr(records, "atomic_dir", failing)
+    monkeypatch.setenv(study.IN_PROCESS, "1")  # the patched writer lives in this process
     failed = study.run_study("small", "smoke", [f"results_dir={tmp_path}", "progress=false"], jobs=1)
     assert failed == 4  # the sweep went on past each failed write
     written = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
@@ -266,6 +267,7 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_s
         return study._failed("no signal came")
 
     monkeypatch.setattr(study, "_execute", execute)
+    monkeypatch.setenv(study.IN_PROCESS, "1")
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -278,15 +280,25 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_s
 
 def test_a_non_finite_recurrent_matrix_is_a_diverged_run_not_a_native_crash(tmp_path):
     """LAPACK's eigvals segfaulted (MKL SGEBAL, exit 139) on a recurrent matrix holding a NaN, which a
-    first SGD step at an enormous rate makes: the spectrum probe now checks finiteness first, and the
-    run is recorded as diverged, its spectrum NaN. (recurrent_gain=inf itself is refused before training.)"""
+    first SGD step at an enormous rate makes: the run is recorded as diverged (its gradient overflows
+    first), and the spectrum probe itself checks finiteness before any linear algebra, reading NaN.
+    (recurrent_gain=inf itself is refused before training.)"""
+    import torch
+    from vanex.engine.probes import ProbeContext, RecurrentSpectrum, Rows
+
     args = ("task=rnn_copy", "profile=smoke", "task.init=scaled", "task.recurrent_gain=2.0", "optim=sgd")
     out = vanex("run", *args, "optim.lr=1e38", f"results_dir={tmp_path}", "progress=false")
     assert out.returncode == 0, out.stderr
     (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
     assert record["status"] == "diverged"
-    rows = (tmp_path / record["run_id"] / "probes.csv").read_text().splitlines()
-    assert any(row.startswith("1,spectral_radius,") and row.endswith(",nan") for row in rows)
+
+    class NaNRecurrence:
+        def recurrent_matrix(self):
+            return torch.full((4, 4), float("nan"))
+
+    rows = Rows()
+    RecurrentSpectrum().before_forward(ProbeContext(task=None, model=NaNRecurrence(), layers=[], params=[], rows=rows))
+    assert [(m, math.isnan(v)) for _, m, _, v in rows.to_records()] == [("spectral_radius", True), ("sigma_max", True)]
     refused = vanex("run", *args, "task.recurrent_gain=inf", f"results_dir={tmp_path / 'no'}")
     assert refused.returncode == 2 and "must be a finite number" in refused.stderr
 
@@ -394,3 +406,37 @@ def test_an_interrupted_report_does_not_speak_of_resuming(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_report", interrupted)
     assert cli.main(["report"]) == 130
     assert capsys.readouterr().err == "vanex: report interrupted; nothing was changed\n"
+
+
+def test_a_native_crash_of_one_run_is_its_failed_record_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """A run whose process dies of a signal (here SIGSEGV sent to its worker in the middle of training,
+    as a segfault in a library would) no longer kills the study, nor every resume: the worker is
+    replaced, the run gets a failed record naming the signal, and the other cells train."""
+    from vanex.engine import plan as planning
+
+    long = {"task": "deep_mlp", "seeds": [0, 1, 2], "overrides": ["task.depth=3", "task.steps=300000"]}
+    monkeypatch.setattr(planning, "load_study", lambda name: {**long, "grid": [{"mitigations": [[]]}]})
+    killed: list[int] = []
+
+    def crash_one() -> None:  # once a worker has claimed a run, kill it as a segfault would
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            leases = list((tmp_path / "_leases").glob("*.lease")) if (tmp_path / "_leases").exists() else []
+            workers = [p for p in __import__("multiprocessing").active_children() if p.name == "vanex-worker"]
+            if leases and workers:
+                time.sleep(1.0)
+                os.kill(workers[0].pid, signal.SIGSEGV)
+                killed.append(workers[0].pid)
+            time.sleep(0.1)
+
+    threading.Thread(target=crash_one, daemon=True).start()
+    overrides = [f"results_dir={tmp_path}", "progress=false"]
+    failed = study.run_study("crash", "smoke", overrides, jobs=1)  # smoke: 3,000 steps a run
+    assert killed and failed == 1
+    outcomes = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    assert sorted(r["status"] for r in outcomes) == ["completed", "completed", "failed"]
+    (crashed,) = [r for r in outcomes if r["status"] == "failed"]
+    assert "signal SIGSEGV" in crashed["error"] and crashed["provenance"]["code"]["core"]
+    assert not list((tmp_path / "_leases").glob("*.lease"))  # the dead worker's claim is gone
+    again = study.run_study("crash", "smoke", overrides, jobs=2)  # the resume retries it, and it trains
+    assert again == 0

@@ -105,9 +105,26 @@ def run(spec: RunSpec) -> dict[str, Any]:
     records = rows.to_records()
     steps = spec.task_config.steps
     chance = task.chance_loss() if task is not None else None
-    record = {
+    record = _record(spec, status, error, used, provenance(device, time.perf_counter() - started))
+    record["task_info"] |= {"chance_loss": chance, "constants": task.constants() if task is not None else {}}
+    record["task_info"]["layers"] = layers  # probe-able layers in input->output order
+    record["summary"] = _summary(records, metrics, steps)
+    record["diagnosis"] = diagnose(records, status, steps, chance, spec.diagnosis, layers)
+    return _write(spec, record, records)
+
+
+def crashed(spec: RunSpec, error: str) -> dict[str, Any]:
+    """Write and return the ``failed`` record of a run whose process died while it trained (a native
+    crash: the study that ran it in a worker process names the signal in ``error``)."""
+    return _write(spec, _record(spec, "failed", error, [spec.task_cls, *map(type, spec.mitigations)], None), [])
+
+
+def _record(spec: RunSpec, status: str, error: str | None, used: list[type], prov: dict | None) -> dict[str, Any]:
+    """A run.json with what ``spec`` says; ``prov`` None: the provenance of this process, no wall time."""
+    prov = prov or provenance(torch.device("cpu" if spec.run.device == "auto" else spec.run.device), 0.0)
+    return {
         "schema_version": SCHEMA_VERSION,
-        "run_id": rid,
+        "run_id": spec.run_id,
         "status": status,
         "error": error,
         "task": spec.task_cls.name,
@@ -118,16 +135,19 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "headline_metrics": list(spec.task_cls.headline_metrics),
             "flow_metric": spec.task_cls.flow_metric,
             "validation_metric": spec.task_cls.validation_metric,
-            "chance_loss": chance,
-            "constants": task.constants() if task is not None else {},
-            "layers": layers,  # probe-able layers in input->output order
+            "chance_loss": None,
+            "constants": {},
+            "layers": [],
         },
-        "provenance": {**provenance(device, time.perf_counter() - started), "code": code.identity(used)},
-        "summary": _summary(records, metrics, steps),
-        "diagnosis": diagnose(records, status, steps, chance, spec.diagnosis, layers),
+        "provenance": {**prov, "code": code.identity(used)},
+        "summary": _summary([], {}, spec.task_config.steps),
+        "diagnosis": None,
     }
+
+
+def _write(spec: RunSpec, record: dict[str, Any], rows: list) -> dict[str, Any]:
     try:
-        write_record(spec.run.results_dir, record, records)
+        write_record(spec.run.results_dir, record, rows)
     except OSError as exc:  # read-only folder, full disk...: the result is reported, and the sweep goes on
         record["status"], record["error"] = "failed", f"record not written: {exc}"
     return record

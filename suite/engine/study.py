@@ -87,7 +87,7 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
 
     Cells run as the jobs of the Hydra launcher ``extra`` selects (``hydra/launcher=basic|joblib|
     submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*`` settings); without one, in
-    ``jobs`` joblib processes (:func:`_local`). Where a run trains never changes its record."""
+    ``jobs`` worker processes (:func:`_local`). Where a run trains never changes its record."""
     from vanex.engine.leases import clear_stale, timeout
 
     timeout()  # a bad VANEX_LEASE_TIMEOUT is refused before anything is planned
@@ -151,11 +151,15 @@ def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     return sum(not is_finished(r.results_dir, r.run_id) for r in runs)
 
 
+IN_PROCESS = "VANEX_IN_PROCESS"  # "1": a serial study trains in its own process (for a debugger)
+
+
 def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
-    """``--jobs N``: the cells in N local processes on joblib's loky backend, the engine of Hydra's joblib
-    launcher, used directly (that launcher composes each cell's config again inside its job, ~0.5 s a
-    run), each outcome as it ends; with one job, or one cell, in this process."""
-    if jobs < 2 or len(todo) < 2:
+    """``--jobs N``: the cells in N worker processes, started once and reused, each outcome as it ends.
+    A worker that dies in a run (a native crash: SIGSEGV in a library) is replaced; its run gets a
+    ``failed`` record naming the signal, and the sweep goes on. With ``VANEX_IN_PROCESS=1`` and one
+    job, the cells train in this process instead (a native crash then ends the study)."""
+    if jobs < 2 and os.environ.get(IN_PROCESS) == "1":
         with _noting_interrupts() as interrupted:
             for planned in todo:
                 outcome = _execute(planned.config)
@@ -163,13 +167,76 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                     raise KeyboardInterrupt
                 yield planned, outcome
         return
-    from joblib import Parallel, delayed
+    if not todo:
+        return
+    from multiprocessing.connection import wait
 
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of torch's threads
     os.environ[STUDY_PID] = str(os.getpid())
-    parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered", batch_size=1, max_nbytes=None)
+    pending, idle, busy, workers = list(range(len(todo))), [], {}, {}
+
+    def start() -> None:
+        ours, theirs = context.Pipe()
+        worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
+        worker.start()
+        theirs.close()
+        workers[ours] = worker
+        idle.append(ours)
+
+    for _ in range(min(jobs, len(todo))):
+        start()
     with _stopped_on_interrupt(todo):
-        for index, outcome in parallel(delayed(_job)(i, r.config) for i, r in enumerate(todo)):
-            yield todo[index], outcome
+        try:
+            while pending or busy:
+                while idle and pending:
+                    conn, index = idle.pop(), pending.pop(0)
+                    conn.send((index, todo[index].config))
+                    busy[conn] = index
+                wait([*busy, *(workers[c].sentinel for c in busy)])
+                for conn in list(busy):
+                    outcome = None
+                    if conn.poll():  # a result, or the end of the pipe of a worker that died
+                        with contextlib.suppress(EOFError, OSError):
+                            outcome = conn.recv()[1]
+                    if outcome is not None:
+                        idle.append(conn)
+                        yield todo[busy.pop(conn)], outcome
+                    elif not workers[conn].is_alive():
+                        index, worker = busy.pop(conn), workers.pop(conn)
+                        worker.join()
+                        yield todo[index], _crashed(todo[index], worker.exitcode)
+                        if pending:
+                            start()
+        finally:
+            for conn in workers:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+            for worker in workers.values():
+                worker.join(timeout=10)
+
+
+def _worker(conn: Any) -> None:
+    """A worker process of :func:`_local`: runs each (index, config) it is sent, until it is sent None."""
+    _exit_with_the_study()
+    while (job := conn.recv()) is not None:
+        index, config = job
+        conn.send((index, _execute(config)))
+
+
+def _crashed(planned: PlannedRun, exitcode: int | None) -> dict[str, Any]:
+    """The failed record of a run whose worker process died, written in its place."""
+    from vanex.engine.leases import Lease
+    from vanex.engine.runner import crashed
+
+    how = f"signal {signal.Signals(-exitcode).name}" if exitcode is not None and exitcode < 0 else f"exit {exitcode}"
+    error = f"the run's process died ({how}): a native crash in a library, or killed"
+    spec = prepare(OmegaConf.create({**planned.config, "progress": False}))
+    lease = Lease(spec.run.results_dir, spec.run_id)
+    lease.acquire()  # the dead worker's claim: reclaimed at once (its process no longer runs)
+    try:
+        return crashed(spec, error)
+    finally:
+        lease.release()
 
 
 @contextlib.contextmanager
@@ -195,12 +262,6 @@ def _noting_interrupts() -> Iterator[Any]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _job(index: int, config: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """One cell in a ``--jobs N`` process."""
-    _exit_with_the_study()
-    return index, _execute(config)
-
-
 def _finished_record(planned: PlannedRun) -> dict[str, Any] | None:
     """``planned``'s record if it is finished (completed or diverged), else None."""
     try:
@@ -212,7 +273,7 @@ def _finished_record(planned: PlannedRun) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _stopped_on_interrupt(todo: list[PlannedRun]) -> Iterator[None]:
-    """On Ctrl-C (any exception), terminate this process's job processes (joblib's workers) at once
+    """On Ctrl-C (any exception), terminate this process's job processes (its workers) at once
     and remove what their unfinished writes left; a job started otherwise exits with the study."""
     try:
         yield
@@ -232,7 +293,7 @@ _watchdog: list[threading.Thread] = []
 
 
 def _exit_with_the_study() -> None:
-    """In a job process the study started on this machine (a joblib worker, a submitit_local job),
+    """In a job process the study started on this machine (a worker, a submitit_local job),
     exit as soon as the study is gone (kill -9, a closed terminal) instead of training on. A job
     elsewhere (a SLURM node, a Ray worker) or in the study's own process is left alone."""
     study = os.environ.get(STUDY_PID, "")
