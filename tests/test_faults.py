@@ -4,6 +4,7 @@ Each ends in a whole record, a one-line error or a skipped record, never a trace
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -440,3 +441,34 @@ def test_a_native_crash_of_one_run_is_its_failed_record_and_the_sweep_goes_on(tm
     assert not list((tmp_path / "_leases").glob("*.lease"))  # the dead worker's claim is gone
     again = study.run_study("crash", "smoke", overrides, jobs=2)  # the resume retries it, and it trains
     assert again == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 200 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_real_full_disk_fails_runs_and_refuses_writes_in_one_line_leaving_nothing_half_written(small_disk):
+    results = small_disk / "r"
+    out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "record not written: [Errno 28] No space left on device" in out.stderr
+    report = vanex("report", "--results", str(results), "--profile", "smoke", "--out", str(small_disk / "rep"))
+    assert report.returncode == 2 and report.stderr.strip().splitlines() == [
+        f"vanex: error: cannot write the report to {small_disk / 'rep'} (No space left on device); the folder is "
+        "unchanged"
+    ]
+    with contextlib.suppress(OSError):  # whatever room the failed runs left, fill it
+        (small_disk / "fill").write_bytes(b"\0" * 200_000)
+    again = vanex("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    assert again.returncode == 2 and "cannot write the study manifest" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    assert not _dot_folders(small_disk) and not _dot_folders(results) and not list(results.glob("_studies/.*"))

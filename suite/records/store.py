@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vanex.errors import UserError
 from vanex.records import code
 
 SCHEMA_VERSION = 2
@@ -294,8 +295,12 @@ def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(results_dir, manifest["study"], manifest["profile"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_TEMP_TAG}.tmp")
-    tmp.write_text(dumps(manifest))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(dumps(manifest))
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: the old manifest stays whole, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write the study manifest {path} ({exc.strerror or exc}); it is unchanged") from None
     return path
 
 

@@ -125,7 +125,10 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         )
 
     clean_stale(Path(out).absolute().parent, Path(out).name)  # what a report killed mid-write left beside it
-    path = atomic_dir(Path(out), fill) / "summary.md"
+    try:
+        path = atomic_dir(Path(out), fill) / "summary.md"
+    except OSError as exc:  # a full disk, a folder that stopped accepting writes: nothing half-written stays
+        raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); the folder is unchanged") from None
     print(f"report: {path}", file=sys.stderr)
     return path
 
