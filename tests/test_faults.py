@@ -472,3 +472,41 @@ def test_a_real_full_disk_fails_runs_and_refuses_writes_in_one_line_leaving_noth
     assert again.returncode == 2 and "cannot write the study manifest" in again.stderr, again.stderr
     assert "Traceback" not in again.stderr
     assert not _dot_folders(small_disk) and not _dot_folders(results) and not list(results.glob("_studies/.*"))
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_native_crash_under_the_joblib_launcher_fails_its_runs_without_a_traceback(tmp_path, monkeypatch):
+    """Hydra's joblib launcher gives up when one job's process dies of a signal (loky's
+    TerminatedWorkerError): the study now reports the runs without a record as failed, keeps the
+    finished ones, and exits like any study with failures, instead of a traceback."""
+    from vanex.engine import plan as planning
+
+    long = {"task": "deep_mlp", "seeds": [0, 1, 2], "overrides": ["task.depth=3", "task.steps=300000"]}
+    monkeypatch.setattr(planning, "load_study", lambda name: {**long, "grid": [{"mitigations": [[]]}]})
+    killed: list[int] = []
+
+    def crash_one() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            leases = list((tmp_path / "_leases").glob("*.lease")) if (tmp_path / "_leases").exists() else []
+            commands = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(os.getpid())}
+            workers = [p for p, c in commands.items() if b"loky" in c and b"resource_tracker" not in c]
+            if leases and workers:
+                time.sleep(1.0)
+                os.kill(workers[0], signal.SIGSEGV)
+                killed.append(workers[0])
+            time.sleep(0.1)
+
+    threading.Thread(target=crash_one, daemon=True).start()
+    overrides = ["hydra/launcher=joblib", f"results_dir={tmp_path}", "progress=false"]
+    failed = study.run_study("crash", "smoke", overrides, jobs=2)
+    assert killed and 1 <= failed <= 3

@@ -440,6 +440,11 @@ class _HydraLauncher:
             overrides, self.overrides = self.overrides, self.overrides + scratch_dirs
             try:
                 returns = self._with_launcher(lambda launcher: launcher.launch(jobs, initial_job_idx=self.next_index))
+            except (UserError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # the launcher gave up (joblib: a job's process died of a signal)
+                error = f"the launcher stopped: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                return [(planned, _failed(error)) for planned in todo]  # finished records are reported as such
             finally:
                 self.overrides = overrides
         self.next_index += len(todo)
