@@ -361,7 +361,7 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
         second = f"{'✓' if other.holds else '✗'}: {other.numbers}"
     else:
         second = f"not run: no cells of its groups on numerics={SECOND_PATH} ({other})"
-    neighbourhood = "n/a (at initialisation)"
+    neighbourhood = "n/a (at initialisation, or the claim's own cells set the learning rate)"
     k = claim.neighbourhood
     values = {study.setting(c, k) for c in claim.cells.values()} if k else set()
     if k and (len(values) != 1 or not isinstance(next(iter(values)), (int, float))):
