@@ -123,13 +123,13 @@ def test_a_killed_sweep_leaves_a_lease_that_the_next_one_reclaims(tmp_path):
         str(Path(sys.executable).with_name("vanex")),
         *("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "1", f"results_dir={results}"),
     ]
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it while it trains a run (two finished, one leased)
         if len(list(results.glob("*/run.json"))) >= 2 and list(results.glob("_leases/*.lease")):
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)  # no clean-up at all: the lease of the run in progress stays
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its worker, as a lost machine: no clean-up at all
     proc.wait()
     leases = list((results / "_leases").glob("*.lease"))
     assert len(leases) == 1, leases
