@@ -82,14 +82,28 @@ def cmd_run(argv: list[str]) -> int:
 
         prepare(compose(overrides))
     sys.argv = ["vanex run", *argv, *searchpath_override()]
-    _hydra_app()
-    if _JOBS["failed"]:  # a multirun goes on past a refused or failed job, then says how many
-        print(f"vanex: {_JOBS['failed']} of {_JOBS['total']} runs failed or were refused", file=sys.stderr)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="vanex-run-") as scratch:
+        os.environ[TALLY] = tally = os.path.join(scratch, "outcomes")
+        _hydra_app()
+        outcomes = Path(tally).read_text().split() if os.path.exists(tally) else []
+    if failed := outcomes.count("failed"):  # a multirun goes on past a refused or failed job, then says how many
+        print(f"vanex: {failed} of {len(outcomes)} runs failed or were refused", file=sys.stderr)
         return 1
     return 0
 
 
-_JOBS = {"total": 0, "failed": 0}  # counted across the jobs of one `vanex run -m`
+TALLY = "VANEX_RUN_TALLY"  # the file each job of `vanex run -m` adds its outcome to: a launcher's jobs
+# (joblib, submitit_local) run in processes of their own, so a count in this process would miss them
+
+
+def _tally(outcome: str) -> None:
+    try:
+        with open(os.environ[TALLY], "a") as f:  # one short append per job: whole lines, in any order
+            f.write(outcome + "\n")
+    except (KeyError, OSError):  # a job on another machine (SLURM) cannot reach this machine's file
+        pass
 
 
 def _hydra_app() -> None:
@@ -105,7 +119,6 @@ def _hydra_app() -> None:
         from vanex.engine.runner import run
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-        _JOBS["total"] += 1
         try:
             spec = prepare(cfg)
             lease = Lease(spec.run.results_dir, spec.run_id)  # never trained twice at once (suite/engine/leases.py)
@@ -119,13 +132,11 @@ def _hydra_app() -> None:
             print(f"vanex: error: {exc}", file=sys.stderr)
             if not multirun:
                 sys.exit(exc.exit_code)
-            _JOBS["failed"] += 1
-            return
+            return _tally("failed")
         print(_one_line(record, spec.run.results_dir))
-        if record["status"] == "failed":
-            if not multirun:
-                sys.exit(1)
-            _JOBS["failed"] += 1
+        if record["status"] == "failed" and not multirun:
+            sys.exit(1)
+        _tally("failed" if record["status"] == "failed" else "ok")
 
     app()
 

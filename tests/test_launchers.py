@@ -71,7 +71,9 @@ def test_a_launcher_that_does_not_exist_or_has_no_choice_is_one_clear_error(tmp_
     assert not list(tmp_path.glob("*/run.json"))  # refused before any training
 
 
-def test_a_run_another_process_is_training_is_not_started_twice(tmp_path):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_a_run_another_process_is_training_is_not_started_twice(tmp_path, launcher):
+    """Also counted when the sweep's jobs run in processes of their own (joblib)."""
     from vanex.engine.config import compose, prepare
     from vanex.engine.leases import Lease
 
@@ -81,10 +83,39 @@ def test_a_run_another_process_is_training_is_not_started_twice(tmp_path):
     assert held.acquire() is None
     try:
         single = vanex("run", *overrides)
-        sweep = vanex("run", "-m", *overrides, "seed=0,1")
+        sweep = vanex("run", "-m", *overrides, "seed=0,1", *launcher)
     finally:
         held.release()
     assert single.returncode == 2 and f"run {spec.run_id} is being trained by another vanex" in single.stderr
     assert sweep.returncode == 1 and "1 of 2 runs failed or were refused" in sweep.stderr
     trained = [p.parent.name for p in tmp_path.glob("*/run.json")]
     assert len(trained) == 1 and spec.run_id not in trained  # seed 1 trained; seed 0 never started
+
+
+def test_a_record_another_sweep_writes_during_a_launch_is_not_reported_as_trained_here(tmp_path, monkeypatch):
+    """Two sweeps launch the same cells; the other one holds a run and writes its record while this
+    launch is under way. Only the runs this launch's jobs trained are reported as they appear."""
+    import shutil
+    import time
+
+    from vanex.engine.plan import plan
+
+    small_study(monkeypatch, cells=2)
+    other, here = tmp_path / "other", tmp_path / "here"
+    assert study.run_study("small", "smoke", [f"results_dir={other}", "progress=false"], jobs=1) == 0
+    _, todo = plan("small", "smoke", [f"results_dir={here}", "progress=false"])
+    launcher = study._HydraLauncher(["hydra/launcher=joblib"], 2, str(here), "smoke", ["progress=false"])
+
+    def launch(runs):  # the other sweep finishes the first run; this launch's job trains the second
+        held, ours = runs
+        shutil.copytree(other / held.run_id, here / held.run_id)
+        shutil.copytree(other / ours.run_id, here / ours.run_id)
+        study._mark_trained(json.loads((here / ours.run_id / "run.json").read_text()))
+        time.sleep(1.5)  # the watcher scans meanwhile
+        return [(held, {"status": study.CLAIMED, "holder": "another sweep"}), (ours, {"status": "completed"})]
+
+    monkeypatch.setattr(launcher, "_launch", launch)
+    outcomes = {p.run_id: outcome for p, outcome in launcher._watched(todo)}
+    assert outcomes[todo[0].run_id]["status"] == study.CLAIMED
+    assert outcomes[todo[1].run_id]["run_id"] == todo[1].run_id  # reported from its record as it appeared
+    assert not (here / ".sweeps").exists()

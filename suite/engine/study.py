@@ -10,7 +10,9 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -311,11 +313,24 @@ def _exit_with_the_study() -> None:
     _watchdog[0].start()
 
 
+SWEEP_MARKS = "VANEX_SWEEP_MARKS"  # set for a launcher's jobs: the folder where each marks a run it trained
+
+
+def _mark_trained(record: dict[str, Any]) -> None:
+    """Tell the study watching this launch (``_HydraLauncher._watched``) that this job trained the
+    run whose record it wrote; a job on a machine that cannot reach the folder is reported at the end."""
+    marks = os.environ.get(SWEEP_MARKS)
+    if marks and record.get("run_id") and record.get("status") in FINISHED:
+        with contextlib.suppress(OSError):
+            open(os.path.join(marks, record["run_id"]), "w").close()
+
+
 def _launched(cfg) -> dict[str, Any]:
     """The task function a Hydra launcher runs for each cell (in its own process, on a cluster
     node...): lease, train, write the record; returns what the sweep prints of it."""
     _exit_with_the_study()
     record = _execute(OmegaConf.to_container(cfg, resolve=True))
+    _mark_trained(record)
     summary = record.get("summary") or {}
     slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
     return {
@@ -345,6 +360,10 @@ class _HydraLauncher:
         self.profile, self.extra = profile, extra
         self.joblib, self.ray = "hydra/launcher=joblib" in launcher, "hydra/launcher=ray" in launcher
         self.submitit = any(o.startswith("hydra/launcher=submitit") for o in launcher)
+        # submitit_local starts every job it is given at once (it has no parallelism setting; 180
+        # cells took a 2-core machine to a load of 320): it is given waves of --jobs cells
+        self.wave = jobs if "hydra/launcher=submitit_local" in launcher else None
+        self.marks = os.path.join(self.results_dir, ".sweeps", f"{socket.gethostname()}-{os.getpid()}")
         if self.joblib and not any(o.startswith("hydra.launcher.n_jobs=") for o in launcher):
             self.overrides.append(f"hydra.launcher.n_jobs={jobs}")  # --jobs N is joblib's n_jobs
         self.next_index = 0
@@ -363,6 +382,7 @@ class _HydraLauncher:
 
         safe_path = os.environ.get("PYTHONSAFEPATH")
         os.environ[STUDY_PID] = str(os.getpid())
+        os.environ[SWEEP_MARKS] = self.marks
         # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
         # on sys.path: started in a source checkout, they would import its `suite`, not the installed
         # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
@@ -395,14 +415,18 @@ class _HydraLauncher:
                     if interrupted():  # as in a serial study without a launcher
                         raise KeyboardInterrupt
                     yield from outcomes
-        elif todo:
-            yield from self._watched(todo)
+        else:
+            wave = self.wave or max(1, len(todo))
+            for start in range(0, len(todo), wave):
+                yield from self._watched(todo[start : start + wave])
 
     def _watched(self, todo: list[PlannedRun]) -> Iterator[tuple[PlannedRun, dict[str, Any]]]:
         """Launch ``todo`` in a thread (a launcher returns only when every job has ended) and yield each
         finished record as it appears on disk, then the outcomes of the rest (failed, held elsewhere).
-        A record another sweep writes meanwhile is reported here too: its run was trained once all the same."""
+        A record is reported as it appears only if one of this launch's jobs marked it as trained
+        (``_mark_trained``): a record another sweep writes meanwhile is that sweep's, reported as such."""
         ended: dict[str, Any] = {}
+        os.makedirs(self.marks, exist_ok=True)
 
         def launch() -> None:
             try:
@@ -413,16 +437,23 @@ class _HydraLauncher:
         thread = threading.Thread(target=launch, name="vanex-launch", daemon=True)
         thread.start()
         reported: set[str] = set()
-        with _stopped_on_interrupt(todo):
-            while True:
-                running = thread.is_alive()  # read before the scan, so nothing written before the end is missed
-                for planned in todo:
-                    if planned.run_id not in reported and (record := _finished_record(planned)) is not None:
-                        reported.add(planned.run_id)
-                        yield planned, record
-                if not running:
-                    break
-                thread.join(timeout=1.0)
+        try:
+            with _stopped_on_interrupt(todo):
+                while True:
+                    running = thread.is_alive()  # read before the scan, so nothing written before the end is missed
+                    for planned in todo:
+                        if planned.run_id in reported or not os.path.exists(os.path.join(self.marks, planned.run_id)):
+                            continue
+                        if (record := _finished_record(planned)) is not None:
+                            reported.add(planned.run_id)
+                            yield planned, record
+                    if not running:
+                        break
+                    thread.join(timeout=1.0)
+        finally:
+            shutil.rmtree(self.marks, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.marks))  # .sweeps, unless another sweep's marks are there
         if "error" in ended:
             raise ended["error"]
         yield from ((p, outcome) for p, outcome in ended["outcomes"] if p.run_id not in reported)
