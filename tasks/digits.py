@@ -104,6 +104,9 @@ class DigitsClassification(Task):
         if not 1 <= config.batch_size <= n_train:
             raise ValueError(f"task.batch_size={config.batch_size} must be between 1 and the {n_train} training images")
 
+    def eval_cost(self) -> float:
+        return N_IMAGES / (3 * self.config.batch_size)  # both splits, forward only
+
     def chance_loss(self) -> float:
         """Cross-entropy of the class frequencies: the best prediction that ignores the image."""
         p = torch.bincount(self.data.y_train, minlength=self.data.n_classes).double() / len(self.data.y_train)

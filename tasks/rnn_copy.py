@@ -184,6 +184,9 @@ class RNNCopy(Recurrent, Task):
     def constants(self) -> dict[str, float]:
         return {"baseline_loss": baseline_loss(self.config.delay)}
 
+    def eval_cost(self) -> float:
+        return self.config.eval_size / (3 * self.config.batch_size)
+
     def chance_loss(self) -> float:
         """The memoryless strategy's loss (blanks, then uniform over the 8 symbols)."""
         return baseline_loss(self.config.delay)

@@ -205,6 +205,9 @@ class Transformer(Task):
             "position_only_loss": position_only_loss(self.config.seq_len, self.config.vocab),
         }
 
+    def eval_cost(self) -> float:
+        return self.config.eval_size / (3 * self.config.batch_size)
+
     def chance_loss(self) -> float:
         """The position-only predictor's loss: what a model ignoring token values reaches."""
         return position_only_loss(self.config.seq_len, self.config.vocab)

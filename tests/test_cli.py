@@ -94,6 +94,7 @@ def test_run_one_config_writes_a_complete_record(results):
         (["task.steps=-5"], "setting 'task.steps' must be at least 1, got -5"),
         (["probe.samples=1000000000"], "probe sample counts must be at most 10000"),
         (["probe.names=[nope]"], "unknown probe 'nope'"),
+        (["probe.eval_budget=2"], "probe.eval_budget must be a share of the training from 0 to 1, got 2.0"),
         (["numerics=fast"], "numerics 'fast' is not one of pinned, generic, native"),
         (["nope=1"], "Could not override 'nope'"),
         (["task.depth=1.5"], "setting 'task.depth'"),

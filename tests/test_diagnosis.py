@@ -6,7 +6,7 @@ import math
 
 from hypothesis import given
 from hypothesis import strategies as st
-from vanex.engine.probes import log_schedule
+from vanex.engine.probes import eval_schedule, log_schedule
 from vanex.science.diagnosis import DiagnosisConfig, diagnose, held_median
 
 CFG = DiagnosisConfig(
@@ -148,3 +148,21 @@ def test_held_median_is_a_value_of_the_series_and_ignores_duplicated_samples(poi
     median = held_median(points, 0, 1001)
     assert median in [v for _, v in points]
     assert held_median(sorted(points + [(s + 0.5, v) for s, v in points]), 0, 1001) == median
+
+
+@given(
+    st.integers(1, 20_000),
+    st.integers(0, 50),
+    st.one_of(st.just(0.0), st.floats(0.01, 1000)),
+    st.floats(0, 1),
+)
+def test_evaluations_stay_within_their_budget(steps, samples, cost, budget):
+    """Evaluations before the final one: from step 0, log-spaced, never the last step (the final
+    evaluation follows it), at most ``samples``, and costing at most ``budget`` of the training."""
+    points = eval_schedule(steps, samples, cost, budget)
+    assert points == sorted(set(points)) and all(0 <= s < steps - 1 for s in points)
+    assert len(points) <= samples and len(points) * cost <= budget * steps + 1e-9
+    if points:
+        assert points[0] == 0
+    if cost == 0 and samples and steps > 1:  # cheap evaluations: no budget applies
+        assert points

@@ -77,11 +77,14 @@ class ProbeConfig:
     names: list[str]  # registered probe names
     samples: int  # log-spaced sampled steps
     linear_samples: int  # evenly spaced sampled steps, so the later half of a run is seen too
-    eval_samples: int  # log-spaced full evaluations
+    eval_samples: int  # log-spaced full evaluations before the final one, at most
+    eval_budget: float  # ... and at most as many as cost this share of the training (Task.eval_cost)
 
     def __post_init__(self) -> None:
         if min(self.samples, self.linear_samples, self.eval_samples) < 0:
             raise ValueError("probe.samples, probe.linear_samples and probe.eval_samples must be >= 0")
+        if not 0 <= self.eval_budget <= 1:
+            raise ValueError(f"probe.eval_budget must be a share of the training from 0 to 1, got {self.eval_budget}")
         if max(self.samples, self.linear_samples, self.eval_samples) > MAX_SAMPLES:
             raise ValueError(f"probe sample counts must be at most {MAX_SAMPLES} (one per step of a long run)")
 

@@ -31,6 +31,17 @@ def log_schedule(steps: int, samples: int, linear: int = 0) -> list[int]:
     return sorted(points)
 
 
+def eval_schedule(steps: int, samples: int, cost: float, budget: float) -> list[int]:
+    """The steps before which a run evaluates, besides its final evaluation after the last step:
+    log-spaced from step 0 (the last step left out: the final evaluation follows it), at most
+    ``samples`` of them and at most as many as fit in ``budget`` of the training, ``cost`` being one
+    evaluation's cost in training steps (``Task.eval_cost``; 0: cheap, ``samples`` of them)."""
+    n = samples if cost <= 0 else min(samples, int(budget * steps / cost))
+    if n <= 0:
+        return []
+    return [s for s in log_schedule(steps, n + 1) if s != steps - 1][:n]
+
+
 class Rows:
     """Buffer of probe values, kept as tensors until the run ends."""
 

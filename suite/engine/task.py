@@ -140,6 +140,13 @@ class Task(ABC):
     def chance_loss(self) -> float:
         """The ``train_loss`` of the best predictor that ignores the input (computed, not typed in)."""
 
+    def eval_cost(self) -> float:
+        """One ``evaluate`` call's cost in training steps, from sizes (forward passes over its N
+        examples against a step's forward and backward on a batch of B: about N / 3B), so that the
+        runner spends at most ``probe.eval_budget`` of a run on evaluations before the final one.
+        Default 0: cheap, evaluated at every ``probe.eval_samples`` point."""
+        return 0.0
+
     def memory_loss(self, model: ProbedModel, batch: Any, taps: list[torch.Tensor]) -> torch.Tensor:
         """Capability ``gradient_through_time``: the loss that needs memory, appending a zero tensor
         added to each h_t to ``taps`` so that its gradient is dL/dh_t."""
