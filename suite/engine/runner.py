@@ -179,7 +179,7 @@ def _train(spec: RunSpec, task, model, probes: list, rows: Rows, rid: str) -> tu
     progress = Progress(rid[:8], task.steps, spec.run.progress)
     loss_sum = torch.zeros((), device=task.device)  # running sum since the last sample
     loss_count = 0
-    grad_norms = torch.zeros((), device=task.device)  # sum of gradient norms since the last check: inf or NaN if any was
+    grad_norms = torch.zeros((), device=task.device)  # sum of gradient norms since the last check
     for step in range(task.steps):
         sampling = step in schedule
         batch = next(batches)
