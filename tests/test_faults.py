@@ -409,10 +409,12 @@ def test_an_interrupted_report_does_not_speak_of_resuming(monkeypatch, capsys):
     assert capsys.readouterr().err == "vanex: report interrupted; nothing was changed\n"
 
 
-def test_a_native_crash_of_one_run_is_its_failed_record_and_the_sweep_goes_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=basic"]])
+def test_a_native_crash_of_one_run_is_its_failed_record_and_the_sweep_goes_on(tmp_path, monkeypatch, launcher):
     """A run whose process dies of a signal (here SIGSEGV sent to its worker in the middle of training,
     as a segfault in a library would) no longer kills the study, nor every resume: the worker is
-    replaced, the run gets a failed record naming the signal, and the other cells train."""
+    replaced, the run gets a failed record naming the signal, and the other cells train. The same
+    under Hydra's basic launcher, which runs its jobs in the study's process: each trains in a worker."""
     from vanex.engine import plan as planning
 
     long = {"task": "deep_mlp", "seeds": [0, 1, 2], "overrides": ["task.depth=3", "task.steps=300000"]}
@@ -431,7 +433,7 @@ def test_a_native_crash_of_one_run_is_its_failed_record_and_the_sweep_goes_on(tm
             time.sleep(0.1)
 
     threading.Thread(target=crash_one, daemon=True).start()
-    overrides = [f"results_dir={tmp_path}", "progress=false"]
+    overrides = [f"results_dir={tmp_path}", "progress=false", *launcher]
     failed = study.run_study("crash", "smoke", overrides, jobs=1)  # smoke: 3,000 steps a run
     assert killed and failed == 1
     outcomes = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]

@@ -217,6 +217,45 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                 worker.join(timeout=10)
 
 
+class _Solo:
+    """The worker process of the cells a launcher runs in the study's own process (``basic``): the
+    study stays alive when a run crashes natively, as with ``--jobs``. Started on first use, reused."""
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.worker: Any = None
+
+    def run(self, config: dict[str, Any]) -> dict[str, Any]:
+        from multiprocessing.connection import wait
+
+        if self.worker is None:
+            context = multiprocessing.get_context("spawn")
+            self.conn, theirs = context.Pipe()
+            self.worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
+            self.worker.start()
+            theirs.close()
+        planned = PlannedRun(None, config, {}, "", config["results_dir"])  # what _crashed and a Ctrl-C need
+        with _stopped_on_interrupt([planned]):
+            self.conn.send((0, config))
+            wait([self.conn, self.worker.sentinel])
+            with contextlib.suppress(EOFError, OSError):
+                if self.conn.poll():
+                    return self.conn.recv()[1]
+        self.worker.join()
+        exitcode, self.worker = self.worker.exitcode, None
+        return _crashed(planned, exitcode)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.worker.join(timeout=10)
+            self.worker = None
+
+
+_SOLO = _Solo()
+
+
 def _worker(conn: Any) -> None:
     """A worker process of :func:`_local`: runs each (index, config) it is sent, until it is sent None."""
     _exit_with_the_study()
@@ -329,7 +368,9 @@ def _launched(cfg) -> dict[str, Any]:
     """The task function a Hydra launcher runs for each cell (in its own process, on a cluster
     node...): lease, train, write the record; returns what the sweep prints of it."""
     _exit_with_the_study()
-    record = _execute(OmegaConf.to_container(cfg, resolve=True))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    in_study = os.environ.get(STUDY_PID) == str(os.getpid()) and os.environ.get(IN_PROCESS) != "1"
+    record = _SOLO.run(config) if in_study else _execute(config)  # basic: in a worker, as with --jobs
     _mark_trained(record)
     summary = record.get("summary") or {}
     slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
@@ -409,12 +450,15 @@ class _HydraLauncher:
         """Outcomes of ``todo``: with the in-process ``basic`` launcher, one launch per cell; with any
         other, one launch of all cells (the launcher schedules them), each reported as its record appears."""
         if "hydra/launcher=basic" in self.overrides:
-            with _noting_interrupts() as interrupted:
-                for planned in todo:
-                    outcomes = self._launch([planned])
-                    if interrupted():  # as in a serial study without a launcher
-                        raise KeyboardInterrupt
-                    yield from outcomes
+            try:
+                with _noting_interrupts() as interrupted:
+                    for planned in todo:
+                        outcomes = self._launch([planned])
+                        if interrupted():  # as in a serial study without a launcher
+                            raise KeyboardInterrupt
+                        yield from outcomes
+            finally:
+                _SOLO.close()
         else:
             wave = self.wave or max(1, len(todo))
             for start in range(0, len(todo), wave):
