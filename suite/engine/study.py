@@ -218,8 +218,9 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
 
 
 class _Solo:
-    """The worker process of the cells a launcher runs in the study's own process (``basic``): the
-    study stays alive when a run crashes natively, as with ``--jobs``. Started on first use, reused."""
+    """The worker process of the cells a launcher runs in the study's own process (``basic``) or in
+    joblib's pool: a run's native crash fails that run only, as with ``--jobs``; the study and the
+    pool go on. Started on first use, reused by the process's later jobs."""
 
     def __init__(self) -> None:
         self.conn: Any = None
@@ -229,6 +230,8 @@ class _Solo:
         from multiprocessing.connection import wait
 
         if self.worker is None:
+            if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
+                multiprocessing.set_start_method("spawn", force=True)  # a loky worker's own 'loky': unknown to a child
             context = multiprocessing.get_context("spawn")
             self.conn, theirs = context.Pipe()
             self.worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
@@ -353,6 +356,9 @@ def _exit_with_the_study() -> None:
 
 
 SWEEP_MARKS = "VANEX_SWEEP_MARKS"  # set for a launcher's jobs: the folder where each marks a run it trained
+# "1" for the basic launcher (jobs in the study's process) and joblib's (in processes of a pool that
+# gives up on a native crash in any job): each job trains in a worker of its process (_Solo)
+ISOLATE = "VANEX_ISOLATE_JOBS"
 
 
 def _mark_trained(record: dict[str, Any]) -> None:
@@ -369,8 +375,8 @@ def _launched(cfg) -> dict[str, Any]:
     node...): lease, train, write the record; returns what the sweep prints of it."""
     _exit_with_the_study()
     config = OmegaConf.to_container(cfg, resolve=True)
-    in_study = os.environ.get(STUDY_PID) == str(os.getpid()) and os.environ.get(IN_PROCESS) != "1"
-    record = _SOLO.run(config) if in_study else _execute(config)  # basic: in a worker, as with --jobs
+    isolated = os.environ.get(ISOLATE) == "1" and os.environ.get(IN_PROCESS) != "1"
+    record = _SOLO.run(config) if isolated else _execute(config)
     _mark_trained(record)
     summary = record.get("summary") or {}
     slim = {k: record.get(k) for k in ("status", "holder", "error", "diagnosis")}
@@ -424,6 +430,7 @@ class _HydraLauncher:
         safe_path = os.environ.get("PYTHONSAFEPATH")
         os.environ[STUDY_PID] = str(os.getpid())
         os.environ[SWEEP_MARKS] = self.marks
+        os.environ[ISOLATE] = "1" if self.joblib or "hydra/launcher=basic" in self.overrides else "0"
         # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
         # on sys.path: started in a source checkout, they would import its `suite`, not the installed
         # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
