@@ -1,7 +1,7 @@
 """The deep MLP's report section (torch-free, beside its task; registered through the ``vanex.sections``
 entry point): the mean-field prediction of the backward signal per layer (``vanex.science.meanfield``)
-against the ``backprop`` probe at initialisation, with the agreement as numbers, and the
-trainability phase diagram against the depth scale.
+against the ``backprop`` probe at initialisation, with the agreement as numbers, the trainability
+phase diagram against the depth scale, and batch norm's gradient explosion against Yang et al.'s rate.
 
 A study takes part when its records are deep MLPs under ``task.init=scaled`` (weights
 N(0, sigma_w^2/fan_in), biases 0) whose probes hold ``grad_preact``.
@@ -164,6 +164,82 @@ def section(study: str, probes: pd.DataFrame, records: dict[str, dict], out: Pat
     return parts
 
 
+def _batchnorm_runs(records: dict[str, dict]) -> dict[str, dict]:
+    return {
+        rid: r
+        for rid, r in records.items()
+        if r["task"] == "deep_mlp"
+        and r["settings"].get("task.norm") == "batchnorm"
+        and r["settings"].get("task.activation") == "relu"
+        and r["settings"].get("task.residual") == "none"
+    }
+
+
+def batchnorm_points(probes: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
+    """Per (sigma_w, depth, seed) of batch-normalised ReLU MLPs: the growth of ||dL/dh_l|| at step 0
+    from the last hidden layer to the first, in decades, and per layer (Yang et al. 2019)."""
+    runs = _batchnorm_runs(records)
+    flow = probes[(probes["metric"] == "grad_preact") & probes["run_id"].isin(runs)] if not probes.empty else probes
+    rows = []
+    for rid, group in flow.groupby("run_id"):
+        group = group[group["step"] == group["step"].min()]
+        r = runs[rid]
+        hidden = [e["name"] for e in r["task_info"]["layers"] if e["hidden"]]
+        values = group.set_index("layer")["value"].reindex(hidden).to_numpy(dtype=float)
+        if len(values) < 2 or not np.isfinite(values).all() or (values <= 0).any():
+            continue
+        growth = float(np.log10(values[0] / values[-1]))
+        s = r["settings"]
+        rows.append((s.get("task.weight_scale"), len(values), r["seed"], growth, growth / (len(values) - 1)))
+    frame = pd.DataFrame(rows, columns=["sigma_w", "depth", "seed", "growth", "per_layer"])
+    return frame.drop_duplicates(["sigma_w", "depth", "seed"])  # both numeric paths: a seed counts once
+
+
+def batchnorm_section(study: str, probes: pd.DataFrame, records: dict[str, dict], out: Path) -> list[str]:
+    """The measured growth of the backward signal of batch-normalised ReLU nets across depth against
+    Yang et al.'s rate, as a table and a figure; empty when the study has no such runs."""
+    points = batchnorm_points(probes, records)
+    if points.empty:
+        return []
+    rate = meanfield.batchnorm_relu_growth()
+    table = (
+        points.groupby(["sigma_w", "depth"])
+        .agg(measured=("per_layer", "mean"), sd=("per_layer", "std"), seeds=("seed", "nunique"))
+        .reset_index()
+    )
+    table["predicted"] = rate
+    table["off by"] = [f"{m / rate - 1:+.0%}" for m in table["measured"]]
+    table = table.rename(columns={"measured": "measured decades/layer", "sd": "sd", "predicted": "predicted"})
+    parts = [
+        "**Batch norm against its mean-field theory.** At step 0, log10 ||dL/dh_1|| / ||dL/dh_L|| of "
+        "batch-normalised ReLU nets (the `backprop` probe) against Yang et al. (2019): each layer "
+        f"multiplies E||dL/dh||² by π/(π−1), {rate:.4f} decades per layer whatever σ_w.\n",
+        frame_markdown(table) + "\n",
+    ]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
+    markers = dict(zip(sorted(points["sigma_w"].unique()), "osD^v", strict=False))
+    for sw, g in points.groupby("sigma_w"):
+        stats = g.groupby("depth")["growth"].agg(["mean", "std"]).reset_index()
+        ax.errorbar(
+            stats["depth"],
+            stats["mean"],
+            yerr=stats["std"].fillna(0),
+            fmt=markers[sw],
+            ms=4,
+            capsize=2,
+            label=f"measured, σ_w={sw:g} (mean ± sd over seeds)",
+        )
+    depths = np.array([1, points["depth"].max()])
+    ax.plot(depths, rate * (depths - 1), "k--", lw=1, label="Yang et al. 2019: ½ log10(π/(π−1)) per layer")
+    ax.set_xlabel("hidden layers")
+    ax.set_ylabel("log10 ||dL/dh_1|| / ||dL/dh_L|| at init")
+    ax.set_title("Batch norm makes a ReLU net's gradient explode at init")
+    ax.legend()
+    path = save(fig, out / f"{study}_batchnorm.png", plt, points)
+    return parts + figure_links(path)
+
+
 def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[str]:
     parts = []
     for act, data in grid.groupby("activation"):
@@ -196,10 +272,15 @@ class MeanFieldSection(Section):
 
     order = 40
     metrics = ("grad_preact",)
-    writes = ("figures/{study}_meanfield.png", "figures/{study}_phase_<activation>.png")
+    writes = (
+        "figures/{study}_meanfield.png",
+        "figures/{study}_phase_<activation>.png",
+        "figures/{study}_batchnorm.png",
+    )
 
     def applies(self, study: StudyData) -> bool:
-        return bool(_scaled_runs(study.records))
+        return bool(_scaled_runs(study.records) or _batchnorm_runs(study.records))
 
     def write(self, study: StudyData, out: Path) -> list[str]:
-        return section(study.name, study.probes, study.records, out / "figures")
+        parts = section(study.name, study.probes, study.records, out / "figures")
+        return parts + batchnorm_section(study.name, study.probes, study.records, out / "figures")

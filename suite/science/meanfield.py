@@ -199,3 +199,12 @@ def profile(activation: str, sigma_w: float, q_input: float, depth: int, sigma_b
         qs.append(length_map(qs[-1], activation, sigma_w, sigma_b))
     steps = np.array([0.5 * math.log10(chi(q, activation, sigma_w)) for q in qs[:-1]])  # layers 1..L-1
     return np.append(np.cumsum(steps[::-1])[::-1], 0.0)
+
+
+def batchnorm_relu_growth() -> float:
+    """Decades per layer by which the backward signal of a batch-normalised ReLU net grows towards
+    the input at initialisation: 1/2 log10(pi / (pi - 1)) = 0.0832. Yang, Pennington, Rao,
+    Sohl-Dickstein & Schoenholz (2019), A mean field theory of batch normalization, Sec. 3: each
+    layer multiplies E||dL/dh||^2 by pi / (pi - 1) for ReLU in the wide, large-batch limit, whatever
+    the weight variance (batch norm removes the weights' scale), so the explosion is batch norm's own."""
+    return 0.5 * math.log10(math.pi / (math.pi - 1))
