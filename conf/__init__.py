@@ -37,3 +37,27 @@ def diagnosis_defaults() -> dict[str, float]:
     import yaml
 
     return dict(yaml.safe_load((HERE / "diagnosis" / "default.yaml").read_text()))
+
+
+def scaled_down(profile: str) -> float | None:
+    """The ``steps_scale`` of ``profile`` when it is below 1 (runs shorter than the tasks' budgets, which
+    the claims were registered at: a setup check, not evidence), else None (also for a profile that
+    is not one of these files, e.g. a plugin's)."""
+    import yaml
+
+    path = HERE / "profile" / f"{profile}.yaml"
+    if not path.is_file():
+        return None
+    scale = (yaml.safe_load(path.read_text()) or {}).get("steps_scale")
+    return float(scale) if isinstance(scale, (int, float)) and scale < 1 else None
+
+
+def not_evidence(profile: str) -> str | None:
+    """One sentence saying why a report or claims of ``profile`` are not evidence, or None."""
+    scale = scaled_down(profile)
+    if scale is None:
+        return None
+    return (
+        f"the {profile} profile trains each run for {scale:.0%} of its steps to check a setup: its numbers "
+        "and claim verdicts are not evidence; cite a report of the quick or full profile"
+    )

@@ -76,11 +76,15 @@ def cmd_run(argv: list[str]) -> int:
 
     valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
+    if chdir := next((o for o in overrides if o.lstrip("+~").startswith("hydra.job.chdir")), None):
+        raise UserError(f"{chdir}: vanex keeps the working folder (records go to results_dir from where you run it)")
     check_overrides(overrides)
     if not any(a.startswith("-") for a in argv):  # a single run: refuse bad settings in one line, before Hydra
         from vanex.engine.config import compose, prepare
 
         prepare(compose(overrides))
+    elif {"-m", "--multirun"} & set(argv) and not any(o.startswith("hydra/sweeper=") for o in overrides):
+        _check_sweep(overrides)
     sys.argv = ["vanex run", *argv, *searchpath_override()]
     import tempfile
 
@@ -92,6 +96,28 @@ def cmd_run(argv: list[str]) -> int:
         print(f"vanex: {failed} of {len(outcomes)} runs failed or were refused", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_sweep(overrides: list[str]) -> None:
+    """Refuse a sweep with a bad value in one line before any run trains: each swept value is checked
+    with the other settings at their first value (combinations are checked as each job starts)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from vanex.engine.config import compose, prepare
+
+    own = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(own)
+    except HydraException:
+        return  # Hydra says what is wrong with it, in its own words
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
+    firsts = [c[0] for c in choices]
+    for i, values in enumerate(choices):
+        for value in values[1:] if i else values:
+            prepare(compose([*firsts[:i], value, *firsts[i + 1 :]]))
 
 
 TALLY = "VANEX_RUN_TALLY"  # the file each job of `vanex run -m` adds its outcome to: a launcher's jobs
@@ -291,6 +317,10 @@ def cmd_claims(argv: list[str]) -> int:
         )
     problems: list[str] = []
     results = evaluate_all(args.results, args.profile, args.claim, problems)
+    from vanex.conf import not_evidence
+
+    if caveat := not_evidence(args.profile):
+        print(f"vanex claims: {caveat}", file=sys.stderr)
     if args.format == "markdown":
         print(claims_markdown(results))
     else:

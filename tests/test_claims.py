@@ -164,10 +164,23 @@ def test_claims_run_on_a_small_profile(tmp_path):
     assert nope.returncode == 2 and "no study manifests for profile 'nope'" in nope.stderr
     one = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
     assert one.returncode == 0, one.stderr
+    assert one.stderr.splitlines() == [  # smoke verdicts are a setup check, and say so
+        "vanex claims: the smoke profile trains each run for 1% of its steps to check a setup: its numbers and "
+        "claim verdicts are not evidence; cite a report of the quick or full profile"
+    ]
     record = next(p for p in results.glob("*/run.json") if "recurrent_gain" in p.read_text())
     (record.parent / "probes.csv").write_text("")  # an unreadable record is no longer silent
     broken = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
     assert broken.returncode == 1 and "study rnn_init: 1 record(s) could not be read" in broken.stderr
+    other = next(p for p in results.glob("*/run.json") if "recurrent_gain" in p.read_text() and p != record)
+    other.write_text("not json")  # a damaged run.json is unreadable too, not silently one seed fewer
+    broken = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
+    assert broken.returncode == 1 and "study rnn_init: 2 record(s) could not be read" in broken.stderr
+    resumed = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    assert resumed.returncode == 0 and ", 2 to run here" in resumed.stderr, resumed.stderr  # both trained again
+    assert (
+        vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain").returncode == 0
+    )
 
 
 def _lock() -> dict:

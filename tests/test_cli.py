@@ -331,3 +331,18 @@ def test_example_task_plugin_installs_lists_runs_a_study_and_reports(tmp_path):
     out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke", env=env)
     assert out.returncode == 0, out.stderr
     assert "## Study `deep_linear` (task `deep_linear`)" in (reports / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ("task.depth=2,0", "deep_mlp.depth must be from 1 to 1,000, got 0"),
+        ("optim.lr=0.1,nan", "optim.lr must be > 0 and at most 1e+38, got nan"),
+        ("hydra.job.chdir=true", "hydra.job.chdir=true: vanex keeps the working folder"),
+    ],
+)
+def test_a_sweep_with_one_bad_value_is_refused_before_any_run(sweep, expected, results):
+    out = vanex("run", "-m", f"results_dir={results}", *TINY, sweep, "seed=0,1")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and expected in lines[0], out.stderr
+    assert not list(Path(results).glob("*/run.json"))  # refused before any run trained

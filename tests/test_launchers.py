@@ -68,6 +68,10 @@ def test_a_launcher_that_does_not_exist_or_has_no_choice_is_one_clear_error(tmp_
         study.run_study(
             "small", "smoke", [f"results_dir={tmp_path}", "hydra/launcher=basic", "hydra.launcher.bogus=1"], jobs=1
         )
+    with pytest.raises(UserError, match=r"hydra.launcher.n_jobs=0 runs nothing; give a number of processes"):
+        study.run_study(
+            "small", "smoke", [f"results_dir={tmp_path}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], 1
+        )
     assert not list(tmp_path.glob("*/run.json"))  # refused before any training
 
 

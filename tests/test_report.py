@@ -161,6 +161,11 @@ def test_report_writes_tables_figures_and_tidy_summary(twice, tmp_path):
         height, width = imread(png).shape[:2]
         assert width / DPI <= WIDTH["two"] + 0.05, png.name  # a two-column paper width at most
     assert (report / "figures" / "mlp_meanfield_gradient_flow.csv").exists()
+    assert (report / "figures" / "mlp_meanfield_batchnorm.csv").exists()  # Yang et al.'s rate, drawn
+    assert (
+        "**Not for citation:** the smoke profile trains each run for 1% of its steps"
+        in (report / "summary.md").read_text()
+    )
     summary = pd.read_csv(report / "summary.csv")
     assert list(summary.columns[:8]) == [
         "run_id",
@@ -227,7 +232,8 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
         figures_linked = re.findall(r"^!\[([^\]]+)\]", (report / "summary.md").read_text(), re.M)
         assert sorted(alt for alt, _ in images) == sorted(figures_linked) and all(ok for _, ok in images), images
         assert tables == (report / "summary.md").read_text().count("\n|---")
-        assert "Cite this report" in driver.find_element("tag name", "body").text
+        body = driver.find_element("tag name", "body").text  # a smoke report: a setup check, not citable
+        assert "Not for citation" in body and "Cite this report" not in body
         shot = tmp_path / "index.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
@@ -317,3 +323,13 @@ def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
     again = vanex("report", "--results", str(results), "--out", str(twice / "report"), "--profile", "smoke")
     assert again.returncode == 0, again.stderr  # a previous report is replaced
     assert (twice / "report" / ".vanex-report").is_file()
+    # ... unless it holds a file the report did not write: a note, a figure added by hand, or a copied marker
+    import shutil
+
+    for extra in ("mynotes.txt", "figures/mine.png"):
+        copy = tmp_path / f"copy-{extra.replace('/', '-')}"
+        shutil.copytree(twice / "report", copy)
+        (copy / extra).write_text("mine")
+        refused = vanex("report", "--results", str(results), "--out", str(copy), "--profile", "smoke")
+        assert refused.returncode == 2 and f"holds files the report did not write ({extra})" in refused.stderr
+        assert (copy / extra).read_text() == "mine"

@@ -180,7 +180,7 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
     def start() -> None:
         ours, theirs = context.Pipe()
         worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
-        worker.start()
+        _start_deaf(worker)
         theirs.close()
         workers[ours] = worker
         idle.append(ours)
@@ -217,6 +217,20 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                 worker.join(timeout=10)
 
 
+def _start_deaf(worker: Any) -> None:
+    """Start ``worker`` with Ctrl-C ignored from its first instruction (an ignored signal stays ignored
+    across exec, and Python then installs no handler): a Ctrl-C while it still imports would print a
+    traceback from it. The study decides what a Ctrl-C does, and ends its workers."""
+    if threading.current_thread() is not threading.main_thread():
+        worker.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Solo:
     """The worker process of the cells a launcher runs in the study's own process (``basic``) or in
     joblib's pool: a run's native crash fails that run only, as with ``--jobs``; the study and the
@@ -235,7 +249,7 @@ class _Solo:
             context = multiprocessing.get_context("spawn")
             self.conn, theirs = context.Pipe()
             self.worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
-            self.worker.start()
+            _start_deaf(self.worker)
             theirs.close()
         planned = PlannedRun(None, config, {}, "", config["results_dir"])  # what _crashed and a Ctrl-C need
         with _stopped_on_interrupt([planned]):
@@ -411,8 +425,11 @@ class _HydraLauncher:
         # cells took a 2-core machine to a load of 320): it is given waves of --jobs cells
         self.wave = jobs if "hydra/launcher=submitit_local" in launcher else None
         self.marks = os.path.join(self.results_dir, ".sweeps", f"{socket.gethostname()}-{os.getpid()}")
-        if self.joblib and not any(o.startswith("hydra.launcher.n_jobs=") for o in launcher):
+        n_jobs = next((o.partition("=")[2] for o in launcher if o.startswith("hydra.launcher.n_jobs=")), None)
+        if self.joblib and n_jobs is None:
             self.overrides.append(f"hydra.launcher.n_jobs={jobs}")  # --jobs N is joblib's n_jobs
+        elif self.joblib and n_jobs.strip() in ("0", "+0", "-0"):
+            raise UserError("hydra.launcher.n_jobs=0 runs nothing; give a number of processes, or -1 for every core")
         self.next_index = 0
         self._with_launcher(lambda launcher: None)  # refuses an unknown or uninstalled launcher before any work
 

@@ -115,6 +115,8 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             run, unreadable = None, unreadable + 1
         if run is None:
             row["status"] = "missing"
+            if path.exists():  # a record folder whose run.json is gone, damaged or not a record
+                unreadable += 1
             continue
         try:
             summary, frame = _read_record(run, path, cfg, metrics)

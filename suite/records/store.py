@@ -136,9 +136,18 @@ def is_finished(results_dir: str | Path, rid: str) -> bool:
         run = load_run(record_dir(results_dir, rid))
     except OldRecord:
         return False  # rerun: the new record replaces it
-    if run is None or run.get("status") not in FINISHED:
-        return False
+    if run is None or run.get("status") not in FINISHED or not _probes_header(record_dir(results_dir, rid)):
+        return False  # a record whose probes.csv is gone or damaged is trained again, not skipped forever
     return os.environ.get(KEEP_STALE) == "1" or code.stale(run) is None
+
+
+def _probes_header(path: Path) -> bool:
+    """Whether ``path``'s probes.csv starts with its header row (a cheap check of a whole file)."""
+    try:
+        with open(path / "probes.csv", newline="") as f:
+            return next(csv.reader(f), None) == list(PROBE_HEADER)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
 
 
 _HOST = socket.gethostname().replace(".", "-")
