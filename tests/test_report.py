@@ -333,3 +333,20 @@ def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
         refused = vanex("report", "--results", str(results), "--out", str(copy), "--profile", "smoke")
         assert refused.returncode == 2 and f"holds files the report did not write ({extra})" in refused.stderr
         assert (copy / extra).read_text() == "mine"
+
+
+def test_records_from_two_commits_say_whether_their_training_code_differs():
+    """A report built from records of two commits warns, and says when the code that trained them is
+    the same (a commit that changed no training code) or not."""
+    from vanex.records import code
+    from vanex.report.build import _provenance
+
+    def record(commit: str, identity: dict) -> dict:
+        numerics = {"aten_cpu_capability": "AVX2", "mode": "pinned"}
+        return {"provenance": {"git_commit": commit, "git_dirty": False, "numerics": numerics, "code": identity}}
+
+    same = {"core": code.core(), "modules": {}}
+    _, warning = _provenance([record("a" * 40, same), record("b" * 40, same)])
+    assert "2 different vanex sources" in warning and "the code that trained them is the same" in warning
+    _, warning = _provenance([record("a" * 40, same), record("b" * 40, {"core": "other", "modules": {}})])
+    assert "2 different vanex sources" in warning and "the same" not in warning

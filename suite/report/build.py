@@ -88,7 +88,12 @@ def _provenance(records: list[dict]) -> tuple[str, str | None]:
     warning = None
     if len(sources) > 1:
         listed = "; ".join(f"{c or 'unknown'}{' (dirty)' if d else ''}: {n} runs" for (c, d), n in sources.items())
-        warning = f"records come from {len(sources)} different vanex sources: {listed}"
+        from vanex.records import code
+
+        same = all(code.stale(r) is None for r in records)  # the fingerprints of the code each run used
+        warning = f"records come from {len(sources)} different vanex sources: {listed}" + (
+            "; the code that trained them is the same (every record's code identity matches this vanex)" if same else ""
+        )
     return "\n".join(lines), warning
 
 
