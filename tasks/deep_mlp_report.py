@@ -26,34 +26,51 @@ from vanex.science.stats import loss_vs_chance, trained
 KEYS = ("task.activation", "task.weight_scale", "task.depth")
 
 
-def _scaled_runs(records: dict[str, dict]) -> dict[str, dict]:
+def _deep_mlps(records: dict[str, dict], norm: str, keep: Any) -> dict[str, dict]:
+    """The deep MLP records without skips, with ``norm``, whose settings pass ``keep``."""
     return {
         rid: r
         for rid, r in records.items()
         if r["task"] == "deep_mlp"
-        and r["settings"].get("task.init") == "scaled"
-        and r["settings"].get("task.norm") == "none"
+        and r["settings"].get("task.norm") == norm
         and r["settings"].get("task.residual") == "none"
-        and r["settings"].get("task.activation") in meanfield.ACTIVATIONS
-        and not r["settings"].get("task.bias_scale")  # the overlay and phase diagram are drawn for sigma_b = 0
+        and keep(r["settings"])
     }
+
+
+def _scaled_runs(records: dict[str, dict]) -> dict[str, dict]:
+    return _deep_mlps(
+        records,
+        "none",
+        lambda s: (
+            s.get("task.init") == "scaled"
+            and s.get("task.activation") in meanfield.ACTIVATIONS
+            and not s.get("task.bias_scale")
+        ),  # the overlay and phase diagram are drawn for sigma_b = 0
+    )
+
+
+def _step0_flows(probes: pd.DataFrame, runs: dict[str, dict]) -> Any:
+    """(run id, ||dL/dh_l|| of each hidden layer at step 0) of every run in ``runs`` whose series is
+    complete, finite and positive."""
+    if probes.empty or not runs:
+        return
+    flow = probes[(probes["metric"] == "grad_preact") & probes["run_id"].isin(runs)]
+    for rid, group in flow.groupby("run_id"):
+        group = group[group["step"] == group["step"].min()]
+        hidden = [e["name"] for e in runs[rid]["task_info"]["layers"] if e["hidden"]]
+        values = group.set_index("layer")["value"].reindex(hidden).to_numpy(dtype=float)
+        if len(values) >= 2 and np.isfinite(values).all() and (values > 0).all():
+            yield rid, values
 
 
 def agreement(probes: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
     """One row per (activation, sigma_w, depth, hidden layer): measured log10 ||dL/dh_l|| relative to
     the last hidden layer at step 0 (mean over seeds, and the number of seeds) and the prediction."""
     runs = _scaled_runs(records)
-    if probes.empty or not runs:
-        return pd.DataFrame()
-    flow = probes[(probes["metric"] == "grad_preact") & probes["run_id"].isin(runs)]
     rows = []
-    for rid, group in flow.groupby("run_id"):
-        group = group[group["step"] == group["step"].min()]
+    for rid, values in _step0_flows(probes, runs):
         r = runs[rid]
-        hidden = [e["name"] for e in r["task_info"]["layers"] if e["hidden"]]
-        values = group.set_index("layer")["value"].reindex(hidden).to_numpy(dtype=float)
-        if len(values) < 2 or not np.isfinite(values).all() or (values <= 0).any():
-            continue
         measured = np.log10(values) - np.log10(values[-1])
         s = r["settings"]
         q_in = r["task_info"]["constants"]["input_second_moment"]
@@ -165,29 +182,16 @@ def section(study: str, probes: pd.DataFrame, records: dict[str, dict], out: Pat
 
 
 def _batchnorm_runs(records: dict[str, dict]) -> dict[str, dict]:
-    return {
-        rid: r
-        for rid, r in records.items()
-        if r["task"] == "deep_mlp"
-        and r["settings"].get("task.norm") == "batchnorm"
-        and r["settings"].get("task.activation") == "relu"
-        and r["settings"].get("task.residual") == "none"
-    }
+    return _deep_mlps(records, "batchnorm", lambda s: s.get("task.activation") == "relu")
 
 
 def batchnorm_points(probes: pd.DataFrame, records: dict[str, dict]) -> pd.DataFrame:
     """Per (sigma_w, depth, seed) of batch-normalised ReLU MLPs: the growth of ||dL/dh_l|| at step 0
     from the last hidden layer to the first, in decades, and per layer (Yang et al. 2019)."""
     runs = _batchnorm_runs(records)
-    flow = probes[(probes["metric"] == "grad_preact") & probes["run_id"].isin(runs)] if not probes.empty else probes
     rows = []
-    for rid, group in flow.groupby("run_id"):
-        group = group[group["step"] == group["step"].min()]
+    for rid, values in _step0_flows(probes, runs):
         r = runs[rid]
-        hidden = [e["name"] for e in r["task_info"]["layers"] if e["hidden"]]
-        values = group.set_index("layer")["value"].reindex(hidden).to_numpy(dtype=float)
-        if len(values) < 2 or not np.isfinite(values).all() or (values <= 0).any():
-            continue
         growth = float(np.log10(values[0] / values[-1]))
         s = r["settings"]
         rows.append((s.get("task.weight_scale"), len(values), r["seed"], growth, growth / (len(values) - 1)))
