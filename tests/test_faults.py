@@ -318,6 +318,18 @@ def test_a_non_finite_gradient_makes_a_diverged_run_whatever_its_loss(tmp_path, 
     assert "1,nonfinite,gradient,1.0" in rows
 
 
+def test_a_gradient_whose_global_norm_overflows_float32_is_diverged(tmp_path):
+    """Every entry and every layer's norm finite (~5e18), their global L2 norm beyond float32 (the
+    grad_norm_global probe records inf): it was 'completed' when the check summed per-layer norms."""
+    args = ("task.steps=5", "task.init=scaled", "task.weight_scale=8", "task.activation=identity")
+    out = vanex("run", *args, "mitigation=[clip_value]", f"results_dir={tmp_path}", "progress=false")
+    assert out.returncode == 0, out.stderr
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/run.json")]
+    rows = (tmp_path / record["run_id"] / "probes.csv").read_text().splitlines()
+    assert "0,grad_norm_global,,inf" in rows and "0,nonfinite,gradient,1.0" in rows
+    assert record["status"] == "diverged"
+
+
 def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:
     cell = {"run_id": run_id, "mitigations": [], "seed": 0, "settings": {}}
     return {"study": study, "profile": "smoke", "task": "deep_mlp", "swept": [], "diagnosis": {}, "cells": [cell]}
