@@ -305,16 +305,13 @@ def cmd_claims(argv: list[str]) -> int:
         return _lock_claims()
     if not Path(args.results).is_dir():
         raise UserError(f"no records directory '{args.results}'; run `nox` or `vanex study NAME` first")
-    from vanex.records.store import load_manifests
+    from vanex.records.store import require_manifests
     from vanex.registry import CLAIMS
 
     for name in args.claim or []:
         CLAIMS.get(name)  # an unknown name is refused first, with the valid ones
-    if not load_manifests(args.results, args.profile) and not args.allow_missing:
-        raise UserError(
-            f"no study manifests for profile '{args.profile}' in '{args.results}/_studies'; "
-            f"run `vanex study NAME --profile {args.profile}` first"
-        )
+    if not args.allow_missing:
+        require_manifests(args.results, args.profile)
     problems: list[str] = []
     results = evaluate_all(args.results, args.profile, args.claim, problems)
     from vanex.conf import not_evidence

@@ -40,6 +40,9 @@ MAX_SAMPLES = 10_000  # probe schedules are built point by point: a billion samp
 _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # a config option's name: no path, no dots
 
 
+MAX_THREADS = 1024  # more than any CPU has; at 100000, torch.set_num_threads segfaults
+
+
 @dataclass
 class RunSettings:
     """The top-level keys of ``conf/config.yaml`` (their defaults and comments live there)."""
@@ -54,8 +57,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be an integer from 0 to 2**32 - 1 (numpy's seed range), got {self.seed}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be from 1 to {MAX_THREADS}, got {self.threads}")
         if self.device not in DEVICES:
             raise ValueError(f"device '{self.device}' is not one of {', '.join(DEVICES)}")
         if self.numerics not in numerics.MODES:
@@ -321,7 +324,25 @@ def compose(overrides: list[str]) -> DictConfig:
             hydra_private().apply_overrides(values, cfg)
             return cfg
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(f"cannot apply overrides: {str(exc).splitlines()[0]}") from None
+        raise UserError(_override_error(str(exc), overrides)) from None
+
+
+def _override_error(message: str, overrides: list[str]) -> str:
+    """Hydra's first line, and for a key the config does not have, the keys that its parent does have."""
+    first = message.splitlines()[0]
+    unknown = re.match(r"Could not override '([^']+)'", first)
+    if not (unknown and "To append to your config" in message):  # Hydra says so for a key it does not have
+        return f"cannot apply overrides: {first}"
+    key = unknown.group(1)
+    parent = key.rpartition(".")[0]
+    try:
+        node = OmegaConf.select(compose([o for o in overrides if not o.startswith(f"{key}=")]), parent or "")
+    except UserError:  # another override is wrong too: say what Hydra said
+        node = None
+    if not isinstance(node, DictConfig):
+        return f"cannot apply overrides: {first}"
+    valid = ", ".join(sorted(k for k in node if k != "hydra"))
+    return f"unknown setting '{key}'; valid settings of {parent or 'the top level'}: {valid}"
 
 
 HYDRA_WRITTEN_FOR = "1.3"  # the hydra-core minor version hydra_private() was written against (pyproject: <1.4)

@@ -64,6 +64,10 @@ class AdamSettings(_Base):
         for beta in self.betas:
             _within("betas", beta, 0.0, 1.0, high_open=True)
         _within("eps", self.eps, 1e-30, 1.0)
+        # Adam's first step is lr / (1 - beta1) (bias correction), computed in float32
+        if self.lr / (1 - self.betas[0]) > MAX_LR:
+            bound = MAX_LR * (1 - self.betas[0])
+            raise ValueError(f"optim.lr must be at most {bound:g} with optim.betas[0]={self.betas[0]:g}, got {self.lr}")
 
 
 @dataclass

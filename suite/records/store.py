@@ -363,6 +363,20 @@ def load_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]
     return [m for m in map(read_manifest, paths) if m is not None and m["profile"] == profile]
 
 
+def require_manifests(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
+    """``load_manifests``, refused in one line naming the profiles that do have manifests when it is empty."""
+    manifests = load_manifests(results_dir, profile)
+    if not manifests:
+        every = map(read_manifest, (Path(results_dir) / STUDIES_DIR).glob("*.json"))
+        found = sorted({m["profile"] for m in every if m is not None})
+        have = f"it has manifests for: {', '.join(found)}" if found else "it has none"
+        raise UserError(
+            f"no study manifests for profile '{profile}' in '{results_dir}/{STUDIES_DIR}' ({have}); "
+            f"run `vanex study NAME --profile {profile}` first"
+        )
+    return manifests
+
+
 def varying_settings(settings: list[dict[str, Any]]) -> list[str]:
     """The swept settings: keys that take several values among cells with the same mitigations
     (a knob that only follows the mitigation set, e.g. ``task.activation`` under ``relu``, is not; a

@@ -20,7 +20,7 @@ import pandas as pd
 from vanex import conf
 from vanex.errors import UserError
 from vanex.records.reader import adhoc_manifests, read_study, thresholds, warn
-from vanex.records.store import atomic_dir, clean_stale, dumps, load_manifests, record_dir, set_label
+from vanex.records.store import atomic_dir, clean_stale, dumps, record_dir, require_manifests, set_label
 from vanex.report.sections import report_metrics, sections
 from vanex.report.tables import legend
 
@@ -109,12 +109,7 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
     else:
         if not Path(results).is_dir():
             raise UserError(f"no records directory '{results}'; run `vanex study NAME` (or `nox`) first")
-        manifests, source = load_manifests(results, profile), Path(results)
-        if not manifests:
-            raise UserError(
-                f"no study manifests for profile '{profile}' in '{results}/_studies'; "
-                f"run `vanex study NAME --profile {profile}` first"
-            )
+        manifests, source = require_manifests(results, profile), Path(results)
     names = [m["study"] for m in manifests]
     for s in studies or []:
         if s not in names:
