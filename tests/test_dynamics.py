@@ -9,6 +9,7 @@ from helpers import task_config
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import seeds
+from vanex.mitigations.recurrent import OrthogonalRecurrence
 from vanex.tasks.deep_mlp import Block
 from vanex.tasks.resnet import CifarResNet
 from vanex.tasks.rnn_copy import BLANK, DELIMITER, RecurrentNet, baseline_loss, copy_batch
@@ -32,6 +33,27 @@ def test_tbptt_leaves_exactly_zero_gradient_beyond_its_window(delay, window, see
         if t < first_reachable:
             assert torch.count_nonzero(g) == 0, t
     assert torch.count_nonzero(grads[-1]) > 0
+
+
+@given(st.sampled_from(["rnn", "lstm", "gru"]), seeds)
+def test_an_orthogonal_recurrence_stays_orthogonal_through_training_and_still_learns(cell, seed):
+    """After every step the recurrent matrix (the candidate path's block of a gated cell) is orthogonal
+    again, while the step still moved it (the projection does not undo training)."""
+    torch.manual_seed(seed)
+    mitigation = OrthogonalRecurrence()
+    model = RecurrentNet(mitigation.adjust_config(task_config("rnn_copy", delay=5, hidden=12, cell=cell)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    eye = torch.eye(12)
+    for step in range(5):
+        before = model.recurrent_matrix().detach().clone()
+        x, y = copy_batch(8, 5, torch.Generator().manual_seed(seed + step))
+        torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        mitigation.after_step(model)
+        w = model.recurrent_matrix()
+        torch.testing.assert_close(w @ w.T, eye, rtol=0, atol=1e-5)
+        assert not torch.allclose(w, before)
 
 
 @given(delays, st.sampled_from(["rnn", "lstm", "gru"]), st.sampled_from([0, 3, 7]), seeds)

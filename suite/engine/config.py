@@ -341,7 +341,7 @@ def _override_error(message: str, overrides: list[str]) -> str:
         node = None
     if not isinstance(node, DictConfig):
         return f"cannot apply overrides: {first}"
-    valid = ", ".join(sorted(k for k in node if k != "hydra"))
+    valid = ", ".join(sorted(k for k in node if k != "hydra")) or "none (it takes no settings)"
     return f"unknown setting '{key}'; valid settings of {parent or 'the top level'}: {valid}"
 
 

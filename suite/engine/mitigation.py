@@ -4,7 +4,8 @@ A mitigation is a dataclass whose fields are its parameters (from
 ``conf/mitigation/<name>.yaml``). It may override any of the hooks below; the run loop calls
 each hook of every selected mitigation in the order the user listed them.
 
-- ``check(task)``: refuse a task it cannot apply to (raise ``UserError``), before training.
+- ``check(task)``: refuse a task it cannot apply to (raise ``UserError``), before training; by default
+  a task that lacks one of the capabilities in ``needs`` (``vanex.engine.task.Capability``).
 - ``adjust_config(config)``: change the task's architecture knobs (returns a new config).
 - ``init_model(model)``: re-initialise the built model.
 - ``transform_grads(params)``: change gradients after backward (clipping).
@@ -27,9 +28,13 @@ from vanex.errors import UserError
 @dataclass
 class Mitigation:
     name: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()  # capabilities the task's model must have (Capability)
 
     def check(self, task: type[Task]) -> None:
         """Raise ``UserError`` if this mitigation cannot apply to ``task``."""
+        missing = sorted(self.needs - task.capabilities)
+        if missing:
+            raise self.refuse(task, f"it needs the model's {', '.join(missing)}, which this task does not declare")
 
     def adjust_config(self, config: Any) -> Any:
         return config
@@ -65,6 +70,7 @@ class KnobMitigation(Mitigation):
         return self.value
 
     def check(self, task: type[Task]) -> None:
+        super().check(task)
         if self.knob not in task.knobs:
             knobs = ", ".join(task.knobs) or "none"
             raise self.refuse(task, f"it sets knob '{self.knob}', which this task lacks (its knobs: {knobs})")

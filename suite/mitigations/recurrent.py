@@ -1,4 +1,4 @@
-"""Mitigations for recurrent tasks: gated cells, identity init, truncated BPTT."""
+"""Mitigations for recurrent tasks: gated cells, identity init, an orthogonal recurrence, truncated BPTT."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from vanex.engine.mitigation import KnobMitigation
+from vanex.engine.task import Capability, ProbedModel
 from vanex.registry import MITIGATIONS
 
 
@@ -40,6 +42,25 @@ class IdentityInit(KnobMitigation):
     combine with ``relu`` for their ReLU IRNN)."""
 
     knob, value = "init", "identity"
+
+
+@MITIGATIONS.register("orthogonal_rnn")
+@dataclass
+class OrthogonalRecurrence(KnobMitigation):
+    """The recurrent matrix starts orthogonal and stays so in training (Arjovsky, Shah & Bengio 2016
+    keep it unitary; Henaff, Szlam & LeCun 2016; Vorontsov et al. 2017): after each optimiser step it
+    is replaced by its nearest orthogonal matrix in Frobenius norm, the polar factor U V^T of its SVD
+    (a projection retraction). All its singular values stay 1, so the linear part of the recurrence
+    neither shrinks nor grows the gradient through time; only the nonlinearity's slope can."""
+
+    knob, value = "init", "orthogonal"
+    needs = frozenset({Capability.RECURRENT})
+
+    def after_step(self, model: ProbedModel) -> None:
+        with torch.no_grad():
+            w = model.recurrent_matrix()  # a view of the parameter: copy_ writes through
+            u, _, vh = torch.linalg.svd(w)
+            w.copy_(u @ vh)
 
 
 @MITIGATIONS.register("tbptt")
