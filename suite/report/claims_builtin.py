@@ -459,6 +459,29 @@ class Gating(GatingV1):
     )
 
 
+@CLAIMS.register("arjovsky2016_orthogonal")
+class OrthogonalRecurrence(Claim):
+    paper = "Arjovsky, Shah & Bengio 2016, Unitary evolution recurrent neural networks"
+    where = "Sec. 2-3 (a unitary recurrence keeps the gradient's norm through time), Sec. 4.1, Fig. 1 (copy task)"
+    statement = (
+        "At a delay where a tanh RNN stays at the memoryless baseline, the same RNN with its recurrent matrix kept "
+        "orthogonal throughout training goes below it; the same orthogonal init left unconstrained does not."
+    )
+    study = "rnn_copy"
+    delay = 50  # fixed in advance: the task's default delay, where the tanh RNN stays at the baseline
+    cells = {
+        "orthogonal_init": Cells(("orthogonal_init",), {"task.delay": delay, "optim.lr": 0.002}),
+        "orthogonal_rnn": Cells(("orthogonal_rnn",), {"task.delay": delay, "optim.lr": 0.002}),
+    }
+    control = "orthogonal_init"  # isolates the constraint from the init it starts from
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        kept, free = (g[k].values("loss_vs_chance") for k in ("orthogonal_rnn", "orthogonal_init"))
+        below = lambda x: bool((x < 0.95).all())  # noqa: E731 - below 95% of the baseline in every seed
+        numbers = f"loss/baseline at T={self.delay}: kept orthogonal {fmt(kept)}, orthogonal init only {fmt(free)}"
+        return Outcome(below(kept) and not below(free), numbers)
+
+
 class IRNNV1(Claim):
     paper = "Le, Jaitly & Hinton 2015, A simple way to initialize recurrent networks of rectified linear units"
     where = "Sec. 4 (adding problem)"
