@@ -281,7 +281,12 @@ def cmd_claims(argv: list[str]) -> int:
         description="Judge every published claim on the study records: ✓, ✗, fragile (flips at half or double "
         "the learning rate) or not run. Exit status 1 when a claim that ran is ✗ (fragile does not fail).",
     )
-    parser.add_argument("--results", default="results", help="records directory with study manifests")
+    parser.add_argument(
+        "--results",
+        default="results",
+        help="records directory with study manifests, or a report folder that ships its records "
+        "(e.g. reports, the committed report)",
+    )
     parser.add_argument(
         "--profile",
         default=default("profile"),
@@ -305,15 +310,17 @@ def cmd_claims(argv: list[str]) -> int:
         return _lock_claims()
     if not Path(args.results).is_dir():
         raise UserError(f"no records directory '{args.results}'; run `nox` or `vanex study NAME` first")
+    from vanex.records.bundle import records_of
     from vanex.records.store import require_manifests
     from vanex.registry import CLAIMS
 
     for name in args.claim or []:
         CLAIMS.get(name)  # an unknown name is refused first, with the valid ones
-    if not args.allow_missing:
-        require_manifests(args.results, args.profile)
     problems: list[str] = []
-    results = evaluate_all(args.results, args.profile, args.claim, problems)
+    with records_of(args.results) as records:  # a report folder: the records it ships
+        if not args.allow_missing:
+            require_manifests(records, args.profile)
+        results = evaluate_all(records, args.profile, args.claim, problems)
     from vanex.conf import not_evidence
 
     if caveat := not_evidence(args.profile):

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,20 @@ def test_readme_cites_the_committed_report_as_it_cites_itself():
     assert rid in cite and cite in (ROOT / "README.md").read_text()
 
 
+def test_readme_claims_table_says_what_the_committed_report_says():
+    """Every claim of the committed report has a row in the README's table with its verdict, and the
+    count line above the table is the report's."""
+    readme = (ROOT / "README.md").read_text()
+    claims = pd.read_csv(ROOT / "reports" / "claims.csv")
+    said: dict[str, str] = {}
+    for names, verdict in re.findall(r"^\| ((?:`[a-z0-9_]+`(?: \(v\d+\))?(?:, )?)+) \| (✓|✗|fragile) \|", readme, re.M):
+        said.update(dict.fromkeys(re.findall(r"`([a-z0-9_]+)`", names), verdict))
+    assert said == dict(zip(claims["name"], claims["status"], strict=True))
+    counts = claims["status"].value_counts()
+    line = f"**{counts.get('✓', 0)} ✓, {counts.get('✗', 0)} ✗, {counts.get('fragile', 0)} fragile** of {len(claims)}"
+    assert line in readme
+
+
 # -- a smoke study, run twice: the report's files, the browser, compare --------------------------
 
 
@@ -199,6 +214,29 @@ def test_a_rerun_compares_equal_and_a_perturbed_record_is_found(twice, tmp_path)
     assert f"run {victim.parent.name} grad_ratio_init" in moved.stdout and "(exact)" in moved.stdout
     bad = vanex("compare", str(twice / "report"), str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "neither a report" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_report_ships_its_records_and_the_claims_are_judged_from_it_alone(twice, tmp_path):
+    report, args = twice / "report", ("--profile", "smoke", "--allow-missing")
+    from_results = vanex("claims", "--results", str(twice / "a"), *args)
+    from_report = vanex("claims", "--results", str(report), *args)
+    assert from_report.returncode == from_results.returncode, from_report.stderr
+    assert "poole2016_chi1" in from_report.stdout and from_report.stdout == from_results.stdout
+    again = vanex("report", "--results", str(twice / "a"), "--out", str(tmp_path / "again"), "--profile", "smoke")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "records.tar.gz").read_bytes() == (report / "records.tar.gz").read_bytes()
+    rebuilt = vanex("report", "--results", str(report), "--out", str(tmp_path / "r2"), "--profile", "smoke")
+    assert rebuilt.returncode == 2 and "is a report: the records it ships" in rebuilt.stderr
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    with tarfile.open(evil / "records.tar.gz", "w:gz") as tar:  # a member that would land outside the folder
+        tar.add(sorted((twice / "a").glob("*/run.json"))[0], arcname="../outside/run.json")
+    refused = vanex("claims", "--results", str(evil), *args)
+    assert refused.returncode == 2 and "'../outside/run.json', which is not a record file" in refused.stderr
+    assert not (tmp_path / "outside").exists()
+    mismatch = vanex("compare", str(ROOT / "reports"), str(report))  # the committed quick report against smoke
+    assert mismatch.returncode == 2 and "of the quick profile and" in mismatch.stderr, mismatch.stderr
 
 
 @pytest.mark.slow

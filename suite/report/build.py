@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from vanex import conf
 from vanex.errors import UserError
+from vanex.records.bundle import BUNDLE, is_bundled_report, write_bundle
 from vanex.records.reader import adhoc_manifests, read_study, thresholds, warn
 from vanex.records.store import atomic_dir, clean_stale, dumps, record_dir, require_manifests, set_label
 from vanex.report.sections import report_metrics, sections
@@ -109,6 +110,11 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
     else:
         if not Path(results).is_dir():
             raise UserError(f"no records directory '{results}'; run `vanex study NAME` (or `nox`) first")
+        if is_bundled_report(results):
+            raise UserError(
+                f"'{results}' is a report: the records it ships hold only the series the claims read "
+                f"(`vanex claims --results {results}` judges them); to rebuild it, train its studies (`nox`)"
+            )
         manifests, source = require_manifests(results, profile), Path(results)
     names = [m["study"] for m in manifests]
     for s in studies or []:
@@ -121,6 +127,10 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
 
     def fill(tmp: Path) -> None:
         _write(tmp, manifests, source, profile)
+        if runs_dir_is_study(source, manifests):  # the records ship with the report, for `vanex claims`
+            from vanex.report.claims import claim_metrics
+
+            write_bundle(tmp / BUNDLE, source, manifests, claim_metrics())
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(
             "written by `vanex report`; this whole folder is replaced when the report is rewritten, unless it\n"
@@ -139,7 +149,7 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
 MARKER = ".vanex-report"  # marks a folder as a report, which the next report may replace whole
 FILES = "files:"  # in the marker: the files the report wrote follow this line
 REPORT_ENTRIES = {"summary.md", "summary.csv", "index.html", "diagnosis.csv", "claims.csv", "timing.csv"}
-REPORT_ENTRIES |= {"tables", "figures", MARKER}
+REPORT_ENTRIES |= {"tables", "figures", BUNDLE, MARKER}
 
 
 def check_out(out: Path, source: Path) -> None:

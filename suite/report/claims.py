@@ -272,6 +272,11 @@ def stalls(g: Group) -> bool:
 # -- the judge -----------------------------------------------------------------------------------
 
 
+def claim_metrics() -> set[str]:
+    """The probe series that the registered claims read."""
+    return {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
+
+
 class _Study:
     """One study's records under a profile, read once, as the claims see them."""
 
@@ -281,8 +286,7 @@ class _Study:
         self.missing = None if manifest else f"no valid manifest {path} (run `vanex study {name}`)"
         if manifest is None:
             return
-        metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
-        self.data: StudyData = read_study(manifest, results, metrics)
+        self.data: StudyData = read_study(manifest, results, claim_metrics())
 
     def group(self, cells: Cells) -> Group | None:
         ids = [c["run_id"] for c in self.data.manifest["cells"] if cells.matches(c)]
