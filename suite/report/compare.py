@@ -17,8 +17,8 @@ declares:
   flip between completed and diverged (4 of 519 did): such flips are listed as notes;
 - per claim its status.
 
-Runs or cells present on one side only are listed too. Exit 0 when nothing moved, 1 when
-something did, 2 on bad input. Torch-free, like the reporter.
+Runs or cells present on one side only are listed too; sides of different profiles are refused.
+Exit 0 when nothing moved, 1 when something did, 2 on bad input. Torch-free, like the reporter.
 """
 
 from __future__ import annotations
@@ -181,6 +181,14 @@ def compare(a: str, b: str, profile: str, notes: list[str] | None = None) -> lis
     with tempfile.TemporaryDirectory(prefix="vanex-compare-") as scratch:
         left = load(a, profile, Path(scratch) / "a")
         right = load(b, profile, Path(scratch) / "b")
+    profiles = [
+        ", ".join(sorted(set(side.summary.get("profile", pd.Series(dtype=str)).astype(str)))) for side in (left, right)
+    ]
+    if profiles[0] != profiles[1]:
+        raise UserError(
+            f"{a} is of the {profiles[0] or 'unknown'} profile and {b} of the {profiles[1] or 'unknown'}: their runs "
+            "differ in length, so nothing in them is comparable; compare reports or results of one profile"
+        )
     if not one_cpu(left, right):
         notes.append(f"CPU models differ ({', '.join(sorted(left.cpus))} / {', '.join(sorted(right.cpus))})")
     return _runs(left, right, notes) + _cells(left, right, notes) + _claims(left, right)
