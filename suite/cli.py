@@ -14,7 +14,7 @@ from pathlib import Path
 from vanex.conf import default
 from vanex.errors import UserError
 
-USAGE = """usage: vanex <command> [args]
+USAGE = """usage: vanex <command> [args]    (vanex --version: the version and git commit)
 
 commands:
   run [overrides...]        train one configuration (a Hydra app: -m for multirun, --cfg job, --help)
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(_version())
+        return 0
     command, rest = argv[0], argv[1:]
     commands = {
         "run": cmd_run,
@@ -57,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _version() -> str:
+    """vanex's version and the commit of the source it runs (what a record's provenance will say)."""
+    import vanex
+    from vanex.engine.provenance import source
+
+    src = source()
+    commit = (src.get("git_commit") or "unknown")[:12] + ("+dirty" if src.get("git_dirty") else "")
+    return f"vanex {vanex.__version__} (git {commit})"
 
 
 def _choose_numerics(argv: list[str]) -> None:

@@ -115,6 +115,11 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
     assert not results.exists() or not _records(results)  # refused before training: no record
 
 
+def test_version_names_the_release_and_the_commit():
+    out = vanex("--version")
+    assert out.returncode == 0 and re.fullmatch(r"vanex \d+\.\d+\.\d+ \(git [0-9a-f]{12}(\+dirty)?\)\n", out.stdout)
+
+
 def test_a_bad_numerics_variable_is_one_line(results):
     out = vanex("list", "tasks", env={**os.environ, "VANEX_NUMERICS": "foo"})
     assert (
