@@ -173,48 +173,68 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
         return
     from multiprocessing.connection import wait
 
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of torch's threads
     os.environ[STUDY_PID] = str(os.getpid())
-    pending, idle, busy, workers = list(range(len(todo))), [], {}, {}
-
-    def start() -> None:
-        ours, theirs = context.Pipe()
-        worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
-        _start_deaf(worker)
-        theirs.close()
-        workers[ours] = worker
-        idle.append(ours)
-
-    for _ in range(min(jobs, len(todo))):
-        start()
+    pending, busy = list(range(len(todo))), {}
+    workers = [_Worker() for _ in range(min(jobs, len(todo)))]
+    idle = list(workers)
     with _stopped_on_interrupt(todo):
         try:
             while pending or busy:
                 while idle and pending:
-                    conn, index = idle.pop(), pending.pop(0)
-                    conn.send((index, todo[index].config))
-                    busy[conn] = index
-                wait([*busy, *(workers[c].sentinel for c in busy)])
-                for conn in list(busy):
-                    outcome = None
-                    if conn.poll():  # a result, or the end of the pipe of a worker that died
-                        with contextlib.suppress(EOFError, OSError):
-                            outcome = conn.recv()[1]
+                    worker, index = idle.pop(), pending.pop(0)
+                    worker.send(index, todo[index].config)
+                    busy[worker] = index
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for worker in list(busy):
+                    outcome = worker.outcome()
                     if outcome is not None:
-                        idle.append(conn)
-                        yield todo[busy.pop(conn)], outcome
-                    elif not workers[conn].is_alive():
-                        index, worker = busy.pop(conn), workers.pop(conn)
-                        worker.join()
-                        yield todo[index], _crashed(todo[index], worker.exitcode)
+                        idle.append(worker)
+                        yield todo[busy.pop(worker)], outcome
+                    elif not worker.process.is_alive():
+                        index = busy.pop(worker)
+                        workers.remove(worker)
+                        yield todo[index], _crashed(todo[index], worker.reap())
                         if pending:
-                            start()
+                            workers.append(_Worker())
+                            idle.append(workers[-1])
         finally:
-            for conn in workers:
-                with contextlib.suppress(OSError):
-                    conn.send(None)
-            for worker in workers.values():
-                worker.join(timeout=10)
+            for worker in workers:
+                worker.stop()
+            for worker in workers:
+                worker.reap(timeout=10)
+
+
+class _Worker:
+    """One worker process, a fresh interpreter (spawned: no fork of torch's threads) that trains each
+    config it is sent, one at a time, until it is stopped; shared by ``--jobs`` (a pool of them) and
+    the launchers' jobs (``_Solo``). Ctrl-C is ignored in it: the study decides what a Ctrl-C does."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
+        _start_deaf(self.process)
+        theirs.close()
+
+    def send(self, index: int, config: dict[str, Any]) -> None:
+        self.conn.send((index, config))
+
+    def outcome(self) -> dict[str, Any] | None:
+        """The outcome of the run it was sent, once it has sent it back; None while it trains, or when
+        the pipe ended because the process died (a native crash)."""
+        with contextlib.suppress(EOFError, OSError):
+            if self.conn.poll():
+                return self.conn.recv()[1]
+        return None
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+
+    def reap(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to end (at most ``timeout`` seconds); its exit code."""
+        self.process.join(timeout=timeout)
+        return self.process.exitcode
 
 
 def _start_deaf(worker: Any) -> None:
@@ -237,8 +257,7 @@ class _Solo:
     pool go on. Started on first use, reused by the process's later jobs."""
 
     def __init__(self) -> None:
-        self.conn: Any = None
-        self.worker: Any = None
+        self.worker: _Worker | None = None
 
     def run(self, config: dict[str, Any]) -> dict[str, Any]:
         from multiprocessing.connection import wait
@@ -246,27 +265,21 @@ class _Solo:
         if self.worker is None:
             if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
                 multiprocessing.set_start_method("spawn", force=True)  # a loky worker's own 'loky': unknown to a child
-            context = multiprocessing.get_context("spawn")
-            self.conn, theirs = context.Pipe()
-            self.worker = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
-            _start_deaf(self.worker)
-            theirs.close()
+            self.worker = _Worker()
         planned = PlannedRun(None, config, {}, "", config["results_dir"])  # what _crashed and a Ctrl-C need
         with _stopped_on_interrupt([planned]):
-            self.conn.send((0, config))
-            wait([self.conn, self.worker.sentinel])
-            with contextlib.suppress(EOFError, OSError):
-                if self.conn.poll():
-                    return self.conn.recv()[1]
-        self.worker.join()
-        exitcode, self.worker = self.worker.exitcode, None
-        return _crashed(planned, exitcode)
+            self.worker.send(0, config)
+            wait([self.worker.conn, self.worker.process.sentinel])
+            outcome = self.worker.outcome()
+        if outcome is not None:
+            return outcome
+        worker, self.worker = self.worker, None
+        return _crashed(planned, worker.reap())
 
     def close(self) -> None:
         if self.worker is not None:
-            with contextlib.suppress(OSError):
-                self.conn.send(None)
-            self.worker.join(timeout=10)
+            self.worker.stop()
+            self.worker.reap(timeout=10)
             self.worker = None
 
 
@@ -274,7 +287,7 @@ _SOLO = _Solo()
 
 
 def _worker(conn: Any) -> None:
-    """A worker process of :func:`_local`: runs each (index, config) it is sent, until it is sent None."""
+    """The process of a ``_Worker``: runs each (index, config) it is sent, until it is sent None."""
     _exit_with_the_study()
     while (job := conn.recv()) is not None:
         index, config = job
