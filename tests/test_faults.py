@@ -254,6 +254,20 @@ def test_a_malformed_record_is_shown_as_missing_never_a_crash(tmp_path, run_json
     assert cells["status"].iloc[0] == "missing"
 
 
+def test_a_malformed_record_is_named_once_however_often_it_is_read(tmp_path, capsys):
+    """A report reads each study for its pages and again for its claims: one warning, not two."""
+    from vanex.records.reader import read_study
+
+    path = tmp_path / "bad0000000000001"
+    path.mkdir()
+    (path / "run.json").write_text("{")
+    cell = {"run_id": path.name, "mitigations": [], "seed": 0, "settings": {}}
+    manifest = {"study": "s", "task": "t", "swept": [], "diagnosis": THRESHOLDS, "cells": [cell]}
+    for _ in range(2):
+        assert read_study(manifest, tmp_path).cells["status"].iloc[0] == "missing"
+    assert capsys.readouterr().err.count(str(path)) == 1
+
+
 def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_stops_a_serial_study(tmp_path, monkeypatch):
     small_study(monkeypatch)
     calls = []

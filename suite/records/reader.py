@@ -11,7 +11,6 @@ sections and claims declare they read.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,7 +20,16 @@ from typing import Any
 import pandas as pd
 from vanex.conf import diagnosis_defaults
 from vanex.records import code
-from vanex.records.store import OldRecord, load_run, make_manifest, read_probes, record_dir, set_label, setting_label
+from vanex.records.store import (
+    OldRecord,
+    load_run,
+    make_manifest,
+    read_probes,
+    record_dir,
+    set_label,
+    setting_label,
+    warn,
+)
 from vanex.science.diagnosis import DiagnosisConfig, diagnose
 from vanex.science.stats import loss_vs_chance
 
@@ -190,7 +198,3 @@ def adhoc_manifests(runs_dir: str | Path) -> list[dict[str, Any]]:
         make_manifest(f"runs_{task}", "runs", task, f"every {task} record in {runs_dir}", cells)
         for task, cells in sorted(by_task.items())
     ]
-
-
-def warn(text: str) -> None:
-    print(f"vanex: warning: {text}", file=sys.stderr)

@@ -105,21 +105,31 @@ def _inside(path: Path) -> bool:
     return not any(p.is_symlink() for p in (path, path / "run.json", path / "probes.csv"))
 
 
+_WARNED: set[str] = set()  # what this process has said: a report reads each study twice (its pages, its claims)
+
+
+def warn(text: str) -> None:
+    """One warning line on stderr, said once per process however often the same record is read."""
+    if text not in _WARNED:
+        _WARNED.add(text)
+        print(f"vanex: warning: {text}", file=sys.stderr)
+
+
 def load_run(path: Path) -> dict[str, Any] | None:
     """The run.json in ``path``, or None if absent, unreadable, malformed or behind a symbolic link;
     ``OldRecord`` if of an older schema."""
     if not _inside(path):
-        print(f"vanex: warning: {path} is a symbolic link; not read", file=sys.stderr)
+        warn(f"{path} is a symbolic link; not read")
         return None
     try:
         run = json.loads((path / "run.json").read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        print(f"vanex: warning: {path / 'run.json'} unreadable ({exc}); treated as missing", file=sys.stderr)
+        warn(f"{path / 'run.json'} unreadable ({exc}); treated as missing")
         return None
     if not isinstance(run, dict):
-        print(f"vanex: warning: {path / 'run.json'} is not a record; treated as missing", file=sys.stderr)
+        warn(f"{path / 'run.json'} is not a record; treated as missing")
         return None
     if run.get("schema_version") != SCHEMA_VERSION:
         raise OldRecord(f"{path / 'run.json'}: record schema {run.get('schema_version', 1)}, expected {SCHEMA_VERSION}")
@@ -344,15 +354,15 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest at ``path``, or None (with one warning line) if it is unreadable, behind a
     symbolic link, or fails ``manifest_problem``."""
     if path.is_symlink():
-        print(f"vanex: warning: skipping manifest {path}: a symbolic link", file=sys.stderr)
+        warn(f"skipping manifest {path}: a symbolic link")
         return None
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        print(f"vanex: warning: skipping unreadable manifest {path}: {exc}", file=sys.stderr)
+        warn(f"skipping unreadable manifest {path}: {exc}")
         return None
     if (problem := manifest_problem(manifest, path)) is not None:
-        print(f"vanex: warning: skipping manifest {path}: {problem}", file=sys.stderr)
+        warn(f"skipping manifest {path}: {problem}")
         return None
     return manifest
 
