@@ -223,6 +223,14 @@ def test_a_report_ships_its_records_and_the_claims_are_judged_from_it_alone(twic
     from_report = vanex("claims", "--results", str(report), *args)
     assert from_report.returncode == from_results.returncode, from_report.stderr
     assert "poole2016_chi1" in from_report.stdout and from_report.stdout == from_results.stdout
+    from vanex.records.bundle import records_of
+    from vanex.records.reader import read_study
+    from vanex.records.store import load_manifests
+
+    (manifest,) = load_manifests(twice / "a", "smoke")
+    whole = read_study(manifest, twice / "a").cells
+    with records_of(str(report)) as shipped:  # the diagnosis, computed again from the shipped series
+        pd.testing.assert_frame_equal(read_study(manifest, Path(shipped)).cells, whole)
     again = vanex("report", "--results", str(twice / "a"), "--out", str(tmp_path / "again"), "--profile", "smoke")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again" / "records.tar.gz").read_bytes() == (report / "records.tar.gz").read_bytes()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import tarfile
 import tempfile
 from collections.abc import Collection, Iterator
@@ -26,16 +25,17 @@ from vanex.errors import UserError
 from vanex.records.store import STUDIES_DIR, manifest_path, record_dir
 
 BUNDLE = "records.tar.gz"
-# what vanex.science.diagnosis.diagnose reads: whole series, and series read at step 0 only
-DIAGNOSIS_SERIES = frozenset({"grad_ratio", "grad_norm_global", "train_loss", "act_dead", "nonfinite"})
+# what vanex.science.diagnosis.diagnose reads: whole series, a series at step 0 only, one at its last step only
+DIAGNOSIS_SERIES = frozenset({"grad_ratio", "grad_norm_global", "train_loss", "nonfinite"})
 DIAGNOSIS_STEP0 = frozenset({"grad_preact"})
+DIAGNOSIS_LAST = frozenset({"act_dead"})
 MAX_UNPACKED = 2 * 1024**3  # bytes: a bundle that unpacks to more is refused (a report's is a few MB)
 
 
 def write_bundle(out_file: Path, results: Path, manifests: list[dict[str, Any]], metrics: Collection[str]) -> int:
     """Write ``out_file`` from ``manifests`` and their records in ``results``, keeping the probe rows
     of ``metrics`` and of what the diagnosis reads; returns the number of records packed."""
-    keep = DIAGNOSIS_SERIES | set(metrics)  # and each record's flow metric
+    keep = DIAGNOSIS_SERIES | set(metrics)
     members: dict[str, bytes] = {}
     for m in manifests:
         manifest = manifest_path(results, m["study"], m["profile"])
@@ -44,10 +44,8 @@ def write_bundle(out_file: Path, results: Path, manifests: list[dict[str, Any]],
             path = record_dir(results, cell["run_id"])
             if not (path / "run.json").is_file() or not (path / "probes.csv").is_file():
                 continue  # missing in the report too
-            run = (path / "run.json").read_bytes()
-            flow = json.loads(run).get("task_info", {}).get("flow_metric")  # the reader always keeps it
-            members[f"{cell['run_id']}/run.json"] = run
-            members[f"{cell['run_id']}/probes.csv"] = _kept_rows(path / "probes.csv", keep | {flow})
+            members[f"{cell['run_id']}/run.json"] = (path / "run.json").read_bytes()
+            members[f"{cell['run_id']}/probes.csv"] = _kept_rows(path / "probes.csv", keep)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(members):
@@ -58,17 +56,22 @@ def write_bundle(out_file: Path, results: Path, manifests: list[dict[str, Any]],
     return sum(name.endswith("/run.json") for name in members)
 
 
-def _kept_rows(path: Path, keep: Collection[str | None]) -> bytes:
-    """probes.csv with only the rows of ``keep`` (and the step-0 rows the diagnosis reads), byte for byte."""
-    out = io.StringIO()
+def _kept_rows(path: Path, keep: Collection[str]) -> bytes:
+    """probes.csv with only the rows of ``keep``, the step-0 rows of ``DIAGNOSIS_STEP0`` and the
+    last step's rows of ``DIAGNOSIS_LAST`` (unless ``keep`` has them whole), each line byte for byte."""
+    kept: list[tuple[str, str, str]] = []  # (metric, step, line)
     with open(path, newline="") as f:
         lines = iter(f)
-        out.write(next(lines, ""))
+        header = next(lines, "")
         for line in lines:
             step, metric = next(csv.reader([line]))[:2]
-            if metric in keep or (metric in DIAGNOSIS_STEP0 and step == "0"):
-                out.write(line)
-    return out.getvalue().encode()
+            if metric in keep or metric in DIAGNOSIS_LAST or (metric in DIAGNOSIS_STEP0 and step == "0"):
+                kept.append((metric, step, line))
+    last: dict[str, int] = {}  # the last step of each DIAGNOSIS_LAST series not kept whole
+    for metric, step, _ in kept:
+        if metric in DIAGNOSIS_LAST and metric not in keep:
+            last[metric] = max(last.get(metric, -1), int(step))
+    return (header + "".join(line for m, s, line in kept if m not in last or int(s) == last[m])).encode()
 
 
 def is_bundled_report(folder: str | Path) -> bool:
