@@ -149,6 +149,15 @@ def test_readme_claims_table_says_what_the_committed_report_says():
     assert line in readme
 
 
+def test_the_committed_report_judges_its_claims_again_from_the_records_it_ships():
+    out = vanex("claims", "--results", str(ROOT / "reports"))
+    claims = pd.read_csv(ROOT / "reports" / "claims.csv")
+    assert out.returncode == (1 if (claims["status"] == "✗").any() else 0), out.stderr
+    blocks = [b.splitlines() for b in re.split(r"\n(?=\S)", out.stdout.strip())]
+    judged = {b[0].split()[1]: (b[0].split()[0], b[3].strip()) for b in blocks}
+    assert judged == {r.name: (r.status, r.numbers) for r in claims.itertuples()}
+
+
 # -- a smoke study, run twice: the report's files, the browser, compare --------------------------
 
 
