@@ -16,7 +16,7 @@ import gzip
 import io
 import tarfile
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,18 +32,22 @@ DIAGNOSIS_LAST = frozenset({"act_dead"})
 MAX_UNPACKED = 2 * 1024**3  # bytes: a bundle that unpacks to more is refused (a report's is a few MB)
 
 
-def write_bundle(out_file: Path, results: Path, manifests: list[dict[str, Any]], metrics: Collection[str]) -> int:
+def write_bundle(
+    out_file: Path, results: Path, manifests: list[dict[str, Any]], reads: Callable[[dict], dict[str, set[str]]]
+) -> int:
     """Write ``out_file`` from ``manifests`` and their records in ``results``, keeping the probe rows
-    of ``metrics`` and of what the diagnosis reads; returns the number of records packed."""
-    keep = DIAGNOSIS_SERIES | set(metrics)
+    that the diagnosis reads and, of each cell, those that ``reads(manifest)`` says a claim reads of it
+    (run_id -> metrics); returns the number of records packed."""
     members: dict[str, bytes] = {}
     for m in manifests:
         manifest = manifest_path(results, m["study"], m["profile"])
         members[f"{STUDIES_DIR}/{manifest.name}"] = manifest.read_bytes()
+        claimed = reads(m)
         for cell in m["cells"]:
             path = record_dir(results, cell["run_id"])
             if not (path / "run.json").is_file() or not (path / "probes.csv").is_file():
                 continue  # missing in the report too
+            keep = DIAGNOSIS_SERIES | claimed.get(cell["run_id"], set())
             members[f"{cell['run_id']}/run.json"] = (path / "run.json").read_bytes()
             members[f"{cell['run_id']}/probes.csv"] = _kept_rows(path / "probes.csv", keep)
     raw = io.BytesIO()

@@ -128,9 +128,9 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
     def fill(tmp: Path) -> None:
         _write(tmp, manifests, source, profile)
         if runs_dir_is_study(source, manifests):  # the records ship with the report, for `vanex claims`
-            from vanex.report.claims import claim_metrics
+            from vanex.report.claims import metrics_read
 
-            write_bundle(tmp / BUNDLE, source, manifests, claim_metrics())
+            write_bundle(tmp / BUNDLE, source, manifests, metrics_read)
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(
             "written by `vanex report`; this whole folder is replaced when the report is rewritten, unless it\n"

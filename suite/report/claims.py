@@ -272,11 +272,6 @@ def stalls(g: Group) -> bool:
 # -- the judge -----------------------------------------------------------------------------------
 
 
-def claim_metrics() -> set[str]:
-    """The probe series that the registered claims read."""
-    return {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
-
-
 class _Study:
     """One study's records under a profile, read once, as the claims see them."""
 
@@ -286,7 +281,8 @@ class _Study:
         self.missing = None if manifest else f"no valid manifest {path} (run `vanex study {name}`)"
         if manifest is None:
             return
-        self.data: StudyData = read_study(manifest, results, claim_metrics())
+        metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
+        self.data: StudyData = read_study(manifest, results, metrics)
 
     def group(self, cells: Cells) -> Group | None:
         ids = [c["run_id"] for c in self.data.manifest["cells"] if cells.matches(c)]
@@ -419,6 +415,28 @@ def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
             if any(c.matches(cell) or c.on(numerics=SECOND_PATH).matches(cell) for c in claim.cells.values()):
                 out.setdefault(cell["run_id"], []).append(name)
     return out
+
+
+def metrics_read(manifest: dict[str, Any]) -> dict[str, set[str]]:
+    """run_id -> the probe metrics that some claim, or an earlier version of one still shown, reads of
+    that cell of ``manifest``, at any learning rate of its neighbourhood and on either numeric path."""
+    out: dict[str, set[str]] = {}
+    for name in CLAIMS.names():
+        claim = CLAIMS.get(name)
+        for definition in (claim, *(s.definition for s in claim.superseded)):
+            if definition.study != manifest["study"] or not definition.metrics:
+                continue
+            free = {definition.neighbourhood, "numerics"}  # any value of these
+            for cell in manifest["cells"]:
+                if any(_matches_but(c, cell, free) for c in definition.cells.values()):
+                    out.setdefault(cell["run_id"], set()).update(definition.metrics)
+    return out
+
+
+def _matches_but(cells: Cells, cell: dict[str, Any], free: set[str | None]) -> bool:
+    return tuple(cell["mitigations"]) == tuple(cells.mitigations) and all(
+        _same(cell["settings"].get(k), v) for k, v in cells.settings.items() if k not in free
+    )
 
 
 def claims_frame(results: list[Result]) -> pd.DataFrame:
