@@ -278,7 +278,8 @@ class _Study:
     def __init__(self, results: Path, name: str, profile: str) -> None:
         path = manifest_path(results, name, profile)
         manifest = read_manifest(path) if path.is_file() else None
-        self.missing = None if manifest else f"no valid manifest {path} (run `vanex study {name}`)"
+        where = path.relative_to(results).as_posix()  # not the temporary folder of a report's shipped records
+        self.missing = None if manifest else f"no valid manifest {where} (run `vanex study {name}`)"
         if manifest is None:
             return
         metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
