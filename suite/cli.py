@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from vanex.conf import default
-from vanex.errors import UserError
+from vanex.errors import UserError, did_you_mean
 
 USAGE = """usage: vanex <command> [args]    (vanex --version: the version and git commit)
 
@@ -22,6 +22,7 @@ commands:
   report                    turn records into reports/ (see `vanex report -h`)
   claims                    check published claims against the records (see `vanex claims -h`)
   compare A B               what moved between two reports or result sets (see `vanex compare -h`)
+  show RUN                  one run's per-layer gradients, updates and activations over training (a figure)
   list [KIND]               registered tasks, mitigations, probes, claims, sections, studies (and who added each)
 """
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "claims": cmd_claims,
         "compare": cmd_compare,
+        "show": cmd_show,
         "list": cmd_list,
     }
     try:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         _choose_numerics(rest)
         return commands[command](rest) or 0
     except UserError as exc:
-        print(f"vanex: error: {exc}", file=sys.stderr)
+        print(f"vanex: error: {did_you_mean(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if command in ("run", "study"):
@@ -168,7 +170,7 @@ def _hydra_app() -> None:
             finally:
                 lease.release()
         except UserError as exc:
-            print(f"vanex: error: {exc}", file=sys.stderr)
+            print(f"vanex: error: {did_you_mean(str(exc))}", file=sys.stderr)
             if not multirun:
                 sys.exit(exc.exit_code)
             return _tally("failed")
@@ -397,6 +399,34 @@ def cmd_compare(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     return compare(args.a, args.b, args.profile)
+
+
+def cmd_show(argv: list[str]) -> int:
+    from vanex.report import show
+
+    parser = argparse.ArgumentParser(
+        prog="vanex show",
+        description="One run's training: what it was, how it ended, its diagnosis, and a figure of every layer's "
+        "gradient norm, update ratio and activation statistics over training, with the global gradient norm and "
+        "the batch loss (a recurrent task adds its gradient through time).",
+    )
+    parser.add_argument("run", metavar="RUN", help="a run id (or 4+ of its first hex digits), or a record folder")
+    parser.add_argument("--results", default="results", help="records directory (default: results)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="the figure: a .png, .pdf or .svg file (default: vanex-show-RUN_ID.png here)",
+    )
+    args = parser.parse_args(argv)
+    path = show.find_record(args.run, args.results)
+    run, probes, diagnosis = show.read(path)
+    out = show.out_path(args.out, run["run_id"])
+    print(show.describe(run, diagnosis, path))
+    if probes.empty:
+        print("  no probe series in this record (a run that failed before its first step); no figure drawn")
+        return 0
+    print(f"  figure: {show.draw(run, probes, out)}")
+    return 0
 
 
 LISTED = ("tasks", "mitigations", "probes", "claims", "sections", "studies")

@@ -104,6 +104,9 @@ def test_run_one_config_writes_a_complete_record(results):
         (["diagnosis.vanishing_orders=abc"], "setting 'diagnosis.vanishing_orders'"),
         (["task.batch_size=5000"], "task.batch_size=5000 must be between 1 and the 1438 training images"),
         (["results_dir=/dev/null"], "results_dir '/dev/null' exists and is not a folder"),
+        (["task.dpeth=10"], "unknown setting 'task.dpeth' (did you mean 'task.depth'?); valid settings of task:"),
+        (["mitigation=[reul]"], "unknown mitigation 'reul' (did you mean 'relu'?); valid mitigations: batchnorm"),
+        (["task=rnn_cpy"], "unknown task 'rnn_cpy' (did you mean 'rnn_copy'?); valid tasks: deep_mlp"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
@@ -113,6 +116,31 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
     assert not results.exists() or not _records(results)  # refused before training: no record
+
+
+def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
+    out = vanex("run", "task=rnn_copy", "task.delay=5", "task.hidden=16", f"results_dir={results}", *TINY)
+    assert out.returncode == 0, out.stderr
+    (record,) = _records(results)
+    rid = record["run_id"]
+    figure = tmp_path / "run.png"
+    shown = vanex("show", rid[:6], "--results", str(results), "--out", str(figure))
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {rid}" in shown.stdout and "rnn_copy, baseline, seed 0, 12 steps" in shown.stdout
+    assert "task.delay=5" in shown.stdout and "status: completed" in shown.stdout and "diagnosis: init" in shown.stdout
+    first = figure.read_bytes()
+    assert first.startswith(b"\x89PNG") and len(first) > 20_000  # six panels and a colour bar, not an empty canvas
+    again = vanex("show", str(results / rid), "--out", str(figure))  # a record folder names the run too
+    assert again.returncode == 0 and figure.read_bytes() == first  # no dates in the file: same run, same bytes
+    for args, expected in [
+        (["12"], "'12' is neither a record folder nor a run id"),
+        (["ffffffff"], "no record of run 'ffffffff'"),
+        ([rid, "--out", str(tmp_path / "run.txt")], "name a file with one of them"),
+        ([rid, "--out", str(tmp_path)], "is a folder or a link"),
+        ([rid, "--results", str(ROOT / "reports")], "is a report: its shipped records hold no per-layer series"),
+    ]:
+        bad = vanex("show", *args, *([] if "--results" in args else ["--results", str(results)]))
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
 
 
 def test_version_names_the_release_and_the_commit():
