@@ -147,9 +147,7 @@ def draw(run: dict[str, Any], probes: pd.DataFrame, path: Path) -> Path:
     through_time = flow != "grad_norm" and (probes["metric"] == flow).any()
     n = len(per_layer) + 2 + through_time
     nrows = -(-n // 2)
-    fig, axes = plt.subplots(
-        nrows, 2, figsize=(WIDTH["two"], 2.0 * nrows + 0.5), squeeze=False, layout="constrained"
-    )
+    fig, axes = plt.subplots(nrows, 2, figsize=(WIDTH["two"], 2.0 * nrows + 0.5), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     cmap = plt.get_cmap("viridis")
@@ -161,7 +159,9 @@ def draw(run: dict[str, Any], probes: pd.DataFrame, path: Path) -> Path:
         layers = [name for name in order if name in table.columns]
         for name in layers:
             colour = cmap(order.index(name) / max(1, len(order) - 1))
-            ax.plot(table.index, _positive(table[name]) if log else table[name], color=colour, lw=0.8, marker=_dot(table))
+            ax.plot(
+                table.index, _positive(table[name]) if log else table[name], color=colour, lw=0.8, marker=_dot(table)
+            )
         image = ax.scatter([], [], c=[], cmap=cmap, vmin=1, vmax=max(2, len(order)))
         _axes(ax, label, log)
     scalars = (
