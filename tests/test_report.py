@@ -20,7 +20,7 @@ from helpers import vanex
 from scipy import stats
 from vanex.report.figures import DPI, WIDTH
 from vanex.report.html import markdown_to_html
-from vanex.report.tables import cell_frame, display_frame, study_latex, t_interval
+from vanex.report.tables import _shown, cell_frame, display_frame, metric_range, study_latex, t_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = {"study": "toy", "profile": "smoke", "swept": ["optim.lr", "task.depth"]}
@@ -77,6 +77,19 @@ def test_cell_table_has_every_setting_counts_and_student_t_intervals():
     assert shown.iloc[0]["final_train_loss"].startswith("0.6 [")
 
 
+def test_shown_intervals_stay_in_range_need_three_seeds_and_have_digits_enough_to_differ():
+    frame = cell_frame(_cells(), MANIFEST, ["final_train_loss"])
+    row = frame.iloc[0].copy()
+    row["final_train_loss_mean"], row["final_train_loss_ci_low"], row["final_train_loss_ci_high"] = 0.2, -0.3, 0.7
+    assert _shown(row, "final_train_loss") == "0.2 [0, 0.7]"  # a loss is never below 0
+    row["final_train_loss_ci_low"], row["final_train_loss_ci_high"] = 2.3021, 2.3045
+    row["final_train_loss_mean"] = 2.3027
+    assert _shown(row, "final_train_loss") == "2.303 [2.302, 2.304]"  # not "2.3 [2.3, 2.3]"
+    row["final_train_loss_n"] = 2
+    assert _shown(row, "final_train_loss") == "2.3 (2 seeds)"  # t = 12.7 at n = 2: no interval
+    assert metric_range("test_accuracy") == (0, 1) and metric_range("init_log10_grad_ratio") == (-math.inf, math.inf)
+
+
 def test_t_interval_of_one_value_has_no_width():
     mean, low, high = t_interval(np.array([1.5]))
     assert mean == 1.5 and math.isnan(low) and math.isnan(high)
@@ -84,24 +97,36 @@ def test_t_interval_of_one_value_has_no_width():
 
 def test_latex_table_is_booktabs_and_compiles_where_tex_is_installed(tmp_path):
     tex = study_latex(cell_frame(_cells(), MANIFEST, ["final_train_loss"]), MANIFEST, ["final_train_loss"])
-    body = tex[tex.index(r"\begin{tabular}") : tex.index(r"\end{tabular}")]
+    body = tex[tex.index(r"\begin{tabular}") : tex.rindex(r"\end{tabular}")]
     assert all(rule in body for rule in (r"\toprule", r"\midrule", r"\bottomrule"))
-    columns = len(re.search(r"\\begin\{tabular\}\{(l+)\}", body).group(1))
+    columns = len(re.search(r"\\begin\{tabular\}\{(l+)\}\n", body).group(1))
     rows = [line for line in body.splitlines() if line.rstrip().endswith(r"\\")]
     assert len(rows) == 3 and all(line.count("&") == columns - 1 for line in rows)
     assert re.search(r"(?<!\\)[_%#$]", tex.replace(r"\_", "").replace("$", "")) is None  # specials escaped
     assert tex.isascii() and r"\caption{" in tex and r"\label{tab:toy}" in tex
-    _compiles(tex, tmp_path)
+    assert "optim.lr" not in tex and "depth" in tex  # human column names
+    if shutil.which("pdflatex"):
+        _fits_two_columns(tex, tmp_path)
 
 
-def _compiles(tex: str, folder: Path) -> None:
-    """Compile ``tex`` in a minimal booktabs document where a TeX engine is installed."""
-    engine = shutil.which("pdflatex") or shutil.which("lualatex")
-    if engine:
-        doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + tex + "\\end{document}\n"
-        (folder / "t.tex").write_text(doc)
-        run = subprocess.run([engine, "-interaction=nonstopmode", "t.tex"], cwd=folder, capture_output=True, text=True)
-        assert run.returncode == 0, run.stdout[-2000:]
+def _fits_two_columns(tex: str, folder: Path) -> None:
+    """Compile ``tex`` in a two-column article with booktabs; no overfull box, no float too large."""
+    doc = "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + tex + "\\end{document}\n"
+    (folder / "t.tex").write_text(doc)
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=folder, capture_output=True, text=True
+    )
+    log = (folder / "t.log").read_text(errors="replace")
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "Overfull \\hbox" not in log and "Float too large" not in log, re.findall(
+        r"Overfull.*|Float too large.*", log
+    )
+
+
+@pytest.mark.skipif(not shutil.which("pdflatex"), reason="no TeX installation (.ci/run installs Debian's)")
+@pytest.mark.parametrize("table", sorted((ROOT / "reports" / "tables").glob("*.tex")), ids=lambda p: p.stem)
+def test_every_committed_latex_table_fits_a_two_column_article(table, tmp_path):
+    _fits_two_columns(table.read_text(), tmp_path)
 
 
 def test_html_renders_tables_figures_and_inline_markdown(tmp_path):
@@ -115,7 +140,9 @@ def test_html_renders_tables_figures_and_inline_markdown(tmp_path):
     text = "# T\n\nSome *em* and **bold** `code` [link](x.csv) a<b.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
     text += "![f](figures/f.png)\n\n- item\n"
     page = markdown_to_html(text, tmp_path)
-    assert "<h1>T</h1>" in page and "<em>em</em>" in page and "<strong>bold</strong>" in page and "a&lt;b" in page
+    assert (
+        '<h1 id="t">T</h1>' in page and "<em>em</em>" in page and "<strong>bold</strong>" in page and "a&lt;b" in page
+    )
     assert "<td>1</td><td>2</td>" in page and 'src="data:image/png;base64,' in page and "<li>item</li>" in page
     with pytest.raises(FileNotFoundError):
         markdown_to_html("![g](figures/missing.png)", tmp_path)
@@ -177,7 +204,8 @@ def twice(tmp_path_factory):
 def test_report_writes_tables_figures_and_tidy_summary(twice, tmp_path):
     report = twice / "report"
     assert {p.name for p in (report / "tables").iterdir()} == {"mlp_meanfield.csv", "mlp_meanfield.tex"}
-    _compiles((report / "tables" / "mlp_meanfield.tex").read_text(), tmp_path)
+    if shutil.which("pdflatex"):
+        _fits_two_columns((report / "tables" / "mlp_meanfield.tex").read_text(), tmp_path)
     for png in (report / "figures").glob("*.png"):
         assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
         from matplotlib.image import imread

@@ -22,6 +22,7 @@ from the runs that completed, so a diverged run cannot stretch them.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from vanex.records.reader import StudyData
+from vanex.report.tables import human, setting_text
 from vanex.science.stats import TRAINED_FRACTION, trained
 
 WIDTH = {"one": 3.3, "two": 6.9}  # inches: a one-column and a two-column paper figure
@@ -47,15 +49,15 @@ RC = {
     "svg.hashsalt": "vanex",
 }
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#999999")
-DASHES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (3, 1, 1, 1)))
+DASHES = ("-", (0, (4, 1.5)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (6, 1.5, 1, 1.5, 1, 1.5)))
 MARKERS = ("o", "s", "^", "D", "P", "X", "*")
 _STYLES: dict[str, tuple[str, Any, str]] = {}
 
 
 def set_styles(names: list[str]) -> None:
     """Fix each mitigation set's (colour, line style, marker) for the report: the baseline black and
-    solid, the others in the given order through 7 colours, 4 line styles and 6 markers, each
-    cycling on its own, so neighbours differ in all three and no two of 84 sets look alike."""
+    solid, the others in the given order through 7 colours, 5 line styles and 7 markers, each
+    cycling on its own: 7 and 5 are coprime, so no two of 35 sets share a colour and a line style."""
     _STYLES.clear()
     for name in ["baseline", *[n for n in names if n != "baseline"]]:
         style(name)
@@ -67,7 +69,7 @@ def style(name: str) -> tuple[str, Any, str]:
             _STYLES[name] = ("#000000", "-", "o")
         else:
             i = len([n for n in _STYLES if n != "baseline"])
-            _STYLES[name] = (OKABE_ITO[i % 7], DASHES[i % 4], MARKERS[i % 6])  # 84 distinct triples
+            _STYLES[name] = (OKABE_ITO[i % 7], DASHES[i % 5], MARKERS[i % 7])  # 35 distinct (colour, dashes)
     return _STYLES[name]
 
 
@@ -85,7 +87,7 @@ def pyplot() -> Any:
 def panel_title(ax: Any, text: str) -> None:
     """A panel title wrapped to the panel's width (7-pt text: about 15 characters an inch)."""
     inches = ax.figure.get_figwidth() / ax.get_gridspec().ncols
-    ax.set_title(textwrap.fill(text or "all cells", max(20, int(inches * 15))))
+    ax.set_title(textwrap.fill(text or "all cells", max(20, int(inches * 14)), break_long_words=False))
 
 
 def panels(plt: Any, n: int, aspect: float = 0.75, ncols: int = 3) -> tuple[Any, np.ndarray]:
@@ -250,7 +252,8 @@ def heatmap_figure(data: pd.DataFrame, path: Path, title: str, ylabel: str) -> P
             z = np.log10(table.to_numpy(dtype=float))
         z = np.where(np.isneginf(z), vmin - 1, z)  # underflow drawn in the "under" colour
         z = np.ma.masked_invalid(z)
-        image = ax.pcolormesh(np.arange(z.shape[1] + 1), np.arange(z.shape[0] + 1), z, cmap=cmap, vmin=vmin, vmax=vmax)
+        rows = np.arange(z.shape[0] + 1) - 0.5 + float(table.index[0])  # rows at their positions (layers from 1)
+        image = ax.pcolormesh(np.arange(z.shape[1] + 1), rows, z, cmap=cmap, vmin=vmin, vmax=vmax)
         steps = list(table.columns)
         ticks = sorted({0, len(steps) // 2, len(steps) - 1})
         ax.set_xticks([t + 0.5 for t in ticks], [str(steps[t]) for t in ticks])
@@ -277,12 +280,46 @@ def save(figure: Any, path: Path, plt: Any, data: pd.DataFrame | None = None) ->
     return path
 
 
-def figure_links(path: Path) -> list[str]:
-    """The Markdown parts of one figure: the image, then links to its PDF and data."""
+BANDS = (
+    "line: mean over seeds (geometric on a log axis), band: the seeds' min-max; ▽: exactly 0 in a seed, ×: non-finite"
+)
+CAPTIONS = {  # what a figure draws, by the end of its name (<study>_<kind>): the HTML caption and the Markdown alt
+    "gradient_flow": f"Gradient norm at step 0 along depth (or through time), per mitigation set; {BANDS}.",
+    "grad_norm_per_block": f"Gradient norm at step 0 per block, one line per parameter kind; {BANDS}.",
+    "grad_ratio_training": f"Ratio of the first to the last layer's gradient norm over training; {BANDS}.",
+    "grad_heatmap": "log10 gradient norm per layer (or time step, rows) over the sampled training steps (columns), "
+    "one panel per run; black: exactly 0, white: non-finite.",
+    "loss": f"Training batch loss over steps; {BANDS}.",
+    "trainability_depth": "Share of seeds that trained (final training loss below half of chance) against depth.",
+    "meanfield": "Mean-field prediction (lines) beside the measured backward signal ‖∂L/∂h_l‖ per layer at step 0 "
+    "(points: mean over seeds), relative to the last hidden layer.",
+    "batchnorm": "Growth of the backward signal of batch-normalised ReLU nets at step 0 against depth: measured "
+    "(points, one per seed) and Yang et al.'s rate ½·log10(π/(π−1)) decades per layer (line).",
+    "sigma_bound": "Gradient through time of plain RNNs at step 0 against Pascanu et al.'s bound from the recurrent "
+    "matrix's largest singular value.",
+    "loss_ratio_delay": f"Final loss over the memoryless baseline against the copy task's delay T; {BANDS}.",
+}
+
+
+def caption_of(path: Path) -> str:
+    """What the figure at ``path`` draws (``CAPTIONS``); a sweep figure <study>_<setting> is a headline metric
+    against that setting."""
+    kind = next((k for k in sorted(CAPTIONS, key=len, reverse=True) if path.stem.endswith("_" + k)), None)
+    if kind is not None:
+        return CAPTIONS[kind]
+    if "_phase_" in path.stem:
+        return "Trainability phase diagram: the share of seeds that trained (final loss below half of chance) per "
+        "weight scale σ_w and depth."
+    return f"Headline metrics of {path.stem} against the swept setting; {BANDS}."
+
+
+def figure_links(path: Path, caption: str | None = None) -> list[str]:
+    """The Markdown parts of one figure: the image (its caption as the alt text), then links to its PDF and data."""
     extra = [f"[PDF](figures/{path.stem}.pdf)"]
     if path.with_suffix(".csv").exists():
         extra.append(f"[data (CSV)](figures/{path.stem}.csv)")
-    return [f"![{path.stem}](figures/{path.name})\n", f"{path.stem}: " + " · ".join(extra) + "\n"]
+    text = (caption or caption_of(path)).replace("[", "(").replace("]", ")")
+    return [f"![{text}](figures/{path.name})\n", f"{path.stem}: " + " · ".join(extra) + "\n"]
 
 
 def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozenset()) -> list[Path]:
@@ -293,13 +330,20 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
         return []
     study, swept = data.name, data.swept
     status = dict(zip(cells["run_id"], cells["status"], strict=True))
-    rows = probes.assign(panel=probes["setting"].replace("", "all cells"), status=probes["run_id"].map(status))
+    label, rank = panel_labels(cells, swept)
+    rows = probes.assign(panel=probes["run_id"].map(label), status=probes["run_id"].map(status))
+    rows = rows.assign(rank=rows["run_id"].map(rank)).sort_values("rank", kind="stable").drop(columns="rank")
+    # at step 0 nothing has been optimised: one panel for all optimiser settings (one run of each seed)
+    label0, _ = panel_labels(cells, [k for k in swept if not k.startswith("optim.")])
+    firsts = set(cells.groupby([cells["mitigations"], cells["run_id"].map(label0), cells["seed"]])["run_id"].first())
+    step0 = rows[(rows["step"] == 0) & rows["run_id"].isin(firsts)]
+    step0 = step0.assign(panel=step0["run_id"].map(label0))
     layers = {rid: r["task_info"]["layers"] for rid, r in records.items()}
     flow_metric = data.flow_metric
     position = "hidden layer (input → output)" if flow_metric == "grad_norm" else "time step t"
     unit = "‖∂L/∂W_l‖" if flow_metric == "grad_norm" else "‖∂L/∂h_t‖"
     figures = []
-    flow = rows[(rows["metric"] == flow_metric) & (rows["step"] == 0)]
+    flow = step0[step0["metric"] == flow_metric]
     if not flow.empty:
         figures.append(
             line_figure(
@@ -312,7 +356,7 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
                 integer_x=True,
             )
         )
-    per_block = _per_block(rows[(rows["metric"] == "grad_norm") & (rows["step"] == 0)], layers)
+    per_block = _per_block(step0[step0["metric"] == "grad_norm"], layers)
     if not per_block.empty:
         per_block = per_block.assign(panel=per_block["kind"] + " | " + per_block["panel"])
         figures.append(
@@ -344,7 +388,7 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
                 hline=(1.0, "ratio 1 (no vanishing or explosion)"),
             )
         )
-    heat = _heatmap_runs(rows[rows["metric"] == flow_metric], cells, layers)
+    heat = _heatmap_runs(rows[rows["metric"] == flow_metric], cells, layers, label)
     if not heat.empty:
         shown = heat["mitigations"].nunique()
         total = cells["mitigations"].nunique()
@@ -376,6 +420,29 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
     return figures
 
 
+def panel_labels(cells: pd.DataFrame, keys: list[str]) -> tuple[dict[str, str], dict[str, tuple]]:
+    """Per run id: its panel's title, the settings ``keys`` as a reader names them ("depth=20, lr=0.05",
+    "all cells" without any), and its rank, so panels come in the order of their values (10, 20, 50)."""
+
+    def sort_key(value: Any) -> tuple:
+        number = pd.to_numeric(value, errors="coerce") if not isinstance(value, (list, dict)) else math.nan
+        return (
+            (2, "")
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else ((0, float(number), "") if not pd.isna(number) else (1, 0.0, str(value)))
+        )
+
+    label, key = {}, {}
+    for _, cell in cells.iterrows():
+        shown = [
+            (k, cell[k]) for k in keys if not (cell[k] is None or (isinstance(cell[k], float) and math.isnan(cell[k])))
+        ]
+        label[cell["run_id"]] = ", ".join(f"{human(k)}={setting_text(v)}" for k, v in shown) or "all cells"
+        key[cell["run_id"]] = tuple(sort_key(cell[k]) for k in keys)
+    ranks = {k: i for i, k in enumerate(sorted(set(key.values())))}
+    return label, {rid: ranks[k] for rid, k in key.items()}
+
+
 def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.DataFrame:
     """Keep the hidden layers of the same kind as the first hidden one (as grad_ratio does) and
     number them in input->output order; time steps (``t0``, ``t1``...) are all kept."""
@@ -386,12 +453,15 @@ def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
             names = list(at_step["layer"])
             if hidden and set(names) & {h["name"] for h in hidden}:
                 names = [h["name"] for h in hidden if h["kind"] == hidden[0]["kind"] and h["name"] in names]
-            keep.append(at_step.set_index("layer").loc[names].reset_index().assign(position=range(len(names))))
+            first = 0 if all(re.fullmatch(r"t\d+", n) for n in names) else 1  # time steps from t0, layers from 1
+            keep.append(
+                at_step.set_index("layer").loc[names].reset_index().assign(position=range(first, first + len(names)))
+            )
     return pd.concat(keep, ignore_index=True)
 
 
 def _heatmap_runs(
-    flow: pd.DataFrame, cells: pd.DataFrame, layers: dict[str, list[dict]], most: int = 12
+    flow: pd.DataFrame, cells: pd.DataFrame, layers: dict[str, list[dict]], label: dict[str, str], most: int = 12
 ) -> pd.DataFrame:
     """The flow series of one run per mitigation set (its first cell in the study, lowest seed), at
     most ``most`` sets, each labelled with its mitigations, settings and seed."""
@@ -403,8 +473,8 @@ def _heatmap_runs(
     for _, cell in firsts.iterrows():
         seeds = found[(found["mitigations"] == cell["mitigations"]) & (found["setting"] == cell["setting"])]
         run = seeds.sort_values("seed").iloc[0]
-        label = f"{run['mitigations']}, {run['setting'] or 'all cells'}, seed {run['seed']}"
-        runs.append(_like_with_like(flow[flow["run_id"] == run["run_id"]], layers).assign(panel=label))
+        title = f"{run['mitigations']}, {label[run['run_id']]}, seed {run['seed']}"
+        runs.append(_like_with_like(flow[flow["run_id"] == run["run_id"]], layers).assign(panel=title))
     return pd.concat(runs, ignore_index=True)
 
 
@@ -420,15 +490,17 @@ def _per_block(grad_norm: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
         group = group[group["layer"].isin(where)]
         keep.append(
             group.assign(
-                block=group["layer"].map(lambda n: where[n][0]), kind=group["layer"].map(lambda n: where[n][1])
+                block=group["layer"].map(lambda n: where[n][0] + 1),  # blocks numbered from 1, as layers are
+                kind=group["layer"].map(lambda n: where[n][1]),
             )
         )
     return pd.concat(keep, ignore_index=True) if keep else pd.DataFrame()
 
 
-def _others(cells: pd.DataFrame, swept: list[str], key: str) -> pd.Series:
-    rest = [k for k in swept if k != key]
-    return cells.apply(lambda r: ", ".join(f"{k}={r[k]}" for k in rest if not pd.isna(r[k])), axis=1)
+def _others(cells: pd.DataFrame, swept: list[str], key: str) -> tuple[pd.Series, pd.Series]:
+    """Each cell's panel title (its other swept settings, as a reader names them) and its panel's rank."""
+    label, rank = panel_labels(cells, [k for k in swept if k != key])
+    return cells["run_id"].map(label), cells["run_id"].map(rank)
 
 
 def along(cells: pd.DataFrame, swept: list[str], key: str, least: int = 3) -> pd.DataFrame:
@@ -437,10 +509,10 @@ def along(cells: pd.DataFrame, swept: list[str], key: str, least: int = 3) -> pd
     values = pd.to_numeric(cells[key], errors="coerce")
     if values.nunique() < least:
         return cells.iloc[0:0]
-    data = cells.assign(panel=_others(cells, swept, key).replace("", "all cells"), **{key: values})
-    counts = data.groupby(["mitigations", "panel"])[key].nunique()
-    swept_sets = {m for (m, _), n in counts.items() if n >= least}
-    return data[data["mitigations"].isin(swept_sets) & data[key].notna()]
+    panel, rank = _others(cells, swept, key)
+    data = cells.assign(panel=panel, rank=rank, **{key: values}).sort_values("rank", kind="stable")
+    counts = data.groupby(["mitigations", "panel"])[key].transform("nunique")
+    return data[(counts >= least) & data[key].notna()].drop(columns="rank")
 
 
 def _sweep_figures(
@@ -458,16 +530,15 @@ def _sweep_figures(
             continue
         wide = key == "optim.lr" or data[key].max() / max(data[key].min(), 1e-12) > 20
         long = data.melt(id_vars=["mitigations", "panel", "seed", "status", key], value_vars=metrics, var_name="metric")
-        long = long.assign(
-            panel=long["metric"] + " | " + long["panel"], share=long["metric"], value=pd.to_numeric(long["value"])
-        )
+        names = long["metric"].map(human)
+        long = long.assign(panel=names + " | " + long["panel"], share=names, value=pd.to_numeric(long["value"]))
         figures.append(
             line_figure(
                 long,
                 out / f"{study}_{key.replace('.', '_')}.png",
-                f"{study}: {', '.join(metrics)} against {key}",
+                f"{study}: {', '.join(map(human, metrics))} against {human(key)}",
                 key,
-                key,
+                human(key),
                 "",
                 log=False,
                 xscale="log" if wide else "linear",

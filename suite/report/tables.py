@@ -111,20 +111,42 @@ def setting_text(v: Any) -> str:
     return str(v)
 
 
-def _number(v: float) -> str:
+def _number(v: float, digits: int = 3) -> str:
     if not math.isfinite(v):
         return "-inf" if v < 0 else "inf" if v > 0 else "NaN"
-    return f"{v:.3g}"
+    return f"{v:.{digits}g}"
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take, by its name: accuracies in [0, 1]; losses, ratios and norms (not
+    their logs) at least 0; anything else unbounded. A confidence interval is clipped to it."""
+    if "log10" in metric:
+        return -math.inf, math.inf
+    if "accuracy" in metric:
+        return 0.0, 1.0
+    if any(word in metric for word in ("loss", "ratio", "norm")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+MIN_SEEDS_FOR_INTERVAL = 3  # with 1 or 2 seeds a t interval says little (t = 12.7 at n = 2): shown without one
 
 
 def _shown(row: pd.Series, metric: str) -> str:
-    """'mean [low, high]' or the word for what is not a number."""
+    """'mean [low, high]' (the 95% CI clipped to the metric's range, with as many significant figures
+    as it takes for the three numbers to differ, up to 6), 'mean (n seeds)' for fewer than 3 seeds, or
+    the word for what is not a number."""
     if row[f"{metric}_note"]:
         return row[f"{metric}_note"]
-    text = _number(row[f"{metric}_mean"])
-    if math.isnan(row[f"{metric}_ci_low"]):
-        return f"{text} (1 seed)"
-    return f"{text} [{_number(row[f'{metric}_ci_low'])}, {_number(row[f'{metric}_ci_high'])}]"
+    mean, n = row[f"{metric}_mean"], int(row[f"{metric}_n"])
+    if n < MIN_SEEDS_FOR_INTERVAL or math.isnan(row[f"{metric}_ci_low"]):
+        return f"{_number(mean)} ({n} seed{'s' if n != 1 else ''})"
+    floor, ceiling = metric_range(metric)
+    low, high = max(row[f"{metric}_ci_low"], floor), min(row[f"{metric}_ci_high"], ceiling)
+    digits = 3
+    while digits < 6 and low < high and len({_number(v, digits) for v in (low, mean, high)}) < 3:
+        digits += 1
+    return f"{_number(mean, digits)} [{_number(low, digits)}, {_number(high, digits)}]"
 
 
 def _verdict_text(row: pd.Series, part: str, n: int) -> str:
@@ -166,7 +188,7 @@ def caption(manifest: dict[str, Any]) -> str:
         "made by other code than the installed one (`vanex study` reruns them). "
         "Numbers are the mean over "
         f"the completed seeds with its {LEVEL:.0%} confidence interval in brackets (Student t with n−1 degrees of "
-        "freedom: mean ± t·s/√n; with few seeds it can reach past a metric's range); "
+        "freedom: mean ± t·s/√n, clipped to the metric's range; cells with fewer than 3 seeds show the mean alone); "
         "the step-0 log10 ratio is averaged over every finished seed, diverged ones "
         "included. Verdicts: the majority verdict, its count out of n (others in brackets), then the median log10 "
         "ratio. Words: " + "; ".join(f"*{k}*: {v}" for k, v in NOT_A_NUMBER.items()) + "."
@@ -182,19 +204,138 @@ ASCII = str.maketrans({"–": "--", "−": "-", "·": " ", "√": "sqrt ", "±":
 LATEX_SPECIAL = str.maketrans({c: "\\" + c for c in "_%&#$"} | {"\\": r"\textbackslash{}", "`": "", "*": ""})
 
 
+TEXTWIDTH_PT = 469.0  # \textwidth of a two-column article (10 pt): every table is a table* that fits it
+GLYPH_PT = {  # widths at \scriptsize (7 pt Computer Modern), measured with \settowidth under pdflatex
+    **dict.fromkeys("0123456789agoe/", 3.99),
+    **dict.fromkeys("ceszr()t", 3.56),  # c, e, z: 3.56; s, r, t, (, ): 3.13-3.17 (rounded up)
+    **dict.fromkeys("bdhnpu", 4.42),
+    **dict.fromkeys("kqvxyJ", 4.21),
+    **dict.fromkeys("fjI_", 2.88),
+    **dict.fromkeys("il.,;:[]'|!-", 2.7),  # 2.26-2.69
+    **dict.fromkeys(" ", 2.7),
+    **dict.fromkeys("mw", 6.57),
+}
+COLUMN_PAD_PT = 7.0  # 2 x \tabcolsep, set to 3.5 pt in the tables
+ROWS_PER_TABLE = 40  # rows of one float: more would not fit a page's height at \scriptsize
+
+
+def human(key: str) -> str:
+    """A column's name as a paper writes it: ``task.depth`` -> depth, ``optim.lr`` -> lr,
+    ``mitigation.lstm.forget_bias`` -> lstm forget bias, ``final_train_loss`` -> final train loss."""
+    parts = key.split(".")
+    if parts[0] in ("task", "optim") and len(parts) > 1:
+        parts = parts[1:]
+    elif parts[0] == "mitigation" and len(parts) > 2:
+        parts = parts[1:]
+    return " ".join(parts).replace("_", " ")
+
+
+def _latex_text(value: Any) -> str:
+    return str(value).translate(ASCII).translate(LATEX_SPECIAL)
+
+
+def _header(name: str) -> str:
+    """A header cell stacked one word a line, so a column is as wide as its values, not its name."""
+    words = _latex_text(name).split()
+    return words[0] if len(words) == 1 else r"\begin{tabular}[b]{@{}l@{}}" + r"\\".join(words) + r"\end{tabular}"
+
+
+def _text_pt(text: str) -> float:
+    """How wide ``text`` sets in a table (``GLYPH_PT``; capitals and the rest at 6.2 pt, a little over most)."""
+    return sum(GLYPH_PT.get(c, 6.2) for c in str(text).translate(ASCII).replace("--", "-"))
+
+
+def _width_pt(column: pd.Series, name: str) -> float:
+    """A column's width: its widest line (a cell may hold two, split at a newline; a header one word a line)."""
+    lines = [line for text in map(str, column) for line in text.split("\n")]
+    return max(_text_pt(text) for text in [*lines, *name.split()]) + COLUMN_PAD_PT
+
+
+def _cell(value: Any) -> str:
+    lines = [_latex_text(line) for line in str(value).split("\n")]
+    return lines[0] if len(lines) == 1 else r"\begin{tabular}[t]{@{}l@{}}" + r"\\".join(lines) + r"\end{tabular}"
+
+
 def study_latex(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
-    """The study table as a LaTeX booktabs table (pandas Styler), caption included; plain ASCII, so it
-    compiles under pdflatex without extra packages beyond booktabs."""
-    shown = display_frame(frame, manifest, headline).map(lambda v: str(v).translate(ASCII))
-    shown.columns = [c.translate(ASCII) for c in shown.columns]
-    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    return styler.to_latex(
-        hrules=True,
-        caption=caption(manifest).translate(ASCII).translate(LATEX_SPECIAL),
-        label=f"tab:{manifest['study']}",
-        column_format="l" * len(shown.columns),
-        environment="table*",
-        position_float="centering",
+    """The study for a paper: LaTeX booktabs tables (``table*``, \\scriptsize, plain ASCII: pdflatex
+    with booktabs alone) that fit a two-column article's \\textwidth and a page's height. The settings
+    columns come first in every part; the step-0 flow and its verdict, the headline metrics and the
+    training verdict follow, spread over as many parts as it takes for each to fit (``TEXTWIDTH_PT``),
+    and more than ``ROWS_PER_TABLE`` rows continue in further tables. A verdict is shown as its majority
+    with its count; the others, the medians and the claims that read each cell are in the Markdown
+    table and the CSV."""
+    shown = display_frame(frame, manifest, headline)
+    n = (frame["completed"] + frame["diverged"]).astype(int)
+    keys = ["mitigations", *manifest["swept"]]
+    names = [human(k) for k in keys]
+    names = [name if names.count(name) == 1 else key.replace("_", " ") for name, key in zip(names, keys, strict=True)]
+    fixed = pd.DataFrame({name: shown[key] for name, key in zip(names, keys, strict=True)})
+    fixed["n"] = shown["n (done/div/fail)"]
+    columns = {
+        "log10 init backward ratio": shown["log10 init backward ratio"],
+        "init": _majority_text(frame, "init", n),
+        **{human(m): shown[m] for m in headline},
+        "training": _majority_text(frame, "training", n),
+    }
+    parts: list[dict[str, pd.Series]] = [{}]
+    room = TEXTWIDTH_PT - sum(_width_pt(fixed[c], c) for c in fixed.columns)
+    for name, values in columns.items():
+        if _width_pt(values, name) > room:  # too wide even alone: its cells on two lines, "verdict k/n" over "(+...)"
+            values = values.str.replace(" (", "\n(", n=1, regex=False)
+        if parts[-1] and sum(_width_pt(v, k) for k, v in parts[-1].items()) + _width_pt(values, name) > room:
+            parts.append({})
+        parts[-1][name] = values
+    chunks = [range(i, min(i + ROWS_PER_TABLE, len(fixed))) for i in range(0, max(1, len(fixed)), ROWS_PER_TABLE)]
+    tables = []
+    total = len(parts) * len(chunks)
+    for p, part in enumerate(parts):
+        for c, rows in enumerate(chunks):
+            table = pd.concat([fixed, pd.DataFrame(part)], axis=1).iloc[list(rows)]
+            number = p * len(chunks) + c + 1
+            tables.append(_latex_float(table, manifest, number, total, rows))
+    return "\n".join(tables)
+
+
+def _majority_text(frame: pd.DataFrame, part: str, n: pd.Series) -> pd.Series:
+    """'stalled 4/5 (+vanishing)': the majority verdict, its count of n, then the conditions that co-occur."""
+
+    def text(verdict: str, count: int, of: int) -> str:
+        main, _, flags = verdict.partition(" (")
+        return f"{main} {count}/{of}" + (f" ({flags}" if flags else "") if verdict else "n/a"
+
+    return pd.Series(
+        [text(*cell) for cell in zip(frame[part], frame[f"{part}_count"], n, strict=True)], index=frame.index
+    )
+
+
+def _latex_float(table: pd.DataFrame, manifest: dict[str, Any], number: int, total: int, rows: range) -> str:
+    study = _latex_text(manifest["study"])
+    part = f", part {number} of {total} (rows {rows.start + 1}--{rows.stop})" if total > 1 else ""
+    body = [" & ".join(_header(c) for c in table.columns) + r" \\", r"\midrule"]
+    body += [" & ".join(_cell(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
+    label = f"tab:{manifest['study']}" + (f"-{number}" if total > 1 else "")
+    notes = (
+        "n: seeds done/diverged/failed. "
+        f"Mean over completed seeds [{LEVEL:.0%} CI, Student t, clipped to the metric's range]; fewer than 3 "
+        "seeds: the mean alone. Verdicts: majority, its count of n, co-occurring conditions in brackets. "
+        "Every column and word is explained in "
+        f"the report (summary.md, study {manifest['study']})."
+    )
+    return "\n".join(
+        [
+            r"\begin{table*}",
+            r"\centering\scriptsize\setlength{\tabcolsep}{3.5pt}",
+            rf"\caption{{Study {study} ({manifest['profile']} profile){part}.}}",
+            rf"\label{{{label}}}",
+            r"\begin{tabular}{" + "l" * len(table.columns) + "}",
+            r"\toprule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\par\smallskip\parbox{\textwidth}{\scriptsize " + _latex_text(notes) + "}",
+            r"\end{table*}",
+            "",
+        ]
     )
 
 
