@@ -39,6 +39,11 @@ def diagnosis_defaults() -> dict[str, float]:
     return dict(yaml.safe_load((HERE / "diagnosis" / "default.yaml").read_text()))
 
 
+def profiles() -> list[str]:
+    """The profiles vanex ships (``profile/*.yaml``), for help texts; a plugin's config root may add more."""
+    return sorted(p.stem for p in (HERE / "profile").glob("*.yaml"))
+
+
 def scaled_down(profile: str) -> float | None:
     """The ``steps_scale`` of ``profile`` when it is below 1 (runs shorter than the tasks' budgets, which
     the claims were registered at: a setup check, not evidence), else None (also for a profile that

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from vanex.conf import default
+from vanex.conf import default, profiles
 from vanex.errors import UserError, did_you_mean
 
 USAGE = """usage: vanex <command> [args]    (vanex --version: the version and git commit)
@@ -25,6 +25,17 @@ commands:
   show RUN                  one run's per-layer gradients, updates and activations over training (a figure)
   list [KIND]               registered tasks, mitigations, probes, claims, sections, studies (and who added each)
 """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with vanex's errors: one line (what was wrong, where to look), exit status 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} -h)")
+
+
+def _profiles_help(what: str) -> str:
+    return f"{what}: one of {', '.join(profiles())} (default: {default('profile')})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +97,39 @@ def _choose_numerics(argv: list[str]) -> None:
             numerics.apply(arg.partition("=")[2])
 
 
+RUN_HELP = """usage: vanex run [--profile NAME] [KEY=VALUE ...]      train one configuration
+       vanex run -m KEY=A,B ...                         a sweep (Hydra multirun), one record per run
+
+Settings are Hydra overrides of conf/config.yaml; the groups and their options:
+{groups}
+Every setting of a group: `vanex run task=rnn_copy --cfg job`. Examples:
+  vanex run task=deep_mlp task.depth=20 'mitigation=[relu,he_init]'
+  vanex run --profile smoke task=rnn_copy task.delay=20 optim.lr=0.01
+Records go to results_dir (default: results); `vanex show RUN_ID` draws one; Hydra's own help: --hydra-help.
+"""
+
+
+def _run_help() -> str:
+    from vanex.engine.config import group_options
+    from vanex.registry import MITIGATIONS
+
+    groups = {
+        "task": group_options("task"),
+        "mitigation (a list)": MITIGATIONS.names(),
+        "optim": group_options("optim"),
+        "profile": group_options("profile"),
+    }
+    lines = [f"  {name:20s} {', '.join(options)}" for name, options in groups.items()]
+    return RUN_HELP.format(groups="\n".join(lines))
+
+
 def cmd_run(argv: list[str]) -> int:
     from vanex.engine.config import check_overrides, searchpath_override
+
+    if {"-h", "--help"} & set(argv):
+        print(_run_help(), end="")
+        return 0
+    argv = _profile_option(argv)
 
     valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
@@ -111,6 +153,21 @@ def cmd_run(argv: list[str]) -> int:
         print(f"vanex: {failed} of {len(outcomes)} runs failed or were refused", file=sys.stderr)
         return 1
     return 0
+
+
+def _profile_option(argv: list[str]) -> list[str]:
+    """``--profile NAME`` (as every other command takes it) as the override ``profile=NAME``."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--profile":
+            if i + 1 == len(argv):
+                raise UserError(f"--profile needs a name: one of {', '.join(profiles())}")
+            out.append(f"profile={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(f"profile={argv[i][10:]}" if argv[i].startswith("--profile=") else argv[i])
+        i += 1
+    return out
 
 
 def _check_sweep(overrides: list[str]) -> None:
@@ -208,10 +265,10 @@ def cmd_study(argv: list[str]) -> int:
     from vanex.engine.study import run_study
     from vanex.records.store import KEEP_STALE
 
-    parser = argparse.ArgumentParser(prog="vanex study", description="Run a study's grid, skipping finished runs.")
+    parser = Parser(prog="vanex study", description="Run a study's grid, skipping finished runs.")
     parser.add_argument("name", help="study name (conf/study/<name>.yaml); `vanex list` shows them")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell, e.g. results_dir=out")
-    parser.add_argument("--profile", default=default("profile"), help=f"budget profile (default: {default('profile')})")
+    parser.add_argument("--profile", default=default("profile"), help=_profiles_help("budget profile"))
     parser.add_argument(
         "--jobs",
         type=int,
@@ -261,7 +318,7 @@ def cmd_study(argv: list[str]) -> int:
 def cmd_report(argv: list[str]) -> int:
     from vanex.report.build import write_report
 
-    parser = argparse.ArgumentParser(prog="vanex report", description="Turn records into tables and figures.")
+    parser = Parser(prog="vanex report", description="Turn records into tables and figures.")
     parser.add_argument(
         "--results", default="results", help="records directory with study manifests (default: results)"
     )
@@ -273,7 +330,7 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument(
         "--profile",
         default=default("profile"),
-        help=f"profile whose study manifests to report (default: {default('profile')})",
+        help=_profiles_help("profile whose study manifests to report"),
     )
     parser.add_argument("--study", action="append", default=None, help="report only these studies (repeatable)")
     parser.add_argument(
@@ -291,7 +348,7 @@ def cmd_report(argv: list[str]) -> int:
 def cmd_claims(argv: list[str]) -> int:
     from vanex.report.claims import claims_markdown, evaluate_all
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vanex claims",
         description="Judge every published claim on the study records: ✓, ✗, fragile (flips at half or double "
         "the learning rate) or not run. Exit status 1 when a claim that ran is ✗ (fragile does not fail).",
@@ -305,7 +362,7 @@ def cmd_claims(argv: list[str]) -> int:
     parser.add_argument(
         "--profile",
         default=default("profile"),
-        help=f"profile whose study manifests to read (default: {default('profile')})",
+        help=_profiles_help("profile whose study manifests to read"),
     )
     parser.add_argument("--claim", action="append", default=None, help="check only these claims (repeatable)")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="output format")
@@ -382,7 +439,7 @@ def _lock_claims() -> int:
 def cmd_compare(argv: list[str]) -> int:
     from vanex.report.compare import main as compare
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vanex compare",
         description="Compare two reports (folders written by `vanex report`) or result sets (folders with "
         "study manifests, reported first): step-0 gradient ratios exactly on one CPU model and within a relative "
@@ -395,7 +452,7 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument(
         "--profile",
         default=default("profile"),
-        help=f"profile of a results folder's manifests (default: {default('profile')})",
+        help=_profiles_help("profile of a results folder's manifests"),
     )
     args = parser.parse_args(argv)
     return compare(args.a, args.b, args.profile)
@@ -404,7 +461,7 @@ def cmd_compare(argv: list[str]) -> int:
 def cmd_show(argv: list[str]) -> int:
     from vanex.report import show
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vanex show",
         description="One run's training: what it was, how it ended, its diagnosis, and a figure of every layer's "
         "gradient norm, update ratio and activation statistics over training, with the global gradient norm and "
@@ -433,7 +490,7 @@ LISTED = ("tasks", "mitigations", "probes", "claims", "sections", "studies")
 
 
 def cmd_list(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vanex list",
         description="The registered tasks, mitigations, probes, claims and report sections, each with the "
         "distribution that added it, and the studies of every config root.",

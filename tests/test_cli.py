@@ -143,6 +143,26 @@ def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
 
 
+def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
+    out = vanex("run", "--profile", "smoke", f"results_dir={results}", "task.depth=2", "progress=false")
+    assert out.returncode == 0, out.stderr
+    (record,) = _records(results)
+    assert record["settings"]["profile.name"] == "smoke"
+    for args, expected in [
+        (["study", "mlp_meanfield", "--jobs", "abc"], "vanex study: argument --jobs: invalid int value: 'abc'"),
+        (["claims", "--bogus"], "vanex claims: unrecognized arguments: --bogus"),
+        (["run", "--profile"], "--profile needs a name: one of full, quick, smoke"),
+        (["run", "--profile=smok"], "unknown profile 'smok' (did you mean 'smoke'?)"),
+    ]:
+        bad = vanex(*args)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"vanex: error: {bad.stderr[14:].strip()}"]
+        assert expected in bad.stderr, bad.stderr
+    helped = vanex("run", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: vanex run [--profile NAME]")
+    assert "profile              full, quick, smoke" in helped.stdout and "Hydra" not in helped.stdout.splitlines()[0]
+    assert "one of full, quick, smoke" in " ".join(vanex("study", "-h").stdout.split())  # whatever the wrap width
+
+
 def test_version_names_the_release_and_the_commit():
     out = vanex("--version")
     assert out.returncode == 0 and re.fullmatch(r"vanex \d+\.\d+\.\d+ \(git [0-9a-f]{12}(\+dirty)?\)\n", out.stdout)

@@ -64,10 +64,45 @@ def citation(rid: str, profile: str, records: list[dict]) -> str:
     commits = sorted({str(r["provenance"].get("git_commit") or "unknown")[:12] for r in records})
     version = sorted({str(r["provenance"].get("vanex")) for r in records})
     return (
-        f"vanex contributors. vanex report {rid} ({profile} profile, {len(records)} runs), "
+        f"The vanex authors. vanex report {rid} ({profile} profile, {len(records)} runs), "
         f"vanex {', '.join(version)}, source commit {', '.join(commits)}. "
         "Software: vanex, MIT licence; cite the software itself with CITATION.cff."
     )
+
+
+def bibtex(rid: str, profile: str, records: list[dict]) -> str:
+    """The report as a BibTeX entry (``CITATION.bib``): its id, profile, run count, vanex version and source
+    commits; the year is the newest source commit's, where this checkout's git knows it (else left out)."""
+    commits = sorted({str(r["provenance"].get("git_commit") or "") for r in records} - {""})
+    version = ", ".join(sorted({str(r["provenance"].get("vanex")) for r in records}))
+    years = [y for c in commits if (y := _commit_year(c))]
+    fields = [
+        ("author", "{The vanex authors}"),
+        ("title", f"{{vanex report {rid} ({profile} profile, {len(records)} runs)}}"),
+        *([("year", max(years))] if years else []),
+        ("version", version),
+        ("note", f"Source commit {', '.join(c[:12] for c in commits) or 'unknown'}; the records ship with the report"),
+        ("keywords", "vanishing gradients, exploding gradients, benchmark"),
+    ]
+    body = ",\n".join(f"  {key} = {{{value}}}" for key, value in fields)  # author, title: braced twice, kept as is
+    return f"@misc{{vanex-report-{rid},\n{body}\n}}\n"
+
+
+def _commit_year(commit: str) -> str | None:
+    import subprocess
+
+    import vanex
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(vanex.__file__).resolve().parent), "show", "-s", "--format=%cs", commit],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()[:4] if out.returncode == 0 and out.stdout.strip()[:4].isdigit() else None
 
 
 def _provenance(records: list[dict]) -> tuple[str, str | None]:
@@ -148,7 +183,15 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
 
 MARKER = ".vanex-report"  # marks a folder as a report, which the next report may replace whole
 FILES = "files:"  # in the marker: the files the report wrote follow this line
-REPORT_ENTRIES = {"summary.md", "summary.csv", "index.html", "diagnosis.csv", "claims.csv", "timing.csv"}
+REPORT_ENTRIES = {
+    "summary.md",
+    "summary.csv",
+    "index.html",
+    "diagnosis.csv",
+    "claims.csv",
+    "timing.csv",
+    "CITATION.bib",
+}
 REPORT_ENTRIES |= {"tables", "figures", BUNDLE, MARKER}
 
 
@@ -212,7 +255,8 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
     set_styles(sorted({set_label(c["mitigations"]) for m in manifests for c in m["cells"]}))
     metrics, page = report_metrics(), sections()
     all_cells, all_records, parts, skipped = [], {}, [], 0
-    for manifest in manifests:
+    for i, manifest in enumerate(manifests, 1):
+        print(f"report: [{i}/{len(manifests)}] {manifest['study']} ({len(manifest['cells'])} cells)", file=sys.stderr)
         study = read_study(manifest, source, metrics)
         if with_claims:
             study.cell_claims = cell_claims(manifest)
@@ -242,7 +286,7 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
         (
             f"**Not for citation:** {caveat}.\n"
             if (caveat := conf.not_evidence(profile))
-            else f"**Cite this report:** {citation(rid, profile, records)}\n"
+            else f"**Cite this report:** {citation(rid, profile, records)} BibTeX: [CITATION.bib](CITATION.bib)\n"
         ),
         legend(asdict(thresholds(manifests[0]))),
     ]
@@ -250,7 +294,10 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
     if mixed:
         header.append(f"**Warning: {mixed}.**\n")
         warn(mixed)
+    if not conf.not_evidence(profile):
+        (out / "CITATION.bib").write_text(bibtex(rid, profile, records))
     if with_claims:
+        print("report: judging the claims", file=sys.stderr)
         claims = evaluate_all(source, profile)
         claims_frame(claims).to_csv(out / "claims.csv", index=False)
         parts.append("## Published claims\n")
