@@ -157,9 +157,22 @@ def test_citation_cff_is_valid():
 
 def test_readme_cites_the_committed_report_as_it_cites_itself():
     summary = (ROOT / "reports" / "summary.md").read_text()
-    cite = re.search(r"^\*\*Cite this report:\*\* (.+)$", summary, re.M).group(1)
+    cite = re.search(
+        r"^\*\*Cite this report:\*\* (.+?)(?: BibTeX: \[CITATION\.bib\]\(CITATION\.bib\))?$", summary, re.M
+    ).group(1)
     rid = re.search(r"^# vanex report ([0-9a-f]{12}) ", summary, re.M).group(1)
     assert rid in cite and cite in (ROOT / "README.md").read_text()
+
+
+def test_readme_contents_link_every_section():
+    readme = (ROOT / "README.md").read_text()
+    contents = readme[readme.index("**Contents:**") : readme.index("## ")]
+    anchors = re.findall(r"\]\(#([^)]+)\)", contents)
+    headings = re.findall(r"^## (.+)$", readme, re.M)
+    slugs = [re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings]  # GitHub's anchors
+    assert anchors == slugs, (anchors, slugs)
+    cite = (ROOT / "reports" / "CITATION.bib").read_text()
+    assert cite.startswith("@misc{vanex-report-") and "author = {{The vanex authors}}" in cite
 
 
 def test_readme_claims_table_says_what_the_committed_report_says():
@@ -433,3 +446,12 @@ def test_records_from_two_commits_say_whether_their_training_code_differs():
     assert "2 different vanex sources" in warning and "the code that trained them is the same" in warning
     _, warning = _provenance([record("a" * 40, same), record("b" * 40, {"core": "other", "modules": {}})])
     assert "2 different vanex sources" in warning and "the same" not in warning
+
+
+def test_no_two_of_35_sets_share_a_colour_and_a_line_style():
+    from vanex.report.figures import set_styles, style
+
+    names = [f"set{i}" for i in range(34)]
+    set_styles(names)
+    pairs = {(style(n)[0], str(style(n)[1])) for n in ["baseline", *names]}
+    assert len(pairs) == 35 and len({style(n)[2] for n in names[:7]}) == 7  # every marker in use
