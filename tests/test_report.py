@@ -455,3 +455,17 @@ def test_no_two_of_35_sets_share_a_colour_and_a_line_style():
     set_styles(names)
     pairs = {(style(n)[0], str(style(n)[1])) for n in ["baseline", *names]}
     assert len(pairs) == 35 and len({style(n)[2] for n in names[:7]}) == 7  # every marker in use
+
+
+def test_claims_csv_holds_each_interval_of_its_numbers_as_numbers():
+    from vanex.report.tables import interval_text
+
+    claims = pd.read_csv(ROOT / "reports" / "claims.csv")
+    judged = claims[claims["status"] != "not run"]
+    assert judged["mean_1"].notna().sum() >= len(judged) - 2  # all but ratio-per-depth claims state a mean [CI]
+    for _, row in judged.iterrows():
+        i = 1
+        while f"mean_{i}" in row and not pd.isna(row[f"mean_{i}"]):
+            text = interval_text(row[f"mean_{i}"], row[f"ci_low_{i}"], row[f"ci_high_{i}"])
+            assert f"{text} (n={int(row[f'n_{i}'])}" in row["numbers"], (row["name"], text)
+            i += 1

@@ -33,7 +33,7 @@ from vanex.errors import UserError
 from vanex.records.reader import FINISHED, StudyData, read_study
 from vanex.records.store import manifest_path, read_manifest
 from vanex.registry import CLAIMS
-from vanex.report.tables import markdown_table
+from vanex.report.tables import interval_text, markdown_table
 from vanex.science.stats import TRAINED_FRACTION, t_interval
 
 STATUSES = ("✓", "fragile", "✗", "not run")
@@ -159,6 +159,7 @@ class Result:
     cells: str = ""  # the cell groups it reads, the control marked
     second_path: str = ""  # the verdict on the second numeric code path
     previous: str = ""  # earlier versions' verdicts and why the claim changed
+    measured: list = field(default_factory=list)  # (mean, ci_low, ci_high, n) of each interval in numbers, in order
 
 
 # -- fixed in advance: a fingerprint of each definition, locked with its version -------------------
@@ -240,16 +241,21 @@ def less(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> bool:
     return bool(a.mean() - b.mean() + stats.t.ppf(0.5 + level / 2, df) * se < 0)
 
 
+_MEASURED: list[tuple[float, float, float, int]] | None = None  # what fmt formats while a verdict is judged
+
+
 def fmt(x: np.ndarray) -> str:
-    """'0.412±0.031 (n=5)': mean and 95% t half-width; diverged seeds are counted, not averaged."""
+    """'0.412 [0.381, 0.443] (n=5)': mean and 95% Student-t interval (the one convention of the report's
+    tables); diverged seeds are counted, not averaged. Each is also kept as numbers for claims.csv."""
     x = np.asarray(x, dtype=float)
     finite = x[np.isfinite(x)]
     bad = f", {len(x) - len(finite)} diverged" if len(finite) < len(x) else ""
     if len(finite) == 0:
         return f"all {len(x)} diverged"
     mean, low, high = t_interval(finite)
-    spread = f"±{high - mean:.3g}" if math.isfinite(high) else ""
-    return f"{mean:.3g}{spread} (n={len(x)}{bad})"
+    if _MEASURED is not None:
+        _MEASURED.append((mean, low, high, len(x)))
+    return f"{interval_text(mean, low, high)} (n={len(x)}{bad})"
 
 
 def count(verdicts: list[str], accepted: set[str]) -> str:
@@ -352,7 +358,12 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
 
     if study.missing:
         return result("not run", study.missing, "–")
-    base = _judge(claim, study, claim.cells)
+    global _MEASURED
+    _MEASURED = []
+    try:
+        base = _judge(claim, study, claim.cells)
+    finally:
+        measured, _MEASURED = _MEASURED, None
     if isinstance(base, str):
         return result("not run", f"{base} (study {claim.study}, profile {profile})", "–")
     checks: list[tuple[str, Outcome]] = []  # (which neighbour or path, its outcome)
@@ -384,7 +395,9 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
     status = ("✓" if base.holds else "✗") if agree else "fragile"
     stale = study.stale(claim.cells)
     numbers = base.numbers + (f" [{stale} of these records are stale: made by other code]" if stale else "")
-    return result(status, numbers, neighbourhood, second)
+    out = result(status, numbers, neighbourhood, second)
+    out.measured = measured
+    return out
 
 
 def evaluate_all(
@@ -441,7 +454,15 @@ def _matches_but(cells: Cells, cell: dict[str, Any], free: set[str | None]) -> b
 
 
 def claims_frame(results: list[Result]) -> pd.DataFrame:
-    return pd.DataFrame([r.__dict__ for r in results])
+    """One row per claim; each mean [95% CI] (n) of ``numbers`` also as numbers, in the order they appear
+    there: ``mean_1``, ``ci_low_1``, ``ci_high_1``, ``n_1``, ``mean_2``, ..."""
+    rows = []
+    for r in results:
+        row = {k: v for k, v in r.__dict__.items() if k != "measured"}
+        for i, (mean, low, high, n) in enumerate(r.measured, 1):
+            row.update({f"mean_{i}": mean, f"ci_low_{i}": low, f"ci_high_{i}": high, f"n_{i}": n})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def claims_markdown(results: list[Result]) -> str:

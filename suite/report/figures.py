@@ -390,14 +390,15 @@ def write_figures(data: StudyData, out: Path, drawn_elsewhere: set[str] = frozen
         )
     heat = _heatmap_runs(rows[rows["metric"] == flow_metric], cells, layers, label)
     if not heat.empty:
-        shown = heat["mitigations"].nunique()
-        total = cells["mitigations"].nunique()
+        left = sorted(set(cells["mitigations"]) - set(heat["mitigations"]))
+        shown, total = heat["mitigations"].nunique(), cells["mitigations"].nunique()
+        which = f"; {shown} of {total} sets, without {', '.join(left)}" if left else ""
         figures.append(
             heatmap_figure(
                 heat,
                 out / f"{study}_grad_heatmap.png",
                 f"{study}: log10 gradient norm per {'layer' if flow_metric == 'grad_norm' else 'time step'} over "
-                f"training (one seed per mitigation set{'' if shown == total else f'; {shown} of {total} sets'})",
+                f"training (one seed per mitigation set{which})",
                 position,
             )
         )
@@ -461,10 +462,11 @@ def _like_with_like(flow: pd.DataFrame, layers: dict[str, list[dict]]) -> pd.Dat
 
 
 def _heatmap_runs(
-    flow: pd.DataFrame, cells: pd.DataFrame, layers: dict[str, list[dict]], label: dict[str, str], most: int = 12
+    flow: pd.DataFrame, cells: pd.DataFrame, layers: dict[str, list[dict]], label: dict[str, str], most: int = 48
 ) -> pd.DataFrame:
     """The flow series of one run per mitigation set (its first cell in the study, lowest seed), at
-    most ``most`` sets, each labelled with its mitigations, settings and seed."""
+    most ``most`` sets (the title says when some are left out), each labelled with its mitigations,
+    settings and seed."""
     if flow.empty:
         return flow
     found = cells[cells["status"].isin(["completed", "diverged"]) & cells["run_id"].isin(flow["run_id"])]
@@ -567,7 +569,9 @@ def _trainability(study: str, swept: list[str], cells: pd.DataFrame, out: Path) 
         out / f"{study}_trainability_depth.png",
         f"{study}: share of seeds that trained against depth",
         key,
-        "hidden layers (task.depth)",
+        {"deep_mlp": "hidden layers", "resnet": "layers (6n+2)", "transformer": "blocks"}.get(
+            str(cells["task"].iloc[0]), "depth"
+        ),
         f"share of seeds trained (loss < {TRAINED_FRACTION:g} × chance)",
         log=False,
         integer_x=True,

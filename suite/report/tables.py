@@ -142,7 +142,14 @@ def _shown(row: pd.Series, metric: str) -> str:
     if n < MIN_SEEDS_FOR_INTERVAL or math.isnan(row[f"{metric}_ci_low"]):
         return f"{_number(mean)} ({n} seed{'s' if n != 1 else ''})"
     floor, ceiling = metric_range(metric)
-    low, high = max(row[f"{metric}_ci_low"], floor), min(row[f"{metric}_ci_high"], ceiling)
+    return interval_text(mean, max(row[f"{metric}_ci_low"], floor), min(row[f"{metric}_ci_high"], ceiling))
+
+
+def interval_text(mean: float, low: float, high: float) -> str:
+    """'mean [low, high]' with as many significant figures as it takes (3 to 6) for the three to differ;
+    'mean' alone where there is no interval (one value)."""
+    if math.isnan(low) or math.isnan(high):
+        return _number(mean)
     digits = 3
     while digits < 6 and low < high and len({_number(v, digits) for v in (low, mean, high)}) < 3:
         digits += 1
