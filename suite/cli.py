@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         "show": cmd_show,
         "list": cmd_list,
     }
+    records = Path(_results_dir(rest)).absolute()
+    new = [p for p in (records, *records.parents) if not p.exists()]  # folders a refused run must not leave
     try:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
@@ -63,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return commands[command](rest) or 0
     except UserError as exc:
         print(f"vanex: error: {did_you_mean(str(exc))}", file=sys.stderr)
+        for folder in new if command in ("run", "study") else []:  # innermost first
+            try:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()  # a refusal leaves nothing behind, not even the empty folders the checks made
+            except OSError:  # another vanex wrote into it meanwhile: it is theirs
+                break
         return exc.exit_code
     except KeyboardInterrupt:
         if command in ("run", "study"):
@@ -73,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _results_dir(argv: list[str]) -> str:
+    """The records folder a run or study of ``argv`` writes to (its ``results_dir=`` override, or the default)."""
+    from vanex.conf import value
+
+    given = [a.partition("=")[2] for a in argv if a.lstrip("+~").startswith("results_dir=")]
+    return given[-1] if given else str(value("results_dir"))
 
 
 def _version() -> str:

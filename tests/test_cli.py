@@ -115,7 +115,7 @@ def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
-    assert not results.exists() or not _records(results)  # refused before training: no record
+    assert not results.exists()  # refused before training: no record, not even an empty results folder
 
 
 def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
