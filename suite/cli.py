@@ -7,6 +7,7 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -56,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         "show": cmd_show,
         "list": cmd_list,
     }
-    records = Path(_results_dir(rest)).absolute()
-    new = [p for p in (records, *records.parents) if not p.exists()]  # folders a refused run must not leave
+    try:  # the folders a refused run or study must not leave behind
+        records = Path(_results_dir(rest)).absolute()
+        new = [p for p in (records, *records.parents) if not p.exists()]
+    except OSError:  # a path the system refuses (too long): the checks say so in one line
+        new = []
     try:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
@@ -65,13 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         return commands[command](rest) or 0
     except UserError as exc:
         print(f"vanex: error: {did_you_mean(str(exc))}", file=sys.stderr)
-        for folder in new if command in ("run", "study") else []:  # innermost first
-            try:
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()  # a refusal leaves nothing behind, not even the empty folders the checks made
-            except OSError:  # another vanex wrote into it meanwhile: it is theirs
-                break
+        _remove_new(new if command in ("run", "study") else [])
         return exc.exit_code
+    except SystemExit as exc:  # a single run refused inside Hydra's app exits there, with its one line said
+        if exc.code not in (0, None) and command in ("run", "study"):
+            _remove_new(new)
+        raise
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"vanex: error: a file name is too long ({exc.filename}); use a shorter path", file=sys.stderr)
+        return 2
+    except Exception as exc:  # an override Hydra or OmegaConf cannot resolve (e.g. ${oc.env:UNSET}): one line
+        if not type(exc).__module__.startswith(("omegaconf", "hydra")):
+            raise
+        print(f"vanex: error: cannot apply overrides: {str(exc).splitlines()[0]}", file=sys.stderr)
+        _remove_new(new if command in ("run", "study") else [])
+        return 2
     except KeyboardInterrupt:
         if command in ("run", "study"):
             print("vanex: interrupted; finished records are kept, run again to resume", file=sys.stderr)
@@ -81,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _remove_new(folders: list[Path]) -> None:
+    """Remove the folders (innermost first) that a refused command created and left empty (an empty lease
+    folder counts as empty): a refusal leaves nothing behind."""
+    for folder in folders:
+        try:
+            leases = folder / "_leases"
+            if leases.is_dir() and not leases.is_symlink() and not any(leases.iterdir()):
+                leases.rmdir()
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:  # another vanex wrote into it meanwhile: it is theirs
+            return
 
 
 def _results_dir(argv: list[str]) -> str:
@@ -321,6 +349,15 @@ def cmd_study(argv: list[str]) -> int:
                 "put other settings in a study file's overrides (conf/study/NAME.yaml), or use `vanex run -m`"
             )
     with_sets = [[m for m in s.split(",") if m] for s in args.with_sets]
+    if any(not s for s in with_sets):
+        raise UserError(
+            "--with needs mitigation names, e.g. --with agc or --with relu,he_init (`vanex list mitigations`)"
+        )
+    if any(o.partition("=")[2] == "cuda" and o.startswith("device=") for o in args.overrides):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("device=cuda: torch.cuda.is_available() is False here; use device=cpu or device=auto")
     failed = run_study(args.name, args.profile, args.overrides, args.jobs, with_sets)
     if failed:
         print(

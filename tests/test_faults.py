@@ -356,6 +356,13 @@ def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:
         (_manifest(run_id="/etc"), "run_id '/etc' is not 16 hex digits"),
         (_manifest(run_id="../0123456789abc"), "is not 16 hex digits"),
         (_manifest(study="other"), "not its own file name"),
+        ({**_manifest(), "cells": []}, "it lists no cells"),
+        ({**_manifest(), "cells": _manifest()["cells"] * 2}, "is listed twice"),
+        ({**_manifest(), "cells": [{**_manifest()["cells"][0], "mitigations": [1, None]}]}, "a list of names"),
+        ({**_manifest(), "cells": [{**_manifest()["cells"][0], "seed": "zero"}]}, "an integer seed"),
+        ({**_manifest(), "diagnosis": {"vanishing_orders": "NaN"}}, "thresholds to finite numbers"),
+        ({**_manifest(), "diagnosis": {"stall_fraction": -5}}, "diagnosis thresholds: diagnosis needs"),
+        ({**_manifest(), "task": 5}, "'task' is not a task name"),
     ],
 )
 def test_names_and_ids_from_a_manifest_are_checked_before_they_become_paths(tmp_path, manifest, problem):
@@ -367,6 +374,72 @@ def test_names_and_ids_from_a_manifest_are_checked_before_they_become_paths(tmp_
     out = vanex("report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "r"), "--profile", "smoke")
     assert out.returncode == 2 and problem in out.stderr, out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_deep_json_a_cut_probes_file_and_links_out_are_refused_in_one_warning(tmp_path):
+    """JSON nested past Python's recursion limit, a probes.csv cut mid-row and a _studies folder that is a
+    symbolic link out of the results folder: each is a warning and a missing record or manifest, never a
+    traceback, and never read through the link."""
+    results = tmp_path / "results"
+    out = vanex("run", "task.depth=2", "task.steps=3", "progress=false", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    (record,) = results.glob("*/run.json")
+    probes = record.parent / "probes.csv"
+    assert records.read_probes(record.parent)  # whole
+    probes.write_text(probes.read_text()[:-3])  # cut mid-row
+    with pytest.raises(ValueError, match="ends mid-row"):
+        records.read_probes(record.parent)
+    assert not records.is_finished(results, record.parent.name)  # a study trains it again
+    record.write_text("[" * 100_000 + "]" * 100_000)
+    assert records.load_run(record.parent) is None
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "tiny-smoke.json").write_text(json.dumps(_manifest()))
+    (results / "_studies").symlink_to(outside)
+    assert records.read_manifest(results / "_studies" / "tiny-smoke.json") is None
+    with pytest.raises(UserError, match="symbolic link"):
+        records.write_manifest(results, _manifest())
+
+
+def test_a_report_ships_only_the_records_it_read(tmp_path):
+    """A record the reader refused (behind a symbolic link, malformed) is not packed into records.tar.gz."""
+    from vanex.records.bundle import write_bundle
+
+    results = tmp_path / "results"
+    out = vanex("run", "task.depth=2", "task.steps=3", "progress=false", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    (rid,) = [p.parent.name for p in results.glob("*/run.json")]
+    run = json.loads((results / rid / "run.json").read_text())
+    manifest = records.make_manifest("tiny", "smoke", "deep_mlp", "", [(rid, [], 0, run["settings"])])
+    records.write_manifest(results, manifest)
+    for read, packed in (({rid}, 1), (set(), 0)):
+        assert write_bundle(tmp_path / "b.tar.gz", results, [manifest], lambda m: {}, read) == packed
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "task.depth=${oc.env:VANEX_NOT_SET_ANYWHERE}"], "cannot apply overrides: "),
+        (["run", "results_dir=" + "a" * 300], "a file name is too long"),
+        (["study", "mlp_meanfield", "--with", ""], "--with needs mitigation names"),
+        (["study", "mlp_meanfield", "--with", ","], "--with needs mitigation names"),
+    ],
+)
+def test_unresolvable_overrides_long_names_and_empty_sets_are_one_line(tmp_path, args, expected):
+    out = vanex(*args, cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and expected in out.stderr, out.stderr
+    assert list(tmp_path.iterdir()) == []  # and nothing is left behind
+
+
+def test_compare_of_a_damaged_report_is_one_line_with_exit_2(tmp_path):
+    committed = Path(__file__).resolve().parents[1] / "reports"
+    for name, damage in (("summary.csv", b"\xff\xfe"), ("claims.csv", b"a,b\n1\n"), ("summary.csv", b"")):
+        copy = tmp_path / f"r-{len(damage)}-{name}"
+        shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("figures", "*.html", "*.tar.gz"))
+        (copy / name).write_bytes(damage)
+        out = vanex("compare", str(copy), str(committed))
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "a report file is damaged or not written by vanex" in out.stderr
 
 
 def _dead_pid() -> int:

@@ -412,10 +412,15 @@ def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
     proj = tmp_path / "proj"
     (proj / "results").mkdir(parents=True)
     (proj / "my_thesis.tex").write_text("years of work")
-    for out in (results, twice, results / "_studies", proj):
+    paper = tmp_path / "paper"  # a user's folder whose names look like a report's, without its marker
+    (paper / "figures").mkdir(parents=True)
+    (paper / "figures" / "fig1_hand_made.png").write_text("mine")
+    (paper / "summary.md").write_text("my draft")
+    for out in (results, twice, results / "_studies", proj, paper):
         refused = vanex("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert sorted(p.name for p in results.iterdir()) == before and (proj / "my_thesis.tex").is_file()
+    assert (paper / "figures" / "fig1_hand_made.png").read_text() == "mine" and (paper / "summary.md").is_file()
     again = vanex("report", "--results", str(results), "--out", str(twice / "report"), "--profile", "smoke")
     assert again.returncode == 0, again.stderr  # a previous report is replaced
     assert (twice / "report" / ".vanex-report").is_file()

@@ -98,6 +98,10 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
     manifest, runs = plan(name, profile, extra, with_sets)
     only = os.environ.get(ONLY_PATH)  # this process runs one numeric path of a study another process planned
+    if only is not None and only not in numerics.MODES:
+        raise UserError(
+            f"{ONLY_PATH}='{only}' is not one of {', '.join(numerics.MODES)} (vanex sets it for its own use)"
+        )
     runs = [r for r in runs if r.settings["numerics"] == only] if only else runs
     todo = [r for r in runs if not r.finished]
     here = numerics.active_mode()
@@ -145,7 +149,18 @@ def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     """Run a study's cells of numeric code path ``mode`` in a study process of their own (the code
     paths are fixed before torch loads, so one process cannot train two); returns how many failed."""
     env = {**os.environ, numerics.MODE_ENV: mode, ONLY_PATH: mode}
-    child = subprocess.run([sys.executable, "-m", "vanex.cli", "study", *argv], env=env)
+    child = subprocess.Popen([sys.executable, "-m", "vanex.cli", "study", *argv], env=env)
+
+    def stop(signum: int, frame: Any) -> None:  # a TERM to this study stops that one too: nothing trains on
+        child.send_signal(signum)
+        child.wait()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if child.returncode == 130:
         raise KeyboardInterrupt
     if child.returncode not in (0, 1):

@@ -33,11 +33,16 @@ MAX_UNPACKED = 2 * 1024**3  # bytes: a bundle that unpacks to more is refused (a
 
 
 def write_bundle(
-    out_file: Path, results: Path, manifests: list[dict[str, Any]], reads: Callable[[dict], dict[str, set[str]]]
+    out_file: Path,
+    results: Path,
+    manifests: list[dict[str, Any]],
+    reads: Callable[[dict], dict[str, set[str]]],
+    read: Collection[str],
 ) -> int:
-    """Write ``out_file`` from ``manifests`` and their records in ``results``, keeping the probe rows
-    that the diagnosis reads and, of each cell, those that ``reads(manifest)`` says a claim reads of it
-    (run_id -> metrics); returns the number of records packed."""
+    """Write ``out_file`` from ``manifests`` and the records in ``results`` that the report ``read`` (run
+    ids: never one the reader refused, e.g. behind a symbolic link, malformed or unreadable), keeping the
+    probe rows that the diagnosis reads and, of each cell, those that ``reads(manifest)`` says a claim
+    reads of it (run_id -> metrics); returns the number of records packed."""
     members: dict[str, bytes] = {}
     for m in manifests:
         manifest = manifest_path(results, m["study"], m["profile"])
@@ -45,7 +50,7 @@ def write_bundle(
         claimed = reads(m)
         for cell in m["cells"]:
             path = record_dir(results, cell["run_id"])
-            if not (path / "run.json").is_file() or not (path / "probes.csv").is_file():
+            if cell["run_id"] not in read:
                 continue  # missing in the report too
             keep = DIAGNOSIS_SERIES | claimed.get(cell["run_id"], set())
             members[f"{cell['run_id']}/run.json"] = (path / "run.json").read_bytes()

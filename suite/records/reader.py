@@ -116,7 +116,8 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
         path = record_dir(results, cell["run_id"])
         try:
             run = load_run(path)
-        except OldRecord:
+        except OldRecord as exc:
+            warn(f"{exc}; shown as missing")
             run, old = None, old + 1
         if run is not None and run.get("run_id") != cell["run_id"]:
             warn(f"record {path} says it is run {run.get('run_id')!r}, not {cell['run_id']!r}; shown as missing")
@@ -136,6 +137,8 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
         row.update(summary, git_commit=run["provenance"].get("git_commit"), stale=code.stale(run))
         probes.append(frame.assign(**{k: row[k] for k in ("mitigations", "setting", "seed", "run_id")}))
     probe_frame = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame(columns=[*PROBE_COLUMNS, "run_id"])
+    # a record with no probe rows must not turn the study's values into objects
+    probe_frame = probe_frame.astype({"step": "int64", "value": "float64"})
     if stale := [row["stale"] for row in rows if row.get("stale")]:
         warn(
             f"study {manifest['study']}: {len(stale)} record(s) made by other code than the installed one "
@@ -150,7 +153,13 @@ def _read_record(
     """(the row's values: status, diagnosis, numeric summary, loss_vs_chance; the kept probe rows).
     Raises on a record that lacks what the report reads, so it is shown as missing, not half-used."""
     series = read_probes(path)
-    status, info, provenance = str(run["status"]), run["task_info"], run["provenance"]
+    status, info, provenance = run["status"], run["task_info"], run["provenance"]
+    if status not in ("completed", "diverged", "failed"):
+        raise ValueError(f"status {status!r} is not completed, diverged or failed")
+    if not (
+        isinstance(run["mitigations"], list) and isinstance(run["seed"], int) and not isinstance(run["seed"], bool)
+    ):
+        raise TypeError("mitigations must be a list and seed an integer")
     if not (isinstance(info["headline_metrics"], list) and isinstance(info["layers"], list)):
         raise TypeError("task_info.headline_metrics and task_info.layers must be lists")
     if not isinstance(provenance["numerics"], dict) or float(provenance["wall_time_s"]) < 0:

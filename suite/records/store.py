@@ -17,6 +17,7 @@ import csv
 import ctypes
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -125,14 +126,17 @@ def load_run(path: Path) -> dict[str, Any] | None:
         run = json.loads((path / "run.json").read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        warn(f"{path / 'run.json'} unreadable ({exc}); treated as missing")
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to be a record
+        warn(f"{path / 'run.json'} unreadable ({type(exc).__name__}); treated as missing")
         return None
     if not isinstance(run, dict):
         warn(f"{path / 'run.json'} is not a record; treated as missing")
         return None
     if run.get("schema_version") != SCHEMA_VERSION:
-        raise OldRecord(f"{path / 'run.json'}: record schema {run.get('schema_version', 1)}, expected {SCHEMA_VERSION}")
+        version = run.get("schema_version", 1)
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
+        problem = "made by a newer vanex" if newer else "of an older schema"
+        raise OldRecord(f"{path / 'run.json'} is {problem} ({version}; this vanex reads {SCHEMA_VERSION})")
     return {k: _decode(v) if k in DECODED_SECTIONS else v for k, v in run.items()}
 
 
@@ -152,10 +156,13 @@ def is_finished(results_dir: str | Path, rid: str) -> bool:
 
 
 def _probes_header(path: Path) -> bool:
-    """Whether ``path``'s probes.csv starts with its header row (a cheap check of a whole file)."""
+    """Whether ``path``'s probes.csv starts with its header row and ends with a whole row (a cheap check)."""
     try:
         with open(path / "probes.csv", newline="") as f:
-            return next(csv.reader(f), None) == list(PROBE_HEADER)
+            whole = next(csv.reader(f), None) == list(PROBE_HEADER)
+        with open(path / "probes.csv", "rb") as f:  # and ends as the writer ends it, not cut mid-row
+            f.seek(-1, os.SEEK_END)
+            return whole and f.read(1) == b"\n"
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
 
@@ -269,11 +276,13 @@ def read_probes(path: Path) -> list[tuple[int, str, str, float]]:
     if not _inside(path):
         raise ValueError("a symbolic link; not read")
     try:
-        with open(path / "probes.csv", newline="") as f:
-            reader = csv.reader(f)
-            if next(reader, None) != list(PROBE_HEADER):  # an empty or truncated file is not "no probes"
-                raise ValueError("probes.csv lacks its header row (empty or truncated)")
-            return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
+        text = (path / "probes.csv").read_text()
+        reader = csv.reader(io.StringIO(text, newline=""))
+        if next(reader, None) != list(PROBE_HEADER):  # an empty or truncated file is not "no probes"
+            raise ValueError("probes.csv lacks its header row (empty or truncated)")
+        if not text.endswith("\n"):  # the writer ends every row with a newline: this one was cut mid-row
+            raise ValueError("probes.csv ends mid-row (truncated)")
+        return [(int(step), metric, layer, float(value)) for step, metric, layer, value in reader]
     except csv.Error as exc:
         raise ValueError(str(exc)) from None
 
@@ -312,6 +321,8 @@ def manifest_path(results_dir: str | Path, study: str, profile: str) -> Path:
 
 def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(results_dir, manifest["study"], manifest["profile"])
+    if path.parent.is_symlink() or path.is_symlink():
+        raise UserError(f"{path.parent} is a symbolic link; vanex writes manifests only inside the results folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_TEMP_TAG}.tmp")
     try:
@@ -339,27 +350,54 @@ def manifest_problem(manifest: Any, path: Path) -> str | None:
         return f"it names study {study!r}, profile {profile!r}, not its own file name"
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         return "'cells' is not a list of cells"
+    if not cells:
+        return "it lists no cells"
+    seen: set[str] = set()
     for cell in cells:
         rid = cell.get("run_id")
         if not (isinstance(rid, str) and RUN_ID.match(rid)):
             return f"run_id {rid!r} is not 16 hex digits"
-        if not (isinstance(cell.get("mitigations"), list) and isinstance(cell.get("settings"), dict)):
-            return f"cell {rid} lacks its mitigations or settings"
-    if not (isinstance(manifest["swept"], list) and isinstance(manifest["diagnosis"], dict)):
-        return "'swept' or 'diagnosis' is malformed"
+        if rid in seen:
+            return f"cell {rid} is listed twice"
+        seen.add(rid)
+        mitigations, seed = cell.get("mitigations"), cell.get("seed")
+        if not (isinstance(mitigations, list) and all(isinstance(m, str) for m in mitigations)):
+            return f"cell {rid}: mitigations must be a list of names"
+        if not isinstance(cell.get("settings"), dict) or not (isinstance(seed, int) and not isinstance(seed, bool)):
+            return f"cell {rid} lacks its settings or an integer seed"
+    if not (isinstance(manifest["swept"], list) and all(isinstance(k, str) for k in manifest["swept"])):
+        return "'swept' is not a list of setting names"
+    if not isinstance(manifest["task"], str):
+        return "'task' is not a task name"
+    return _thresholds_problem(manifest["diagnosis"])
+
+
+def _thresholds_problem(diagnosis: Any) -> str | None:
+    """What is wrong with a manifest's diagnosis thresholds (numbers the diagnosis accepts), or None."""
+    from vanex.conf import diagnosis_defaults
+    from vanex.science.diagnosis import DiagnosisConfig
+
+    if not isinstance(diagnosis, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in diagnosis.values()
+    ):
+        return "'diagnosis' must map thresholds to finite numbers"
+    try:
+        DiagnosisConfig(**{**diagnosis_defaults(), **diagnosis})
+    except (TypeError, ValueError) as exc:
+        return f"diagnosis thresholds: {exc}"
     return None
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest at ``path``, or None (with one warning line) if it is unreadable, behind a
     symbolic link, or fails ``manifest_problem``."""
-    if path.is_symlink():
-        warn(f"skipping manifest {path}: a symbolic link")
+    if path.is_symlink() or path.parent.is_symlink():
+        warn(f"skipping manifest {path}: a symbolic link (reads never leave the results folder)")
         return None
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        warn(f"skipping unreadable manifest {path}: {exc}")
+    except (OSError, ValueError, RecursionError) as exc:
+        warn(f"skipping unreadable manifest {path}: {type(exc).__name__}: {str(exc)[:200]}")
         return None
     if (problem := manifest_problem(manifest, path)) is not None:
         warn(f"skipping manifest {path}: {problem}")

@@ -159,13 +159,15 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
             )
     manifests = [m for m in manifests if not studies or m["study"] in studies]
     check_out(Path(out), source)
+    if runs_dir is not None and Path(results).is_dir():
+        check_out(Path(out), Path(results))  # --out never replaces nor sits inside --results either
 
     def fill(tmp: Path) -> None:
-        _write(tmp, manifests, source, profile)
+        read = _write(tmp, manifests, source, profile)
         if runs_dir_is_study(source, manifests):  # the records ship with the report, for `vanex claims`
             from vanex.report.claims import metrics_read
 
-            write_bundle(tmp / BUNDLE, source, manifests, metrics_read)
+            write_bundle(tmp / BUNDLE, source, manifests, metrics_read, read)
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(
             "written by `vanex report`; this whole folder is replaced when the report is rewritten, unless it\n"
@@ -183,21 +185,11 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
 
 MARKER = ".vanex-report"  # marks a folder as a report, which the next report may replace whole
 FILES = "files:"  # in the marker: the files the report wrote follow this line
-REPORT_ENTRIES = {
-    "summary.md",
-    "summary.csv",
-    "index.html",
-    "diagnosis.csv",
-    "claims.csv",
-    "timing.csv",
-    "CITATION.bib",
-}
-REPORT_ENTRIES |= {"tables", "figures", BUNDLE, MARKER}
 
 
 def check_out(out: Path, source: Path) -> None:
     """Refuse an output folder the report would destroy or that holds the records: ``--out`` must be
-    absent, empty, or a previous report (its marker, or nothing but a report's files), and neither
+    absent, empty, or a previous report (its marker listing every file in it), and neither
     equal to nor containing nor inside the records folder."""
     out_abs, source_abs = out.resolve(), source.resolve()
     if out_abs == source_abs or source_abs.is_relative_to(out_abs) or out_abs.is_relative_to(source_abs):
@@ -210,11 +202,11 @@ def check_out(out: Path, source: Path) -> None:
         entries = {p.name for p in out.iterdir()}
         if MARKER in entries:
             _check_previous_report(out)
-        elif entries and not entries <= REPORT_ENTRIES:
-            other = sorted(entries - REPORT_ENTRIES)
+        elif entries:  # without the marker nothing tells a report's files from a user's of the same name
+            shown = sorted(entries)
             raise UserError(
-                f"--out '{out}' holds files that are not a vanex report ({', '.join(other[:3])}"
-                f"{', ...' if len(other) > 3 else ''}) and would be deleted; give a new, empty or report folder"
+                f"--out '{out}' is not empty and not a vanex report ({', '.join(shown[:3])}"
+                f"{', ...' if len(shown) > 3 else ''} would be deleted); give a new or empty folder, or a report's"
             )
 
 
@@ -245,7 +237,9 @@ def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
     return all(m["profile"] != "runs" for m in manifests)
 
 
-def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None:
+def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[str]:
+    """Write the report's files into ``out``; returns the run ids of the records it read (the others were
+    missing, unreadable or refused, each named in a warning)."""
     from vanex.report.figures import set_styles
     from vanex.report.html import write_html
 
@@ -316,3 +310,4 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> None
     if skipped:
         warn(f"{skipped} records of an older schema were skipped (shown as missing); rerun their studies")
     print(f"report: {len(records)} records, {missing} cells missing", file=sys.stderr)
+    return set(all_records)

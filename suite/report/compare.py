@@ -64,6 +64,9 @@ def load(path: str, profile: str, scratch: Path) -> Side:
             f"'{path}' is neither a report (summary.csv and tables/, from `vanex report`) nor a results "
             "folder with study manifests (_studies/, from `vanex study`)"
         )
+    linked = [p for p in (report, *report.iterdir(), *report.glob("tables/*")) if p.is_symlink()]
+    if linked:
+        raise UserError(f"'{linked[0]}' is a symbolic link; compare reads only the report's own files")
     tables = {
         p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(report.glob("tables/*.csv"))
     }
@@ -178,6 +181,16 @@ def compare(a: str, b: str, profile: str, notes: list[str] | None = None) -> lis
     """Everything that moved from ``a`` to ``b``, one line each (empty: nothing moved); what may
     differ across CPU models without breaking the promise is appended to ``notes``."""
     notes = [] if notes is None else notes
+    try:
+        return _compare(a, b, profile, notes)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # pandas' parse errors are ValueErrors
+        raise UserError(
+            f"cannot compare {a} and {b}: a report file is damaged or not written by vanex ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); write the report again with `vanex report`"
+        ) from None
+
+
+def _compare(a: str, b: str, profile: str, notes: list[str]) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="vanex-compare-") as scratch:
         left = load(a, profile, Path(scratch) / "a")
         right = load(b, profile, Path(scratch) / "b")
