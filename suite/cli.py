@@ -35,6 +35,13 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} -h)")
 
 
+def _not_empty(args: argparse.Namespace, *names: str) -> None:
+    """Refuse an option given as an empty string (``--out ''`` would otherwise mean the default folder)."""
+    for name in names:
+        if getattr(args, name, None) == "":
+            raise UserError(f"--{name} is empty; give a folder")
+
+
 def _profiles_help(what: str) -> str:
     return f"{what}: one of {', '.join(profiles())} (default: {default('profile')})"
 
@@ -45,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if argv else 2
     if argv[0] == "--version":
+        if argv[1:]:
+            print(f"vanex: error: --version takes no arguments, got {' '.join(argv[1:])}", file=sys.stderr)
+            return 2
         print(_version())
         return 0
     command, rest = argv[0], argv[1:]
@@ -302,6 +312,7 @@ def _one_line(record: dict, results_dir: str) -> str:
     return text + (f"\nerror: {record['error']}" if record["error"] else "")
 
 
+MAX_JOBS = 256  # worker processes of one study: each holds torch (~0.5 GB); more would exhaust a machine's memory
 STUDY_OVERRIDES = ("results_dir", "progress", "device")  # where and how cells run, not what they train
 
 
@@ -335,8 +346,8 @@ def cmd_study(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.keep_stale:
         os.environ[KEEP_STALE] = "1"  # read by every is_finished, in this process and the ones it starts
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be a positive number of processes, not {args.jobs}")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UserError(f"--jobs must be a number of processes from 1 to {MAX_JOBS}, not {args.jobs}")
     for override in args.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key in ("profile", "seed"):
@@ -393,6 +404,7 @@ def cmd_report(argv: list[str]) -> int:
         help="report every record in DIR (e.g. a `vanex run -m` sweep), grouped by settings",
     )
     args = parser.parse_args(argv)
+    _not_empty(args, "results", "out", "runs")
     out = args.out or ("reports" if args.profile == default("profile") else f"reports-{args.profile}")
     write_report(args.results, out, args.profile, args.study, runs_dir=args.runs)
     return 0
@@ -431,6 +443,7 @@ def cmd_claims(argv: list[str]) -> int:
         "(refused for a claim whose definition changed without a version bump)",
     )
     args = parser.parse_args(argv)
+    _not_empty(args, "results")
     if args.lock:
         return _lock_claims()
     if not Path(args.results).is_dir():
@@ -508,6 +521,8 @@ def cmd_compare(argv: list[str]) -> int:
         help=_profiles_help("profile of a results folder's manifests"),
     )
     args = parser.parse_args(argv)
+    if "" in (args.a, args.b):
+        raise UserError("compare needs two folders, got an empty name")
     return compare(args.a, args.b, args.profile)
 
 

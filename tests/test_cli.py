@@ -153,6 +153,10 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         (["claims", "--bogus"], "vanex claims: unrecognized arguments: --bogus"),
         (["run", "--profile"], "--profile needs a name: one of full, quick, smoke"),
         (["run", "--profile=smok"], "unknown profile 'smok' (did you mean 'smoke'?)"),
+        (["report", "--out", ""], "--out is empty; give a folder"),
+        (["claims", "--results", ""], "--results is empty; give a folder"),
+        (["--version", "x"], "--version takes no arguments"),
+        (["study", "mlp_meanfield", "--jobs", "100000"], "--jobs must be a number of processes from 1 to 256"),
     ]:
         bad = vanex(*args)
         assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"vanex: error: {bad.stderr[14:].strip()}"]
@@ -195,7 +199,7 @@ def test_a_study_refuses_a_job_count_below_one(jobs, results):
     out = vanex("study", "mlp_meanfield", "--jobs", jobs, f"results_dir={results}")
     assert (
         out.returncode == 2
-        and out.stderr.strip() == f"vanex: error: --jobs must be a positive number of processes, not {jobs}"
+        and out.stderr.strip() == f"vanex: error: --jobs must be a number of processes from 1 to 256, not {jobs}"
     )
     assert not results.exists() or not list(results.iterdir())
     assert not results.exists() or not _records(results)

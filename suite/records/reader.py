@@ -21,6 +21,7 @@ import pandas as pd
 from vanex.conf import diagnosis_defaults
 from vanex.records import code
 from vanex.records.store import (
+    RUN_ID,
     OldRecord,
     load_run,
     make_manifest,
@@ -192,6 +193,8 @@ def adhoc_manifests(runs_dir: str | Path) -> list[dict[str, Any]]:
     """One manifest per task for every record in ``runs_dir`` (e.g. a ``vanex run -m`` sweep)."""
     by_task: dict[str, list[tuple]] = {}
     for path in sorted(Path(runs_dir).iterdir()):
+        if not RUN_ID.match(path.name):  # not a record folder: _studies, _leases, a user's files
+            continue
         try:
             run = load_run(path)
             if run is not None and run["run_id"] != path.name:
