@@ -526,6 +526,18 @@ def cmd_compare(argv: list[str]) -> int:
     return compare(args.a, args.b, args.profile)
 
 
+def _task_defaults(task: str) -> dict:
+    """A task's settings as its config file has them ({} where the task is no longer installed)."""
+    from omegaconf import OmegaConf
+    from vanex.engine.config import compose, flatten
+
+    try:
+        cfg = OmegaConf.to_container(compose([f"task={task}"]), resolve=True)
+    except UserError:
+        return {}
+    return {**flatten("task.", cfg["task"]), **flatten("optim.", cfg["optim"])}
+
+
 def cmd_show(argv: list[str]) -> int:
     from vanex.report import show
 
@@ -546,7 +558,7 @@ def cmd_show(argv: list[str]) -> int:
     path = show.find_record(args.run, args.results)
     run, probes, diagnosis = show.read(path)
     out = show.out_path(args.out, run["run_id"])
-    print(show.describe(run, diagnosis, path))
+    print(show.describe(run, diagnosis, path, _task_defaults(run["task"])))
     if probes.empty:
         print("  no probe series in this record (a run that failed before its first step); no figure drawn")
         return 0

@@ -103,8 +103,11 @@ def test_report_needs_only_records_and_manifests(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
     study = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
     assert study.returncode == 0, study.stderr
-    (reports / "figures").mkdir(parents=True)
-    (reports / "figures" / "stale.png").write_bytes(b"old")  # a report is replaced whole
+    first = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
+    assert first.returncode == 0, first.stderr
+    (reports / "figures" / "stale.png").write_bytes(b"old")  # a figure the previous report wrote, this one not:
+    with open(reports / ".vanex-report", "a") as marker:  # the report is replaced whole
+        marker.write("figures/stale.png\n")
     code = (
         "import sys; from vanex.report.build import write_report; "
         f"write_report({str(results)!r}, {str(reports)!r}, 'smoke', None); "

@@ -139,6 +139,16 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         argv += [f"--with={','.join(s)}" for s in with_sets or []]
         failed += _on_path(mode, argv, [r for r in runs if r.settings["numerics"] == mode])
     print(f"study {name}: done in {time.perf_counter() - start:.0f}s, {failed} failed", file=sys.stderr)
+    if not only:  # what to run next (a second-path study process leaves this to the study that started it)
+        print(
+            f"study {name}: next, `vanex report --profile {profile}` and `vanex claims --profile {profile}`"
+            + (
+                f" (with results_dir={runs[0].results_dir}: --results {runs[0].results_dir})"
+                if runs and str(runs[0].results_dir) != "results"
+                else ""
+            ),
+            file=sys.stderr,
+        )
     return failed
 
 
@@ -601,6 +611,17 @@ def _wait_for(name: str, claimed: list[PlannedRun], start: float, execute) -> in
     return failed
 
 
+def _duration(seconds: float) -> str:
+    """'45s', '12 min' or '1.5 h': an estimate of the time left, as a person reads it."""
+    return (
+        f"{seconds:.0f}s"
+        if seconds < 90
+        else f"{seconds / 60:.0f} min"
+        if seconds < 5400
+        else f"{seconds / 3600:.1f} h"
+    )
+
+
 def _report_progress(results, total: int, start: float, quiet_claimed: bool = False) -> tuple[int, list[PlannedRun]]:
     """Print one line per finished run; returns (how many failed, the runs another sweep holds)."""
     failed, claimed = 0, []
@@ -619,9 +640,11 @@ def _report_progress(results, total: int, start: float, quiet_claimed: bool = Fa
         verdict = "/".join(diagnosis[part]["verdict"] for part in ("init", "training")) if diagnosis else "-"
         loss = record["summary"].get("final_train_loss")
         loss_text = "" if loss is None else f" final_train_loss={loss:.4g}"
+        elapsed = time.perf_counter() - start
+        left = f", ~{_duration(elapsed / i * (total - i))} left" if i < total else ""
         print(
             f"{where}: {record['status']} (init/training {verdict})"
-            f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {time.perf_counter() - start:.0f}s total)",
+            f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {elapsed:.0f}s total{left})",
             file=sys.stderr,
         )
         if record["status"] == "failed":

@@ -80,10 +80,10 @@ def read(path: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any] | Non
     return run, pd.DataFrame(series, columns=PROBE_COLUMNS), diagnosis
 
 
-def describe(run: dict[str, Any], diagnosis: dict[str, Any] | None, path: Path) -> str:
-    """The text part: what the run was and how it ended, in a few lines."""
+def describe(run: dict[str, Any], diagnosis: dict[str, Any] | None, path: Path, defaults: dict[str, Any]) -> str:
+    """The text part: what the run was and how it ended, in a few lines; ``defaults``: the task's settings as
+    its config file has them (the settings that differ from them are listed)."""
     settings = run["settings"]
-    defaults = _defaults(run["task"])
     changed = {
         k: v
         for k, v in settings.items()
@@ -106,18 +106,6 @@ def describe(run: dict[str, Any], diagnosis: dict[str, Any] | None, path: Path) 
             f"step-0 global gradient norm {_fmt(init['grad_norm_global'])}); training {training['label']}"
         )
     return "\n".join(lines)
-
-
-def _defaults(task: str) -> dict[str, Any]:
-    """The task's settings as its config file has them ({} where the task is no longer installed)."""
-    from omegaconf import OmegaConf
-    from vanex.engine.config import compose, flatten
-
-    try:
-        cfg = OmegaConf.to_container(compose([f"task={task}"]), resolve=True)
-    except UserError:
-        return {}
-    return {**flatten("task.", cfg["task"]), **flatten("optim.", cfg["optim"])}
 
 
 def _fmt(value: Any) -> str:
