@@ -10,28 +10,48 @@ leases and records. Reported at the end of the run (``conftest.py``), never asse
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import vanex
 from omegaconf import OmegaConf
 from plain import bare_steps
+from vanex import numerics
 from vanex.engine.config import prepare
 from vanex.engine.runner import make_optimizer, seed_everything
 from vanex.engine.study import plan
 
 pytestmark = pytest.mark.bench
 
-STUDY = "mlp_meanfield"  # 55 runs of 100 steps (quick profile): the engine's per-run costs show in full
+STUDY = "mlp_meanfield"  # 205 runs of 100 steps, 95 of them on the second numeric path (quick profile)
+HERE = Path(__file__).resolve().parent
 ROUNDS = int(os.environ.get("VANEX_BENCH_ROUNDS", "3"))
 
 
 def bare_runs(results_dir: str) -> float:
-    """Seconds spent in the bare training loops of every run of the study."""
+    """Seconds spent in the bare training loops of every run of the study: those on this process's numeric
+    code path here, the others in a process on theirs (the paths are fixed before torch loads), as the
+    study itself trains them."""
+    _, runs = plan(STUDY, "quick", [f"results_dir={results_dir}"])
+    here = numerics.active_mode()
+    total = _bare(results_dir, here)
+    for mode in sorted({r.settings["numerics"] for r in runs} - {here}):
+        code = f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent)]!r}; from vanex import numerics; "
+        code += f"numerics.apply({mode!r}); import test_engine as t; "  # the code path before torch loads
+        code += f"print(t._bare({results_dir!r}, {mode!r}))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        total += float(out.stdout.split()[-1])
+    return total
+
+
+def _bare(results_dir: str, mode: str) -> float:
     _, runs = plan(STUDY, "quick", [f"results_dir={results_dir}"])
     total = 0.0
-    for planned in runs:
+    for planned in (r for r in runs if r.settings["numerics"] == mode):
         spec = prepare(OmegaConf.create({**planned.config, "progress": False}))
         seed_everything(spec.run.seed, spec.run.threads)
         task = spec.task_cls(spec.task_config, torch.device("cpu"))  # the data: not timed
