@@ -390,6 +390,10 @@ def test_deep_json_a_cut_probes_file_and_links_out_are_refused_in_one_warning(tm
     with pytest.raises(ValueError, match="ends mid-row"):
         records.read_probes(record.parent)
     assert not records.is_finished(results, record.parent.name)  # a study trains it again
+    newer = {**json.loads(record.read_text()), "schema_version": records.SCHEMA_VERSION + 1}
+    record.write_text(json.dumps(newer))
+    with pytest.raises(UserError, match="made by a newer vanex"):  # a study never overwrites it
+        records.is_finished(results, record.parent.name)
     record.write_text("[" * 100_000 + "]" * 100_000)
     assert records.load_run(record.parent) is None
     outside = tmp_path / "outside"

@@ -68,7 +68,11 @@ def record_dir(results_dir: str | Path, rid: str) -> Path:
 
 
 class OldRecord(Exception):
-    """A run.json of an earlier schema."""
+    """A run.json of another schema than this vanex writes (an older one, or a newer: ``NewerRecord``)."""
+
+
+class NewerRecord(OldRecord):
+    """A run.json made by a newer vanex: read as missing, and never overwritten by this one."""
 
 
 # Strict JSON: a non-finite float is written as one of these strings (JSON has no NaN or Infinity)
@@ -136,7 +140,9 @@ def load_run(path: Path) -> dict[str, Any] | None:
         version = run.get("schema_version", 1)
         newer = isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION
         problem = "made by a newer vanex" if newer else "of an older schema"
-        raise OldRecord(f"{path / 'run.json'} is {problem} ({version}; this vanex reads {SCHEMA_VERSION})")
+        raise (NewerRecord if newer else OldRecord)(
+            f"{path / 'run.json'} is {problem} ({version}; this vanex reads {SCHEMA_VERSION})"
+        )
     return {k: _decode(v) if k in DECODED_SECTIONS else v for k, v in run.items()}
 
 
@@ -148,6 +154,8 @@ def is_finished(results_dir: str | Path, rid: str) -> bool:
     with ``VANEX_KEEP_STALE=1``, by any code)."""
     try:
         run = load_run(record_dir(results_dir, rid))
+    except NewerRecord as exc:  # training it again would replace a newer vanex's result
+        raise UserError(f"{exc}: upgrade vanex, or move the record to train the cell again") from None
     except OldRecord:
         return False  # rerun: the new record replaces it
     if run is None or run.get("status") not in FINISHED or not _probes_header(record_dir(results_dir, rid)):

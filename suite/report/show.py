@@ -63,8 +63,8 @@ def read(path: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any] | Non
     try:
         run = load_run(path)
         series = read_probes(path) if (path / "probes.csv").exists() else []
-    except OldRecord:
-        raise UserError(f"{path} is a record of an older schema; run it again to show it") from None
+    except OldRecord as exc:
+        raise UserError(f"{exc}; show it with the vanex that reads it, or train it again") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path / 'probes.csv'} is unreadable ({exc})") from None
     if run is None:
