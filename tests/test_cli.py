@@ -159,7 +159,8 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         (["study", "mlp_meanfield", "--jobs", "100000"], "--jobs must be a number of processes from 1 to 256"),
     ]:
         bad = vanex(*args)
-        assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [f"vanex: error: {bad.stderr[14:].strip()}"]
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("vanex: error: "), bad.stderr
         assert expected in bad.stderr, bad.stderr
     helped = vanex("run", "--help")
     assert helped.returncode == 0 and helped.stdout.startswith("usage: vanex run [--profile NAME]")
