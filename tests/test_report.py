@@ -344,6 +344,7 @@ def _fake_report(
     cpu: str = "AMD EPYC",
     ratio: float = 0.5,
     init: str = "stable",
+    training: tuple[str, bool] = ("healthy", True),
 ) -> Path:
     """A minimal report folder as `vanex compare` reads it: one run, one cell, one claim."""
     (folder / "tables").mkdir(parents=True)
@@ -359,7 +360,8 @@ def _fake_report(
     cell = {"mitigations": "relu", "task.depth": 20, "mitigation.tbptt.window": None, "seeds": 3}
     cell |= {"completed": 3 - diverged, "diverged": diverged, "failed": 0, "missing": 0}
     cell |= {"final_train_loss_mean": mean, "final_train_loss_ci_low": low, "final_train_loss_ci_high": high}
-    cell |= {"final_train_loss_n": 3, "final_train_loss_note": "", "init": init, "training": "healthy"}
+    cell |= {"final_train_loss_n": 3, "final_train_loss_note": "", "init": init, "init_settled": True}
+    cell |= {"training": training[0], "training_settled": training[1]}
     # a second cell where a setting applies that the first one leaves empty (as tbptt's window in rnn_copy)
     other = cell | {"mitigations": "tbptt", "mitigation.tbptt.window": 10, "completed": 3, "diverged": 0}
     other |= {"final_train_loss_mean": 0.3, "final_train_loss_ci_low": 0.2, "final_train_loss_ci_high": 0.4}
@@ -401,6 +403,23 @@ def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdic
     ]
     verdict = _fake_report(tmp_path / "d", (0.50, 0.40, 0.60), init="vanishing", **intel)
     assert any("init verdict: stable -> vanishing" in m for m in compare(base, str(verdict), "quick"))
+    # a cell whose seeds disagree (mixed) may change its majority across CPU models: a note, not a difference;
+    # on one CPU model, or where both sides are settled, a changed verdict is a difference
+    mixed = str(_fake_report(tmp_path / "m", (0.50, 0.40, 0.60), training=("healthy", False)))
+    notes = []
+    assert (
+        compare(
+            mixed,
+            str(_fake_report(tmp_path / "e", (0.5, 0.4, 0.6), training=("stalled", False), **intel)),
+            "quick",
+            notes,
+        )
+        == []
+    )
+    assert any("training verdict: healthy -> stalled (mixed: seeds disagree)" in n for n in notes)
+    assert compare(mixed, str(_fake_report(tmp_path / "f", (0.5, 0.4, 0.6), training=("stalled", False))), "quick")
+    settled = _fake_report(tmp_path / "g", (0.5, 0.4, 0.6), training=("stalled", True), **intel)
+    assert "toy [relu, 20, –] training verdict: healthy -> stalled" in compare(base, str(settled), "quick")
 
 
 @pytest.mark.slow

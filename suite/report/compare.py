@@ -14,7 +14,9 @@ declares:
   a word (diverged, underflow, not applicable) must be the same word;
 - per cell the majority diagnosis (init and training) and, on one CPU model, the counts of seeds
   completed / diverged / failed must be equal; across CPU models a run at the edge of stability may
-  flip between completed and diverged (4 of 519 did): such flips are listed as notes;
+  flip between completed and diverged (4 of 519 did), and a *mixed* cell (no verdict read by 80% of
+  its seeds, ``tables.SETTLED``) may change its majority: such moves are listed as notes. A
+  settled verdict on both sides that differs is a difference;
 - per claim its status.
 
 Runs or cells present on one side only are listed too; sides of different profiles are refused.
@@ -160,12 +162,22 @@ def _cells(a: Side, b: Side, notes: list[str]) -> list[str]:
                     (moved if exactly or count == "failed" else notes).append(line)
             for part in ("init", "training"):
                 if part in x and str(x[part]) != str(y[part]):
-                    moved.append(f"{study} [{cell}] {part} verdict: {x[part]} -> {y[part]}")
+                    line = f"{study} [{cell}] {part} verdict: {x[part]} -> {y[part]}"
+                    mixed = not (_settled(x, part) and _settled(y, part))
+                    (notes if mixed and not exactly else moved).append(
+                        line + (" (mixed: seeds disagree)" if mixed else "")
+                    )
             for metric in metrics:
                 why = _metric_moved(metric, x, y, exactly)
                 if why:
                     moved.append(f"{study} [{cell}] {metric}: {why}")
     return moved
+
+
+def _settled(row: pd.Series, part: str) -> bool:
+    """Whether a cell's verdict is settled (read by most of its seeds; reports before 0.3.1 lack the column)."""
+    value = row.get(f"{part}_settled", True)
+    return str(value).lower() not in ("false", "0", "0.0")
 
 
 def _claims(a: Side, b: Side) -> list[str]:

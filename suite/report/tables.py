@@ -22,6 +22,7 @@ NOT_A_NUMBER = {
 }
 INIT_METRIC = "init_log10_backward_ratio"  # the step-0 backward signal the init verdict reads (log10, decades)
 INIT_METRICS = (INIT_METRIC, "init_log10_grad_ratio")  # and the weight-gradient ratio, for comparison (CSV only)
+SETTLED = 0.8  # a cell's verdict is settled when at least this share of its finished seeds reads it; else *mixed*
 
 
 def _metric_stats(done: pd.DataFrame, metric: str) -> dict[str, Any]:
@@ -53,6 +54,15 @@ def _majority(values: pd.Series) -> tuple[str, int, str]:
     return verdict, count, ", ".join(f"{v} {c}" for v, c in rest)
 
 
+def _also(done: pd.DataFrame) -> str:
+    """The conditions that co-occur with a cell's training verdicts, each with its count of seeds:
+    'vanishing 3, unstable 1' (a run's flags name its verdict first, then what else it showed)."""
+    if "training_flags" not in done:
+        return ""
+    counts = Counter(f for flags in done["training_flags"].dropna() for f in str(flags).split("+")[1:] if f)
+    return ", ".join(f"{flag} {count}" for flag, count in counts.most_common())
+
+
 def cell_frame(
     cells: pd.DataFrame, manifest: dict[str, Any], headline: list[str], claims: dict[str, list[str]] | None = None
 ) -> pd.DataFrame:
@@ -60,8 +70,10 @@ def cell_frame(
     how many seeds completed / diverged / failed / are missing / are stale, for the step-0 log10 gradient ratio and
     each headline metric the mean over completed seeds with its 95% Student-t interval (``<m>_mean``,
     ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_n``, and ``<m>_note`` when there is no number), both diagnosis
-    parts (majority verdict, its count, the others, the median log10 ratio), and the claims that read the
-    cell (``claims``: run_id -> claim names)."""
+    parts (majority verdict, its count, the others, whether it is settled: read by at least ``SETTLED``
+    of the finished seeds, else the cell is *mixed*; the median log10 ratio; ``training_also``: the
+    conditions that co-occur in training, with their counts), and the claims that read the cell
+    (``claims``: run_id -> claim names)."""
     swept, claims = manifest["swept"], claims or {}
     metrics = list(dict.fromkeys((*INIT_METRICS, *headline)))
     rows = []
@@ -80,21 +92,19 @@ def cell_frame(
         done = group[group["status"].isin(["completed", "diverged"])]
         for metric in metrics:
             row.update({f"{metric}_{k}": v for k, v in _metric_stats(done, metric).items()})
-        for part, column, ratio in (
-            ("init", "init", INIT_METRIC),
-            ("training", "training_label", "late_log10_grad_ratio"),
-        ):
-            column = column if column in done else part  # records read before labels existed
-            verdict, count, others = _majority(done[column]) if column in done else ("", 0, "")
+        for part, ratio in (("init", INIT_METRIC), ("training", "late_log10_grad_ratio")):
+            verdict, count, others = _majority(done[part]) if part in done else ("", 0, "")
             ratios = pd.to_numeric(done[ratio], errors="coerce").dropna() if ratio in done else pd.Series([])
             row.update(
                 {
                     part: verdict,
                     f"{part}_count": count,
                     f"{part}_others": others,
+                    f"{part}_settled": bool(verdict) and count >= SETTLED * len(done),
                     f"{part}_median_log10_ratio": float(ratios.median()) if len(ratios) else math.nan,
                 }
             )
+        row["training_also"] = _also(done)
         names = sorted({c for rid in group["run_id"] for c in claims.get(rid, [])})
         row["claims"] = "; ".join(names)
         rows.append(row)
@@ -156,12 +166,24 @@ def interval_text(mean: float, low: float, high: float) -> str:
     return f"{_number(mean, digits)} [{_number(low, digits)}, {_number(high, digits)}]"
 
 
+def _verdict_words(row: pd.Series, part: str, n: int) -> str:
+    """'stalled 4/5 (+vanishing 3)': a settled verdict, its count of n and the conditions that co-occur in
+    training; 'mixed: stalled 3, vanishing 2 of 5' where no verdict is read by ``SETTLED`` of the seeds."""
+    if not row[part]:
+        return "n/a"
+    if not row.get(f"{part}_settled", True):
+        others = f", {row[f'{part}_others']}" if row[f"{part}_others"] else ""
+        return f"mixed: {row[part]} {row[f'{part}_count']}{others} of {n}"
+    also = row.get(f"{part}_also", "") if part == "training" else ""
+    also = also if isinstance(also, str) else ""
+    return f"{row[part]} {row[f'{part}_count']}/{n}" + (f" (+{also.replace(', ', ', +')})" if also else "")
+
+
 def _verdict_text(row: pd.Series, part: str, n: int) -> str:
     if not row[part]:
         return "not applicable"
-    others = f" ({row[f'{part}_others']})" if row[f"{part}_others"] else ""
-    median = row[f"{part}_median_log10_ratio"]
-    return f"{row[part]} {row[f'{part}_count']}/{n}{others}; {_number(median)}"
+    others = f" (others: {row[f'{part}_others']})" if row[f"{part}_others"] and row.get(f"{part}_settled", True) else ""
+    return f"{_verdict_words(row, part, n)}{others}; {_number(row[f'{part}_median_log10_ratio'])}"
 
 
 def display_frame(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> pd.DataFrame:
@@ -197,8 +219,12 @@ def caption(manifest: dict[str, Any]) -> str:
         f"the completed seeds with its {LEVEL:.0%} confidence interval in brackets (Student t with n−1 degrees of "
         "freedom: mean ± t·s/√n, clipped to the metric's range; cells with fewer than 3 seeds show the mean alone); "
         "the step-0 log10 ratio is averaged over every finished seed, diverged ones "
-        "included. Verdicts: the majority verdict, its count out of n (others in brackets), then the median log10 "
-        "ratio. Words: " + "; ".join(f"*{k}*: {v}" for k, v in NOT_A_NUMBER.items()) + "."
+        "included. Verdicts: the majority verdict and its count out of n, the conditions that co-occur in training "
+        "with their counts (+...), the other verdicts, then the median log10 ratio; a cell where no verdict is read "
+        f"by {SETTLED:.0%} of the seeds is *mixed* (its verdicts listed): at the edge, where another CPU's rounding"
+        " may move it (`vanex compare` notes such moves rather than failing). Words: "
+        + "; ".join(f"*{k}*: {v}" for k, v in NOT_A_NUMBER.items())
+        + "."
     )
 
 
@@ -304,14 +330,9 @@ def study_latex(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[st
 
 
 def _majority_text(frame: pd.DataFrame, part: str, n: pd.Series) -> pd.Series:
-    """'stalled 4/5 (+vanishing)': the majority verdict, its count of n, then the conditions that co-occur."""
-
-    def text(verdict: str, count: int, of: int) -> str:
-        main, _, flags = verdict.partition(" (")
-        return f"{main} {count}/{of}" + (f" ({flags}" if flags else "") if verdict else "n/a"
-
+    """Each cell's verdict as ``_verdict_words`` writes it."""
     return pd.Series(
-        [text(*cell) for cell in zip(frame[part], frame[f"{part}_count"], n, strict=True)], index=frame.index
+        [_verdict_words(row, part, int(k)) for (_, row), k in zip(frame.iterrows(), n, strict=True)], index=frame.index
     )
 
 
@@ -324,7 +345,8 @@ def _latex_float(table: pd.DataFrame, manifest: dict[str, Any], number: int, tot
     notes = (
         "n: seeds done/diverged/failed. "
         f"Mean over completed seeds [{LEVEL:.0%} CI, Student t, clipped to the metric's range]; fewer than 3 "
-        "seeds: the mean alone. Verdicts: majority, its count of n, co-occurring conditions in brackets. "
+        "seeds: the mean alone. Verdicts: majority, its count of n, co-occurring conditions with their counts in "
+        f"brackets; mixed: no verdict in {SETTLED:.0%} of the seeds. "
         "Every column and word is explained in "
         f"the report (summary.md, study {manifest['study']})."
     )
