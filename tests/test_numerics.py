@@ -57,7 +57,11 @@ def test_a_study_entry_runs_its_cells_on_every_path_it_lists(monkeypatch):
 @pytest.mark.slow
 def test_a_study_trains_the_second_path_in_its_own_process_and_claims_read_both(tmp_path):
     results = tmp_path / "results"
-    out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    # run from a folder holding another vanex (a source checkout): the second path's process must still
+    # run the installed one, as the first does (`python -m` there imported this one and its entry points)
+    (tmp_path / "vanex").mkdir()
+    (tmp_path / "vanex" / "__init__.py").write_text("raise ImportError('the vanex in the working directory')\n")
+    out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "then the cells on numerics generic in their own process" in out.stderr
     records = [json.loads(p.read_text()) for p in results.glob("*/run.json")]

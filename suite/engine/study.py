@@ -153,13 +153,16 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
 
 
 ONLY_PATH = "VANEX_STUDY_NUMERICS"  # set for a study process that runs one numeric path's cells
+CHILD = "import sys; del sys.path[0]; from vanex.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     """Run a study's cells of numeric code path ``mode`` in a study process of their own (the code
     paths are fixed before torch loads, so one process cannot train two); returns how many failed."""
     env = {**os.environ, numerics.MODE_ENV: mode, ONLY_PATH: mode}
-    child = subprocess.Popen([sys.executable, "-m", "vanex.cli", "study", *argv], env=env)
+    # not `python -m`: it puts the working directory first on sys.path, so a source checkout of another
+    # vanex there (its package or its .egg-info's entry points) would train in place of the installed one
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env=env)
 
     def stop(signum: int, frame: Any) -> None:  # a TERM to this study stops that one too: nothing trains on
         child.send_signal(signum)
