@@ -1,7 +1,9 @@
 """The deep MLP's report section (torch-free, beside its task; registered through the ``vanex.sections``
 entry point): the mean-field prediction of the backward signal per layer (``vanex.science.meanfield``)
 against the ``backprop`` probe at initialisation, with the agreement as numbers, the trainability
-phase diagram against the depth scale, and batch norm's gradient explosion against Yang et al.'s rate.
+phase diagram against the depth scale, batch norm's gradient explosion against Yang et al.'s rate, and
+the spread of the input-output Jacobian across depth and width against its finite-width prediction
+(Hanin 2018; the ``input_jacobian`` probe).
 
 A study takes part when its records are deep MLPs under ``task.init=scaled`` (weights
 N(0, sigma_w^2/fan_in), biases 0) whose probes hold ``grad_preact``.
@@ -119,10 +121,13 @@ def summary(points: pd.DataFrame) -> tuple[pd.DataFrame, float, float]:
 
 
 def phase(records: dict[str, dict]) -> pd.DataFrame:
-    """Per (activation, sigma_w, depth): the share of seeds that trained (``vanex.science.stats.trained``)."""
+    """Per (activation, sigma_w, depth): the share of seeds that trained (``vanex.science.stats.trained``);
+    runs of one step (read at initialisation only) say nothing about trainability and are left out."""
     runs = _scaled_runs(records)
     rows = []
     for r in runs.values():
+        if int(r["settings"].get("task.steps", 0)) <= 1:
+            continue
         ok = trained(loss_vs_chance(r["summary"].get("final_train_loss"), r["task_info"]["chance_loss"]))
         s = r["settings"]
         rows.append((s["task.activation"], s["task.weight_scale"], s["task.depth"], s["task.steps"], float(ok)))
@@ -268,6 +273,105 @@ def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[s
         path = save(fig, out / f"{study}_phase_{act}.png", plt, data)
         parts.extend(figure_links(path))
     return parts
+
+
+JACOBIAN = ("jacobian_logsq_mean", "jacobian_logsq_var", "jacobian_zero_fraction")
+
+
+def jacobian_points(study: StudyData) -> pd.DataFrame:
+    """Per (depth, width) of He-initialised ReLU MLPs with the ``input_jacobian`` probe: the variance of
+    ln ||J(x)^T u||^2 over inputs and seeds with a 95% bootstrap interval over seeds (one path: pinned
+    when present), beta = depth/width and the finite-width prediction."""
+    from vanex.report.claims_builtin import DIGITS_INPUTS, pooled_variance
+
+    def shape(record: dict) -> tuple[int, int]:
+        return int(record["settings"]["task.depth"]), int(record["settings"]["task.width"])
+
+    step0 = study.probes[study.probes["metric"].isin(JACOBIAN)]
+    if step0.empty:
+        return pd.DataFrame()
+    step0 = step0[step0["step"] == 0].pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    runs = {rid: r for rid, r in study.records.items() if rid in step0.index and r["task"] == "deep_mlp"}
+    runs = {rid: r for rid, r in runs.items() if r["settings"].get("task.activation") == "relu"}
+    paths = {r["settings"].get("numerics") for r in runs.values()}
+    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    rng = np.random.default_rng(0)
+    rows = []
+    for depth, width in sorted({shape(r) for r in runs.values() if r["settings"].get("numerics") == path}):
+        ids = [rid for rid, r in runs.items() if shape(r) == (depth, width) and r["settings"].get("numerics") == path]
+        stats = step0.loc[ids, list(JACOBIAN)].to_numpy(dtype=float)
+        boot = [pooled_variance(stats[rng.integers(0, len(stats), len(stats))]) for _ in range(400)]
+        low, high = np.quantile(boot, [0.025, 0.975])
+        predicted = meanfield.relu_jacobian_log_variance(depth, width, DIGITS_INPUTS)
+        rows.append((depth, width, depth / width, pooled_variance(stats), low, high, predicted, len(ids)))
+    columns = ["depth", "width", "beta", "measured", "ci_low", "ci_high", "predicted", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def jacobian_section(study: StudyData, out: Path) -> list[str]:
+    """The measured spread of the input-output Jacobian against its prediction, as a table and a figure."""
+    from vanex.report.claims_builtin import DIGITS_INPUTS
+
+    points = jacobian_points(study)
+    if points.empty:
+        return []
+    table = points.assign(
+        measured=[
+            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
+        ],
+        **{"off by": [f"{m / p - 1:+.0%}" for m, p in zip(points["measured"], points["predicted"], strict=True)]},
+    ).drop(columns=["ci_low", "ci_high"])
+    parts = [
+        "**The spread of the input-output Jacobian against depth and width (Hanin 2018).** At step 0, the "
+        "variance over inputs and seeds of ln ||J(x)ᵀu||² (the `input_jacobian` probe, u a fixed unit output "
+        "direction) of He-initialised ReLU nets, against its finite-width prediction "
+        "(`vanex.science.meanfield.relu_jacobian_log_variance`): about 5/width per layer, so set by "
+        "β = Σ 1/width, not by depth alone. Measured: 95% bootstrap interval over seeds.\n",
+        frame_markdown(table) + "\n",
+    ]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
+    for i, (width, g) in enumerate(points.groupby("width")):
+        colour = f"C{i}"
+        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
+        ax.errorbar(
+            g["beta"],
+            g["measured"],
+            yerr=err,
+            fmt="os^"[i % 3],
+            color=colour,
+            ms=4,
+            capsize=2,
+            label=f"measured, width {width}",
+        )
+        depths = np.arange(1, int(points["depth"].max()) + 1)
+        theory = [meanfield.relu_jacobian_log_variance(int(d), int(width), DIGITS_INPUTS) for d in depths]
+        ax.plot(depths / width, theory, "--", color=colour, lw=1)
+    ax.plot([], [], "k--", lw=1, label="finite-width prediction")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("β = Σ 1/width (hidden layers / width)")
+    ax.set_ylabel("Var ln ||J(x)ᵀu||² at init")
+    ax.set_title("Width, not depth alone, sets the gradient's spread")
+    ax.legend()
+    path = save(fig, out / f"{study.name}_jacobian_spread.png", plt, points)
+    return parts + figure_links(path)
+
+
+@SECTIONS.register("jacobian_spread")
+class JacobianSpreadSection(Section):
+    """The input-output Jacobian's spread across depth and width against its finite-width prediction."""
+
+    order = 41
+    metrics = JACOBIAN
+    writes = ("figures/{study}_jacobian_spread.png",)
+
+    def applies(self, study: StudyData) -> bool:
+        return bool(study.probes["metric"].isin(JACOBIAN).any()) if not study.probes.empty else False
+
+    def write(self, study: StudyData, out: Path) -> list[str]:
+        return jacobian_section(study, out / "figures")
 
 
 @SECTIONS.register("meanfield")

@@ -51,6 +51,9 @@ def _probes(run_id: str, log_ratio: float) -> list[tuple]:
             for i in range(POSITIONS)
         ]
     rows += [(0, "sigma_max", "recurrent", 1.0, run_id), (0, "spectral_radius", "recurrent", 1.0, run_id)]
+    # the input-output Jacobian's log spread: the same in every cell (it does not depend on the architecture)
+    rows += [(0, "jacobian_logsq_mean", "", log_ratio, run_id), (0, "jacobian_logsq_var", "", 1.0, run_id)]
+    rows += [(0, "jacobian_zero_fraction", "", 0.0, run_id)]
     return rows
 
 

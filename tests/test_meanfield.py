@@ -302,3 +302,43 @@ def test_phase_diagram_marks_trained_cells_and_draws_the_depth_scale(tmp_path):
     parts = section("s", probes, records, tmp_path)
     assert any("s_phase_tanh.png" in part for part in parts) and (tmp_path / "s_phase_tanh.png").is_file()
     assert 6 * meanfield.correlation_depth_scale("tanh", 0.5) < 10 < 6 * meanfield.correlation_depth_scale("tanh", 0.95)
+    for record in records.values():  # one step, read at init only (mlp_width): no trainability to draw
+        record["settings"]["task.steps"] = 1
+    assert phase(records).empty and not any("_phase_" in part for part in section("t", probes, records, tmp_path))
+
+
+def _input_jacobian(model: MLP, x: torch.Tensor) -> tuple[float, float, float]:
+    from vanex.engine.input_jacobian import InputJacobian
+
+    rows = Rows()
+    ctx = ProbeContext(task=None, model=model, layers=model.layers(), params=list(model.parameters()), rows=rows)
+    ctx.batch = (x, None)
+    InputJacobian().before_forward(ctx)
+    return tuple(v for *_, v in rows.to_records())  # zero fraction, mean, variance
+
+
+def test_input_jacobian_probe_is_the_log_of_the_true_jacobian_row_and_changes_nothing():
+    model = _mlp("relu", 1.414, depth=4, width=16, seed=1)
+    x = torch.randn(8, 64, dtype=torch.float64)
+    zero, mean, var = _input_jacobian(model, x)
+    u = torch.full((10,), 10**-0.5, dtype=torch.float64)
+    truth = torch.stack([torch.log((torch.autograd.functional.jacobian(model, xi).T @ u).pow(2).sum()) for xi in x])
+    assert zero == 0.0 and mean == pytest.approx(float(truth.mean()), rel=1e-5)
+    assert var == pytest.approx(float(truth.var(unbiased=False)), rel=1e-4)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(("depth", "width"), [(6, 16), (3, 64)])
+def test_relu_jacobian_log_variance_matches_simulated_he_nets(depth, width):
+    """The finite-width prediction behind hanin2018_width against 400 He-initialised ReLU nets, each
+    at 8 inputs: the pooled variance of ln ||J(x)^T u||^2 within 15% (the sampling error of a
+    variance from ~400 nets is ~7%)."""
+    x = torch.randn(8, 64, dtype=torch.float64)
+    values = []
+    for seed in range(400):
+        zero, mean, var = _input_jacobian(_mlp("relu", 2**0.5, depth=depth, width=width, seed=seed), x)
+        assert zero == 0.0
+        values.append((mean, var))
+    means, variances = np.array(values).T
+    pooled = variances.mean() + means.var()
+    assert pooled == pytest.approx(meanfield.relu_jacobian_log_variance(depth, width, 64), rel=0.15)

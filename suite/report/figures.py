@@ -295,6 +295,9 @@ CAPTIONS = {  # what a figure draws, by the end of its name (<study>_<kind>): th
     "(points: mean over seeds), relative to the last hidden layer.",
     "batchnorm": "Growth of the backward signal of batch-normalised ReLU nets at step 0 against depth: measured "
     "(points, one per seed) and Yang et al.'s rate ½·log10(π/(π−1)) decades per layer (line).",
+    "jacobian_spread": "Variance over inputs and seeds of ln ‖J(x)ᵀu‖² of He-initialised ReLU nets at step 0 "
+    "against β = depth/width: measured (points with 95% bootstrap intervals over seeds) and the finite-width "
+    "prediction (dashed, one line per width as depth grows).",
     "sigma_bound": "Gradient through time of plain RNNs at step 0 against Pascanu et al.'s bound from the recurrent "
     "matrix's largest singular value.",
     "loss_ratio_delay": f"Final loss over the memoryless baseline against the copy task's delay T; {BANDS}.",

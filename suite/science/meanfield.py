@@ -208,3 +208,27 @@ def batchnorm_relu_growth() -> float:
     layer multiplies E||dL/dh||^2 by pi / (pi - 1) for ReLU in the wide, large-batch limit, whatever
     the weight variance (batch norm removes the weights' scale), so the explosion is batch norm's own."""
     return 0.5 * math.log10(math.pi / (math.pi - 1))
+
+
+def relu_jacobian_log_variance(depth: int, width: int, n_in: int) -> float:
+    """Var of ln ||J(x)^T u||^2 over He-initialised ReLU nets (weights N(0, 2/fan_in) including the
+    head, biases 0) and inputs x, for a fixed unit output direction u: ``depth`` hidden layers of
+    ``width`` units on ``n_in`` inputs. Finite-width theory behind Hanin (2018), Which neural net
+    architectures give rise to exploding and vanishing gradients?: going back from u the head gives
+    (2/n) chi^2_n; each hidden layer keeps the K ~ Bin(n, 1/2) active units' share of the signal, a
+    Beta(K/2, (n-K)/2) fraction, and its weights' transpose multiplies by (2/fan_in) chi^2_fan_in.
+    The factors are independent, so the log-variances add: psi_1(n/2) for the head; per hidden layer
+    E[psi_1(K/2) - psi_1(n/2)] + Var[psi(K/2)] + psi_1(fan_in/2) (psi, psi_1: digamma, trigamma;
+    K = 0, a dead layer, is left out). For wide layers a layer adds ~5/n, the 1 + 5/n per layer of
+    E[X^2]/E[X]^2 with X = (2/n) chi^2_K: the variance is set by beta = sum of 1/width over hidden
+    layers, not by depth alone. Checked against simulation in tests/test_meanfield.py."""
+    from scipy.special import digamma, polygamma
+    from scipy.stats import binom
+
+    k = np.arange(1, width + 1)
+    p = binom.pmf(k, width, 0.5)
+    p = p / p.sum()
+    mask = float((p * (polygamma(1, k / 2) - polygamma(1, width / 2))).sum())
+    mask += float((p * digamma(k / 2) ** 2).sum() - (p * digamma(k / 2)).sum() ** 2)
+    fans = [n_in] + [width] * (depth - 1)
+    return float(polygamma(1, width / 2)) + sum(mask + float(polygamma(1, f / 2)) for f in fans)
