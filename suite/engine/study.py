@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import multiprocessing
 import os
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -125,6 +127,14 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
         if os.environ.get(KEEP_STALE) != "1":
             then = "they run again; --keep-stale keeps them"
         print(f"study {name}: {len(stale)} finished record(s) made by other code ({stale[0]}): {then}", file=sys.stderr)
+    if lacking := _lacking_probes(runs):
+        probe, count = lacking
+        print(
+            f"study {name}: {count} finished record(s) hold no series of probe '{probe}' that this study asks for "
+            "(probes are not part of a run's identity: another study made them without it); delete those records "
+            "to train them again with it, or claims and sections that read it will say it is missing",
+            file=sys.stderr,
+        )
     print(
         f"study {name} ({profile}{', numerics=' + here if only or elsewhere else ''}): {len(runs)} runs, "
         f"{finished} already finished, {len(todo)} to run here"
@@ -150,6 +160,27 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
             file=sys.stderr,
         )
     return failed
+
+
+def _lacking_probes(runs: list[PlannedRun]) -> tuple[str, int] | None:
+    """(an opt-in probe this study asks for, how many finished records lack every metric of it), or None.
+    Only probes outside the default list are checked (the defaults ran in every record that serves them)."""
+    import yaml
+    from vanex import conf
+    from vanex.registry import PROBES
+
+    default = set(yaml.safe_load((conf.HERE / "probe" / f"{conf.default('probe')}.yaml").read_text())["names"])
+    for probe in dict.fromkeys(n for r in runs for n in r.config["probe"]["names"] if n not in default):
+        metrics = set(PROBES.get(probe).metrics)
+        count = 0
+        for r in runs:
+            path = Path(r.results_dir) / r.run_id / "probes.csv"
+            if r.finished and probe in r.config["probe"]["names"] and path.is_file():
+                with path.open() as f:
+                    count += not any(line.split(",", 2)[1] in metrics for line in itertools.islice(f, 1, None))
+        if count:
+            return probe, count
+    return None
 
 
 ONLY_PATH = "VANEX_STUDY_NUMERICS"  # set for a study process that runs one numeric path's cells
