@@ -374,6 +374,100 @@ class JacobianSpreadSection(Section):
         return jacobian_section(study, out / "figures")
 
 
+SPECTRUM = ("jacobian_sv2_mean", "jacobian_sv2_normvar")
+
+
+def isometry_points(study: StudyData) -> pd.DataFrame:
+    """Per run of a deep MLP with the ``jacobian_spectrum`` probe (one numeric path: pinned when
+    present): its weights (orthogonal or Gaussian), activation, sigma_w, depth, seed, the measured
+    normalised variance of the Jacobian's squared singular values and its wide-limit prediction."""
+    values = study.probes[(study.probes["metric"] == "jacobian_sv2_normvar") & (study.probes["step"] == 0)]
+    if values.empty:
+        return pd.DataFrame()
+    measured = values.groupby("run_id")["value"].first()
+    runs = {rid: r for rid, r in study.records.items() if rid in measured.index and r["task"] == "deep_mlp"}
+    paths = {r["settings"].get("numerics") for r in runs.values()}
+    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    rows = []
+    for rid, r in runs.items():
+        s = r["settings"]
+        if s.get("numerics") != path:
+            continue
+        orthogonal = "orthogonal_init" in r["mitigations"] or s.get("task.init") == "orthogonal"
+        sigma_w = 1.0 if orthogonal else float(s["task.weight_scale"])
+        q_in = r["task_info"]["constants"]["input_second_moment"]
+        depth = int(s["task.depth"])
+        predicted = meanfield.jacobian_spectrum_variance(s["task.activation"], sigma_w, q_in, depth, orthogonal)
+        weights = "orthogonal" if orthogonal else f"Gaussian σ_w={sigma_w:g}"
+        rows.append((f"{s['task.activation']}, {weights}", depth, r["seed"], float(measured[rid]), predicted))
+    return pd.DataFrame(rows, columns=["set", "depth", "seed", "measured", "predicted"]).sort_values(["set", "depth"])
+
+
+def isometry_section(study: StudyData, out: Path) -> list[str]:
+    """The spread of the Jacobian's spectrum across depth against the prediction, as a table and a figure."""
+    points = isometry_points(study)
+    if points.empty:
+        return []
+    table = (
+        points.groupby(["set", "depth"])
+        .agg(
+            median=("measured", "median"),
+            low=("measured", "min"),
+            high=("measured", "max"),
+            predicted=("predicted", "first"),
+            seeds=("seed", "nunique"),
+        )
+        .reset_index()
+    )
+    table["measured (median, range)"] = [
+        f"{m:.3g} ({lo:.3g}–{hi:.3g})" for m, lo, hi in zip(table["median"], table["low"], table["high"], strict=True)
+    ]
+    table["off by"] = [f"{m / p - 1:+.0%}" for m, p in zip(table["median"], table["predicted"], strict=True)]
+    table = table[["set", "depth", "measured (median, range)", "predicted", "seeds", "off by"]]
+    parts = [
+        "**Dynamical isometry (Saxe et al. 2014; Pennington et al. 2017).** At step 0, the normalised variance "
+        "E[λ²]/E[λ]² − 1 of the squared singular values λ of the Jacobian from the input to the last hidden layer "
+        "(the `jacobian_spectrum` probe, 8 inputs a run; 0 is an isometry) against its wide-limit prediction "
+        "(`vanex.science.meanfield.jacobian_spectrum_variance`: free factors' variances add, 1 a Gaussian layer, "
+        "μ₂/μ₁² − 1 a nonlinearity).\n",
+        frame_markdown(table) + "\n",
+    ]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
+    for i, (name, g) in enumerate(points.groupby("set")):
+        colour = f"C{i}"
+        ax.plot(g["depth"], g["measured"], "osD"[i % 3], color=colour, ms=3, alpha=0.6, label=f"{name} (seeds)")
+        theory = g.groupby("depth")["predicted"].first()
+        ax.plot(theory.index, theory.to_numpy(), "--", color=colour, lw=1)
+    ax.plot([], [], "k--", lw=1, label="wide-limit prediction")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    depths = sorted(points["depth"].unique())
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("hidden layers")
+    ax.set_ylabel("E[λ²]/E[λ]² − 1 of J's squared singular values")
+    ax.set_title("Orthogonal tanh stays near isometry; Gaussian and ReLU spread")
+    ax.legend()
+    path = save(fig, out / f"{study.name}_isometry.png", plt, points)
+    return parts + figure_links(path)
+
+
+@SECTIONS.register("jacobian_isometry")
+class IsometrySection(Section):
+    """The spread of the input-output Jacobian's singular values across depth against its prediction."""
+
+    order = 42
+    metrics = SPECTRUM
+    writes = ("figures/{study}_isometry.png",)
+
+    def applies(self, study: StudyData) -> bool:
+        return bool(study.probes["metric"].isin(SPECTRUM).any()) if not study.probes.empty else False
+
+    def write(self, study: StudyData, out: Path) -> list[str]:
+        return isometry_section(study, out / "figures")
+
+
 @SECTIONS.register("meanfield")
 class MeanFieldSection(Section):
     """Mean-field prediction against the measured backward signal at init; trainability phase diagram."""

@@ -54,6 +54,8 @@ def _probes(run_id: str, log_ratio: float) -> list[tuple]:
     # the input-output Jacobian's log spread: the same in every cell (it does not depend on the architecture)
     rows += [(0, "jacobian_logsq_mean", "", log_ratio, run_id), (0, "jacobian_logsq_var", "", 1.0, run_id)]
     rows += [(0, "jacobian_zero_fraction", "", 0.0, run_id)]
+    # and the spread of its singular values: the same at every depth and for every init
+    rows += [(0, "jacobian_sv2_mean", "", 1.0, run_id), (0, "jacobian_sv2_normvar", "", 1.0, run_id)]
     return rows
 
 

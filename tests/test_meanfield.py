@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vanex.engine.probes import Backprop, GradThroughTime, ProbeContext, RecurrentSpectrum, Rows
 from vanex.science import meanfield
-from vanex.tasks.deep_mlp import MLP
+from vanex.tasks.deep_mlp import MLP, DeepMLP
 from vanex.tasks.rnn_copy import RNNCopy
 from vanex.tasks.rnn_copy_report import rnn_bound_fraction, rnn_bound_points, rnn_bound_section
 
@@ -342,3 +342,41 @@ def test_relu_jacobian_log_variance_matches_simulated_he_nets(depth, width):
     means, variances = np.array(values).T
     pooled = variances.mean() + means.var()
     assert pooled == pytest.approx(meanfield.relu_jacobian_log_variance(depth, width, 64), rel=0.15)
+
+
+def test_jacobian_spectrum_probe_is_the_spread_of_the_true_jacobian_and_changes_nothing():
+    from vanex.engine.jacobian_spectrum import INPUTS, JacobianSpectrum
+
+    model = _mlp("tanh", 1.0, depth=5, width=64, seed=2)
+    x = torch.randn(INPUTS + 2, 64, dtype=torch.float64)
+    rows = Rows()
+    ctx = ProbeContext(task=None, model=model, layers=model.layers(), params=list(model.parameters()), rows=rows)
+    ctx.batch = (x, None)
+    JacobianSpectrum().before_forward(ctx)
+    mean, normvar = (v for *_, v in rows.to_records())
+
+    def last_hidden(xi):
+        for block in model.blocks:
+            xi = block(xi)
+        return xi
+
+    lam = torch.cat(
+        [torch.linalg.svdvals(torch.autograd.functional.jacobian(last_hidden, xi)) ** 2 for xi in x[:INPUTS]]
+    )
+    assert mean == pytest.approx(float(lam.mean()), rel=1e-5)
+    assert normvar == pytest.approx(float(lam.pow(2).mean() / lam.mean() ** 2 - 1), rel=1e-4)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_jacobian_spectrum_prediction_adds_one_per_gaussian_or_relu_layer_and_nothing_for_linear_orthogonal():
+    from vanex.report.claims_builtin import DIGITS_SECOND_MOMENT
+
+    assert meanfield.jacobian_spectrum_variance("identity", 1.0, 1.0, 30, orthogonal=True) == pytest.approx(0.0)
+    assert meanfield.jacobian_spectrum_variance("identity", 1.0, 1.0, 30, orthogonal=False) == pytest.approx(30.0)
+    assert meanfield.jacobian_spectrum_variance("relu", 2**0.5, 1.0, 30, orthogonal=True) == pytest.approx(30.0)
+    assert meanfield.jacobian_spectrum_variance("relu", 2**0.5, 1.0, 30, orthogonal=False) == pytest.approx(60.0)
+    tanh = [meanfield.jacobian_spectrum_variance("tanh", 1.0, 1.0, d, orthogonal=True) for d in (10, 80)]
+    assert 0 < tanh[0] < tanh[1] < 2 * tanh[0]  # q_l -> 0: the nonlinearity fades, the net nears isometry
+    cfg = task_config("deep_mlp")
+    constants = DeepMLP(cfg, torch.device("cpu")).constants()
+    assert constants["input_second_moment"] == pytest.approx(DIGITS_SECOND_MOMENT, abs=1e-4)

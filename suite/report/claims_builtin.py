@@ -865,6 +865,7 @@ class EdgeOfChaos(Claim):
 
 HANIN_DEPTHS, HANIN_WIDTHS = (10, 20, 40), (16, 64, 256)
 DIGITS_INPUTS = 64  # the deep MLP's input: 8 x 8 digits
+DIGITS_SECOND_MOMENT = 0.9531  # its training inputs' mean squared entry (task_info.constants; a test checks it)
 
 
 def _jacobian_stats(group: Group) -> np.ndarray:
@@ -938,5 +939,92 @@ class WidthSetsGradientSpread(Claim):
             holds,
             f"slope of the variance against beta {slope:.3g} [{low:.3g}, {high:.3g}] vs theory {expected:.3g} "
             f"(ratio {slope / expected:.2f}); 40x256 {wide:.3g} vs 10x16 {narrow:.3g}; per depth x width: {cells} "
-            f"(n={len(g['10x16'])} seeds each; inputs with a zero gradient, left out: {dead.mean():.2%})",
+            f"({len(g['10x16'])} seeds each; inputs with a zero gradient, left out: {dead.mean():.2%})",
+        )
+
+
+ISOMETRY_DEPTHS = (10, 20, 40, 80)
+ISOMETRY_SETS = {  # name -> (mitigations, settings, activation, sigma_w, orthogonal)
+    "tanh orthogonal": (("orthogonal_init",), {"task.activation": "tanh"}, "tanh", 1.0, True),
+    "tanh gaussian": (
+        (),
+        {"task.activation": "tanh", "task.init": "scaled", "task.weight_scale": 1.0},
+        "tanh",
+        1.0,
+        False,
+    ),
+    "relu gaussian": (
+        (),
+        {"task.activation": "relu", "task.init": "scaled", "task.weight_scale": 1.414},
+        "relu",
+        1.414,
+        False,
+    ),
+}
+
+
+def _scalar(group: Group, metric: str) -> np.ndarray:
+    """Per seed, the step-0 value of a probe metric with one entry (NaN where it is missing)."""
+    return np.array([s.iloc[0] if len(s) else np.nan for s in group.step0(metric)], dtype=float)
+
+
+@CLAIMS.register("pennington2017_isometry")
+class DynamicalIsometry(Claim):
+    paper = (
+        "Pennington, Schoenholz & Ganguli 2017, Resurrecting the sigmoid in deep learning through dynamical isometry; "
+        "Saxe, McClelland & Ganguli 2014"
+    )
+    where = "abstract and Sec. 2 (the Jacobian's spectrum: ReLU nets cannot be isometric, tanh only with orthogonal W)"
+    statement = (
+        "At init, the normalised variance of the squared singular values of a critical tanh net's input-output "
+        "Jacobian stays flat from 10 to 80 layers with orthogonal weights (growth below 2x, every seed within a "
+        "factor 2 of the free-probability prediction), grows with depth with Gaussian weights and with ReLU "
+        "(above 4x; the prediction: about 8x), and at 80 layers is at least 10x smaller than either in every seed."
+    )
+    study = "mlp_isometry"
+    neighbourhood = None
+    metrics = ("jacobian_sv2_mean", "jacobian_sv2_normvar")
+    control = "tanh gaussian 80"
+    cells = {
+        f"{name} {depth}": Cells(mitigations, {**settings, "task.depth": depth})
+        for name, (mitigations, settings, *_) in ISOMETRY_SETS.items()
+        for depth in ISOMETRY_DEPTHS
+    }
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        from vanex.science.meanfield import jacobian_spectrum_variance
+
+        spread = {name: _scalar(group, "jacobian_sv2_normvar") for name, group in g.items()}
+        if not all(len(v) and np.isfinite(v).all() for v in spread.values()):
+            return Outcome(False, "no jacobian_spectrum series in some cell (the probe did not run)")
+        growth = {n: np.median(spread[f"{n} 80"]) / np.median(spread[f"{n} 10"]) for n in ISOMETRY_SETS}
+        near, parts = True, []
+        for name, (_, _, activation, sigma_w, orthogonal) in ISOMETRY_SETS.items():
+            predicted = [
+                jacobian_spectrum_variance(activation, sigma_w, DIGITS_SECOND_MOMENT, d, orthogonal)
+                for d in ISOMETRY_DEPTHS
+            ]
+            measured = [np.median(spread[f"{name} {d}"]) for d in ISOMETRY_DEPTHS]
+            if orthogonal:
+                ratios = np.concatenate(
+                    [spread[f"{name} {d}"] / p for d, p in zip(ISOMETRY_DEPTHS, predicted, strict=True)]
+                )
+                near = bool(((ratios >= 0.5) & (ratios <= 2.0)).all())
+            shown = ", ".join(f"{m:.3g} ({p:.3g})" for m, p in zip(measured, predicted, strict=True))
+            parts.append(f"{name} {shown}, growth {growth[name]:.2f}x")
+        orth80 = spread["tanh orthogonal 80"].max()
+        apart = all(10 * orth80 < spread[f"{n} 80"].min() for n in ("tanh gaussian", "relu gaussian"))
+        holds = bool(
+            growth["tanh orthogonal"] < 2
+            and near
+            and growth["tanh gaussian"] > 4
+            and growth["relu gaussian"] > 4
+            and apart
+        )
+        return Outcome(
+            holds,
+            f"median normalised variance of the squared singular values at depth "
+            f"{', '.join(map(str, ISOMETRY_DEPTHS))}: measured (free-probability prediction): {'; '.join(parts)}; "
+            "at 80 layers every orthogonal seed 10x below every "
+            f"other: {'yes' if apart else 'no'} ({len(spread['tanh orthogonal 80'])} seeds each)",
         )

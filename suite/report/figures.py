@@ -298,6 +298,8 @@ CAPTIONS = {  # what a figure draws, by the end of its name (<study>_<kind>): th
     "jacobian_spread": "Variance over inputs and seeds of ln ‖J(x)ᵀu‖² of He-initialised ReLU nets at step 0 "
     "against β = depth/width: measured (points with 95% bootstrap intervals over seeds) and the finite-width "
     "prediction (dashed, one line per width as depth grows).",
+    "isometry": "Normalised variance of the squared singular values of the Jacobian from the input to the last hidden "
+    "layer at step 0 against depth: measured (points, one per seed) and the wide-limit prediction (dashed).",
     "sigma_bound": "Gradient through time of plain RNNs at step 0 against Pascanu et al.'s bound from the recurrent "
     "matrix's largest singular value.",
     "loss_ratio_delay": f"Final loss over the memoryless baseline against the copy task's delay T; {BANDS}.",
