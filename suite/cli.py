@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class Parser(argparse.ArgumentParser):
     """argparse with vanex's errors: one line (what was wrong, where to look), exit status 2, no usage dump."""
 
     def error(self, message: str):  # type: ignore[override]
+        required = "the following arguments are required: "
+        if message.startswith(required):  # argparse names an empty nargs='*' positional too: it is not required
+            optional = {a.dest for a in self._actions if a.nargs == "*"}
+            message = required + ", ".join(n for n in message[len(required) :].split(", ") if n not in optional)
         raise UserError(f"{self.prog}: {message} (see {self.prog} -h)")
 
 
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         _choose_numerics(rest)
         return commands[command](rest) or 0
     except UserError as exc:
-        print(f"vanex: error: {did_you_mean(str(exc))}", file=sys.stderr)
+        print(f"vanex: error: {_unselected(did_you_mean(str(exc)), rest)}", file=sys.stderr)
         _remove_new(new if command in ("run", "study") else [])
         return exc.exit_code
     except SystemExit as exc:  # a single run refused inside Hydra's app exits there, with its one line said
@@ -105,6 +110,28 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _unselected(message: str, args: list[str]) -> str:
+    """A setting of a mitigation the command did not select (Hydra: "Could not override
+    'mitigation.clip_norm.max_norm'"): say so, and how to select it."""
+    found = re.search(r"Could not override 'mitigation\.([A-Za-z0-9_]+)\.", message)
+    if not found:
+        return message
+    chosen = [a.split("=", 1)[1].strip("[]") for a in args if a.startswith("mitigation=")]
+    selected = [m for m in ",".join(chosen).split(",") if m]
+    name = found.group(1)
+    from vanex.registry import MITIGATIONS
+
+    if name not in MITIGATIONS.names():
+        return f"unknown mitigation '{name}' in a setting; valid mitigations: {', '.join(MITIGATIONS.names())}"
+    if name in selected:
+        return message
+    now = f"selected: {', '.join(selected)}" if selected else "none is"
+    return (
+        f"mitigation '{name}' is not selected ({now}), so its settings cannot be set: add it, "
+        f"e.g. mitigation=[{','.join([*selected, name])}]"
+    )
 
 
 def _remove_new(folders: list[Path]) -> None:

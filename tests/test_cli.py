@@ -399,3 +399,23 @@ def test_a_sweep_with_one_bad_value_is_refused_before_any_run(sweep, expected, r
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and expected in lines[0], out.stderr
     assert not list(Path(results).glob("*/run.json"))  # refused before any run trained
+
+
+def test_a_setting_of_an_unselected_or_unknown_mitigation_says_what_to_select(results):
+    out = vanex("run", "mitigation=[relu]", "mitigation.clip_norm.max_norm=1", f"results_dir={results}")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "vanex: error: mitigation 'clip_norm' is not selected (selected: relu), so its settings cannot be set: "
+        "add it, e.g. mitigation=[relu,clip_norm]"
+    ]
+    out = vanex("run", "mitigation.nopey.x=1", f"results_dir={results}")
+    assert out.returncode == 2 and "unknown mitigation 'nopey' in a setting; valid mitigations: " in out.stderr
+    assert not results.exists()  # a refused run leaves no folder behind
+
+
+def test_a_study_without_a_name_asks_for_the_name_alone():
+    out = vanex("study")
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip()
+        == "vanex: error: vanex study: the following arguments are required: name (see vanex study -h)"
+    )

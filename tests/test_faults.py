@@ -363,6 +363,8 @@ def _manifest(study: str = "tiny", run_id: str = "0123456789abcdef") -> dict:
         ({**_manifest(), "diagnosis": {"vanishing_orders": "NaN"}}, "thresholds to finite numbers"),
         ({**_manifest(), "diagnosis": {"stall_fraction": -5}}, "diagnosis thresholds: diagnosis needs"),
         ({**_manifest(), "task": 5}, "'task' is not a task name"),
+        ({**_manifest(), "manifest_version": 2}, "manifest version 2, this vanex reads 1 (a newer vanex wrote it"),
+        ({**_manifest(), "manifest_version": "1"}, "manifest version '1', this vanex reads 1 (not a version"),
     ],
 )
 def test_names_and_ids_from_a_manifest_are_checked_before_they_become_paths(tmp_path, manifest, problem):
@@ -620,3 +622,18 @@ def test_a_native_crash_under_the_joblib_launcher_fails_only_its_run(tmp_path, m
     outcomes = [load_run(p) for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
     assert sorted(r["status"] for r in outcomes) == ["completed", "completed", "failed"]
     assert "signal SIGSEGV" in next(r["error"] for r in outcomes if r["status"] == "failed")
+
+
+def test_a_study_never_overwrites_a_manifest_a_newer_vanex_wrote(tmp_path):
+    from vanex.records.store import write_manifest
+
+    studies = tmp_path / "_studies"
+    studies.mkdir()
+    newer = json.dumps({**_manifest(), "manifest_version": 2})
+    (studies / "tiny-smoke.json").write_text(newer)
+    with pytest.raises(UserError, match=r"written by a newer vanex \(manifest version 2; this one writes 1\)"):
+        write_manifest(tmp_path, {**_manifest(), "manifest_version": 1})
+    assert (studies / "tiny-smoke.json").read_text() == newer
+    (studies / "tiny-smoke.json").write_text("[damaged")  # a damaged one is replaced by a whole one
+    write_manifest(tmp_path, {**_manifest(), "manifest_version": 1})
+    assert json.loads((studies / "tiny-smoke.json").read_text())["manifest_version"] == 1

@@ -33,6 +33,7 @@ from vanex.errors import UserError
 from vanex.records import code
 
 SCHEMA_VERSION = 2
+MANIFEST_VERSION = 1  # of a study manifest (_studies/<study>-<profile>.json)
 PROBE_HEADER = ("step", "metric", "layer", "value")  # probes.csv's first row
 FINISHED = ("completed", "diverged")  # statuses a study does not redo; "failed" is retried
 IDENTITY_PREFIXES = ("task.", "mitigation.", "optim.")  # setting groups that shape training
@@ -312,7 +313,7 @@ def make_manifest(
     ]
     first = runs[0][3] if runs else {}
     return {
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_VERSION,
         "study": study,
         "profile": profile,
         "task": task,
@@ -331,6 +332,15 @@ def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(results_dir, manifest["study"], manifest["profile"])
     if path.parent.is_symlink() or path.is_symlink():
         raise UserError(f"{path.parent} is a symbolic link; vanex writes manifests only inside the results folder")
+    try:
+        old = json.loads(path.read_text()).get("manifest_version") if path.is_file() else None
+    except (OSError, ValueError, AttributeError, RecursionError):
+        old = None  # unreadable or not a mapping: replaced by a whole one
+    if isinstance(old, int) and not isinstance(old, bool) and old > MANIFEST_VERSION:
+        raise UserError(
+            f"{path} was written by a newer vanex (manifest version {old}; this one writes {MANIFEST_VERSION}); "
+            "it is left as it is: upgrade vanex to run this study here"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_TEMP_TAG}.tmp")
     try:
@@ -351,6 +361,11 @@ def manifest_problem(manifest: Any, path: Path) -> str | None:
     holds becomes a path, so each is checked against its format before anything is read or written."""
     if not isinstance(manifest, dict) or not MANIFEST_KEYS <= set(manifest):
         return "not a study manifest"
+    version = manifest.get("manifest_version", MANIFEST_VERSION)
+    if version != MANIFEST_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION
+        why = "a newer vanex wrote it: upgrade vanex to read it" if newer else "not a version vanex writes"
+        return f"it is manifest version {version!r}, this vanex reads {MANIFEST_VERSION} ({why})"
     study, profile, cells = manifest["study"], manifest["profile"], manifest["cells"]
     if not (isinstance(study, str) and _NAME.match(study) and isinstance(profile, str) and _NAME.match(profile)):
         return f"study {study!r} or profile {profile!r} is not a snake_case name"
