@@ -169,3 +169,39 @@ def test_the_committed_records_keep_their_promise_on_an_intel_xeon():
             assert a == b or not (a_settled and b_settled), (name, key, a, b)
             compared += 1
     assert compared == 177
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc (Linux)")
+def test_a_term_to_a_study_stops_its_second_path_process_too(tmp_path):
+    """The generic cells train in a study process of their own; a TERM to the study (a scheduler's
+    time limit, say) must stop that one too and end the study, not leave it training unwatched or hang
+    (the handler once waited for the child inside the interrupted wait, on a lock that wait held)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    script = Path(sys.executable).with_name("vanex")
+    command = [str(script)] if script.exists() else [shutil.which("vanex") or "vanex"]
+    args = ["study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={tmp_path}", "progress=false"]
+    study = subprocess.Popen([*command, *args], stderr=subprocess.PIPE, text=True)
+    children: list[int] = []
+    deadline = time.monotonic() + 300
+    for line in study.stderr:
+        if "numerics=generic" in line:  # the second path's process has planned its cells
+            pids = [int(p) for f in Path(f"/proc/{study.pid}/task").glob("*/children") for p in f.read_text().split()]
+            children = [p for p in pids if b"vanex.cli" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            break
+        assert time.monotonic() < deadline, "the second path never started"
+    assert children, "no second-path process found"
+    threading.Thread(target=study.stderr.read, daemon=True).start()  # keep the pipe drained: nobody blocks on it
+    study.send_signal(signal.SIGTERM)
+    try:
+        assert study.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        study.kill()
+    # the study waited for its second-path process: by now that one has ended and been reaped
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "the second path outlived the study"

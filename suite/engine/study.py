@@ -195,16 +195,19 @@ def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     # vanex there (its package or its .egg-info's entry points) would train in place of the installed one
     child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env=env)
 
+    received: list[int] = []
+
     def stop(signum: int, frame: Any) -> None:  # a TERM to this study stops that one too: nothing trains on
-        child.send_signal(signum)
-        child.wait()
-        raise SystemExit(128 + signum)
+        received.append(signum)
+        child.send_signal(signum)  # (no wait here: the interrupted child.wait() holds its lock, and resumes)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         child.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise SystemExit(128 + received[0])
     if child.returncode == 130:
         raise KeyboardInterrupt
     if child.returncode not in (0, 1):
