@@ -359,16 +359,20 @@ def jacobian_section(study: StudyData, out: Path) -> list[str]:
     return parts + figure_links(path)
 
 
+class _OptInProbeSection(Section):
+    """A section drawn for a study whose records hold a series of its (opt-in) probe's ``metrics``."""
+
+    def applies(self, study: StudyData) -> bool:
+        return not study.probes.empty and bool(study.probes["metric"].isin(self.metrics).any())
+
+
 @SECTIONS.register("jacobian_spread")
-class JacobianSpreadSection(Section):
+class JacobianSpreadSection(_OptInProbeSection):
     """The input-output Jacobian's spread across depth and width against its finite-width prediction."""
 
     order = 41
     metrics = JACOBIAN
     writes = ("figures/{study}_jacobian_spread.png",)
-
-    def applies(self, study: StudyData) -> bool:
-        return bool(study.probes["metric"].isin(JACOBIAN).any()) if not study.probes.empty else False
 
     def write(self, study: StudyData, out: Path) -> list[str]:
         return jacobian_section(study, out / "figures")
@@ -454,15 +458,12 @@ def isometry_section(study: StudyData, out: Path) -> list[str]:
 
 
 @SECTIONS.register("jacobian_isometry")
-class IsometrySection(Section):
+class IsometrySection(_OptInProbeSection):
     """The spread of the input-output Jacobian's singular values across depth against its prediction."""
 
     order = 42
     metrics = SPECTRUM
     writes = ("figures/{study}_isometry.png",)
-
-    def applies(self, study: StudyData) -> bool:
-        return bool(study.probes["metric"].isin(SPECTRUM).any()) if not study.probes.empty else False
 
     def write(self, study: StudyData, out: Path) -> list[str]:
         return isometry_section(study, out / "figures")

@@ -637,3 +637,26 @@ def test_a_study_never_overwrites_a_manifest_a_newer_vanex_wrote(tmp_path):
     (studies / "tiny-smoke.json").write_text("[damaged")  # a damaged one is replaced by a whole one
     write_manifest(tmp_path, {**_manifest(), "manifest_version": 1})
     assert json.loads((studies / "tiny-smoke.json").read_text())["manifest_version"] == 1
+
+
+def test_a_run_in_two_studies_ships_the_series_each_study_reads(tmp_path):
+    """Two studies can share a run (the same settings); the bundle keeps the series that either reads
+    (it once kept only the last study's, so the other study's claim read 'no series' from the report)."""
+    import tarfile
+
+    from vanex.records.bundle import write_bundle
+
+    results = tmp_path / "results"
+    out = vanex("run", "task.depth=2", "task.steps=3", "progress=false", f"results_dir={results}")
+    assert out.returncode == 0, out.stderr
+    (rid,) = [p.parent.name for p in results.glob("*/run.json")]
+    run = json.loads((results / rid / "run.json").read_text())
+    cell = [(rid, [], 0, run["settings"])]
+    manifests = [records.make_manifest(name, "smoke", "deep_mlp", "", cell) for name in ("one", "two")]
+    for manifest in manifests:
+        records.write_manifest(results, manifest)
+    reads = {"one": {rid: {"act_mean"}}, "two": {rid: {"update_ratio"}}}
+    write_bundle(tmp_path / "b.tar.gz", results, manifests, lambda m: reads[m["study"]], {rid})
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        rows = tar.extractfile(f"{rid}/probes.csv").read().decode().splitlines()[1:]
+    assert {"act_mean", "update_ratio"} <= {row.split(",")[1] for row in rows}

@@ -44,17 +44,18 @@ def write_bundle(
     probe rows that the diagnosis reads and, of each cell, those that ``reads(manifest)`` says a claim
     reads of it (run_id -> metrics); returns the number of records packed."""
     members: dict[str, bytes] = {}
+    keep: dict[str, set[str]] = {}  # run_id -> the series kept: a run in two studies keeps what each reads
     for m in manifests:
         manifest = manifest_path(results, m["study"], m["profile"])
         members[f"{STUDIES_DIR}/{manifest.name}"] = manifest.read_bytes()
         claimed = reads(m)
         for cell in m["cells"]:
-            path = record_dir(results, cell["run_id"])
-            if cell["run_id"] not in read:
-                continue  # missing in the report too
-            keep = DIAGNOSIS_SERIES | claimed.get(cell["run_id"], set())
-            members[f"{cell['run_id']}/run.json"] = (path / "run.json").read_bytes()
-            members[f"{cell['run_id']}/probes.csv"] = _kept_rows(path / "probes.csv", keep)
+            if cell["run_id"] in read:  # else missing in the report too
+                keep.setdefault(cell["run_id"], set(DIAGNOSIS_SERIES)).update(claimed.get(cell["run_id"], set()))
+    for rid, series in keep.items():
+        path = record_dir(results, rid)
+        members[f"{rid}/run.json"] = (path / "run.json").read_bytes()
+        members[f"{rid}/probes.csv"] = _kept_rows(path / "probes.csv", series)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(members):
