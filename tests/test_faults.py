@@ -488,6 +488,19 @@ def test_a_record_that_names_another_run_is_shown_as_missing(tmp_path):
     (results / "_studies" / "tiny-smoke.json").write_text(json.dumps(manifest))
     report = vanex("report", "--results", str(results), "--out", str(tmp_path / "rep"), "--profile", "smoke")
     assert f"says it is run {record['run_id']!r}, not {other!r}; shown as missing" in report.stderr, report.stderr
+    # counted once among the records claims could not read (it was counted twice), and repaired by the study
+    (results / "_studies" / "tiny-smoke.json").unlink()
+    assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={results}").returncode == 0
+    manifest = results / "_studies" / "rnn_init-smoke.json"
+    cells = json.loads(manifest.read_text())["cells"]
+    stray = results / cells[0]["run_id"]
+    shutil.rmtree(stray)
+    shutil.copytree(results / cells[1]["run_id"], stray)
+    claims = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
+    assert claims.returncode == 1 and "study rnn_init: 1 record(s) could not be read" in claims.stderr, claims.stderr
+    again = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    assert again.returncode == 0 and "1 to run here" in again.stderr, again.stderr
+    assert json.loads((stray / "run.json").read_text())["run_id"] == cells[0]["run_id"]
 
 
 def test_a_report_cleans_what_a_killed_report_left_beside_its_folder(tmp_path):

@@ -401,7 +401,9 @@ def _finished_record(planned: PlannedRun) -> dict[str, Any] | None:
         record = load_run(record_dir(planned.results_dir, planned.run_id))
     except OldRecord:
         return None
-    return record if record is not None and record.get("status") in FINISHED else None
+    if record is None or record.get("run_id") != planned.run_id:  # a record of another run is no result of this one
+        return None
+    return record if record.get("status") in FINISHED else None
 
 
 @contextlib.contextmanager

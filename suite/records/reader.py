@@ -122,7 +122,7 @@ def read_study(manifest: dict[str, Any], results: Path, metrics: Collection[str]
             run, old = None, old + 1
         if run is not None and run.get("run_id") != cell["run_id"]:
             warn(f"record {path} says it is run {run.get('run_id')!r}, not {cell['run_id']!r}; shown as missing")
-            run, unreadable = None, unreadable + 1
+            run = None  # counted once, below, as a record folder that holds no record of its cell
         if run is None:
             row["status"] = "missing"
             if path.exists():  # a record folder whose run.json is gone, damaged or not a record

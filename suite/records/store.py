@@ -159,7 +159,9 @@ def is_finished(results_dir: str | Path, rid: str) -> bool:
         raise UserError(f"{exc}: upgrade vanex, or move the record to train the cell again") from None
     except OldRecord:
         return False  # rerun: the new record replaces it
-    if run is None or run.get("status") not in FINISHED or not _probes_header(record_dir(results_dir, rid)):
+    if run is None or run.get("run_id") != rid or run.get("status") not in FINISHED:
+        return False  # a record of another run (copied, renamed) is replaced by this cell's own
+    if not _probes_header(record_dir(results_dir, rid)):
         return False  # a record whose probes.csv is gone or damaged is trained again, not skipped forever
     return os.environ.get(KEEP_STALE) == "1" or code.stale(run) is None
 
