@@ -173,6 +173,22 @@ def test_version_names_the_release_and_the_commit():
     assert out.returncode == 0 and re.fullmatch(r"vanex \d+\.\d+\.\d+ \(git [0-9a-f]{12}(\+dirty)?\)\n", out.stdout)
 
 
+def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
+    """`vanex list studies --profile NAME` plans each study as `vanex study` does: its runs and how many
+    of them are finished in the results folder; an unknown profile is one line."""
+    from vanex.cli import _planned
+
+    results = tmp_path / "r"
+    assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
+    assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
+    assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
+    bad = vanex("list", "studies", "--profile", "nope")
+    assert (
+        bad.returncode == 2
+        and bad.stderr == "vanex: error: unknown profile 'nope'; valid profiles: full, quick, smoke\n"
+    )
+
+
 def test_a_bad_numerics_variable_is_one_line(results):
     out = vanex("list", "tasks", env={**os.environ, "VANEX_NUMERICS": "foo"})
     assert (
@@ -248,7 +264,7 @@ def test_study_resumes_and_reports(tmp_path):
     out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| mitigations | numerics | optim.lr | task.depth | n (done/div/fail) |" in summary
+    assert "| mitigations | numerics | lr | depth | n (done/div/fail) |" in summary
     assert (
         "| baseline | pinned | 0.05 | 20 | 5/0/0 |" in summary
         and "| baseline | generic | 0.05 | 20 | 5/0/0 |" in summary

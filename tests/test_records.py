@@ -131,7 +131,7 @@ def test_report_of_an_adhoc_sweep_and_of_old_records(tmp_path):
     out = vanex("report", "--runs", str(runs), "--out", str(reports))
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| mitigations | task.depth | n (done/div/fail) |" in summary
+    assert "| mitigations | depth | n (done/div/fail) |" in summary
     assert "| baseline | 2 | 2/0/0 |" in summary and "| baseline | 3 | 2/0/0 |" in summary
     # a manifest that names the old record: it is skipped with one warning line, never a crash
     manifest = {

@@ -230,7 +230,7 @@ def caption(manifest: dict[str, Any]) -> str:
 
 def study_table(frame: pd.DataFrame, manifest: dict[str, Any], headline: list[str]) -> str:
     """The Markdown study table with its caption."""
-    return caption(manifest) + "\n\n" + frame_markdown(display_frame(frame, manifest, headline))
+    return caption(manifest) + "\n\n" + frame_markdown(display_frame(frame, manifest, headline).rename(columns=human))
 
 
 ASCII = str.maketrans({"–": "--", "−": "-", "·": " ", "√": "sqrt ", "±": "+/-", "≤": "<=", "≥": ">=", "×": "x"})
@@ -407,7 +407,7 @@ def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str 
     if not groups:
         return None
     lrs = sorted({lr for _, g in groups for lr in g[key]})
-    header = ["mitigations", *others, *(f"lr {lr:g}" for lr in lrs), "tuned lr"]
+    header = ["mitigations", *map(human, others), *(f"lr {lr:g}" for lr in lrs), "tuned lr"]
     lines = []
     for name, group in groups:
         name = name if isinstance(name, tuple) else (name,)
@@ -421,7 +421,7 @@ def lr_table(cells: pd.DataFrame, manifest: dict[str, Any], metric: str) -> str 
         row.append(f"**{best:g}**" if math.isfinite(scores[best]) else "none finite")
         lines.append(row)
     caption = (
-        f"Learning rate per mitigation set: mean held-out `{metric}` over seeds (number of seeds in brackets) "
+        f"Learning rate per mitigation set: mean held-out {human(metric)} over seeds (number of seeds in brackets) "
         "at each learning rate of the shared grid, and the one that wins; a diverged seed counts as infinitely bad "
         "(*diverged*: a seed at that rate diverged or has no value; *none finite*: so at every rate; "
         "– : not run at that rate). "
