@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 from helpers import vanex
 from scipy import stats
+from vanex.report import readme as readme_block
 from vanex.report.figures import DPI, WIDTH
 from vanex.report.html import markdown_to_html
 from vanex.report.tables import _shown, cell_frame, display_frame, metric_range, study_latex, t_interval
@@ -153,6 +155,9 @@ def test_citation_cff_is_valid():
     assert cff, "cffconvert is a test dependency"
     run = subprocess.run([cff, "--validate", "-i", str(ROOT / "CITATION.cff")], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+    cff_text, project = (ROOT / "CITATION.cff").read_text(), (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "(.+)"$', project, re.M).group(1)
+    assert f"\nversion: {version}\n" in cff_text and re.search(r"^date-released: \d{4}-\d\d-\d\d$", cff_text, re.M)
 
 
 def test_readme_cites_the_committed_report_as_it_cites_itself():
@@ -175,18 +180,52 @@ def test_readme_contents_link_every_section():
     assert cite.startswith("@misc{vanex-report-") and "author = {{The vanex authors}}" in cite
 
 
-def test_readme_claims_table_says_what_the_committed_report_says():
-    """Every claim of the committed report has a row in the README's table with its verdict, and the
-    count line above the table is the report's."""
+def test_readme_claims_table_is_generated_from_the_committed_report():
+    """The README's claims table is the one generated from reports/claims.csv (never copied by hand),
+    and its notes explain every ✗ and fragile verdict of that report, and no other."""
     readme = (ROOT / "README.md").read_text()
-    claims = pd.read_csv(ROOT / "reports" / "claims.csv")
-    said: dict[str, str] = {}
-    for names, verdict in re.findall(r"^\| ((?:`[a-z0-9_]+`(?: \(v\d+\))?(?:, )?)+) \| (✓|✗|fragile) \|", readme, re.M):
-        said.update(dict.fromkeys(re.findall(r"`([a-z0-9_]+)`", names), verdict))
-    assert said == dict(zip(claims["name"], claims["status"], strict=True))
-    counts = claims["status"].value_counts()
-    line = f"**{counts.get('✓', 0)} ✓, {counts.get('✗', 0)} ✗, {counts.get('fragile', 0)} fragile** of {len(claims)}"
-    assert line in readme
+    claims = readme_block.read_claims(ROOT / "reports")
+    assert readme_block.rewrite(readme, claims) == readme, "run `python -m vanex.report.readme reports README.md`"
+    notes = readme[readme.index(readme_block.END) : readme.index("## ", readme.index(readme_block.END))]
+    explained = re.findall(r"^- `([a-z0-9_]+)`:", notes, re.M)
+    assert sorted(explained) == sorted(claims.loc[claims["status"] != "✓", "name"])
+    check = subprocess.run(
+        [sys.executable, "-m", "vanex.report.readme", "--check", str(ROOT / "reports"), "-"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 2 and check.stderr.count("\n") == 1, check.stderr  # a bad path: one line
+
+
+def test_readme_block_rewrite_replaces_only_its_block_and_refuses_a_readme_without_one():
+    claims = pd.DataFrame(
+        [
+            {
+                "name": "a_claim",
+                "version": "2",
+                "status": "✗",
+                "numbers": "x ||g|| 1 [0, 2] (n=3)",
+                "second_path": "✗: x 1 (n=3)",
+                "neighbourhood": "×0.5 ✓: x 2; ×2 ✗: x 3",
+            },
+            {
+                "name": "b_claim",
+                "version": "1",
+                "status": "✓",
+                "numbers": "y 1",
+                "second_path": "✓: y",
+                "neighbourhood": "not run in this profile (optim.lr ×0.5, ×2)",
+            },
+        ]
+    )
+    text = f"before\n{readme_block.BEGIN}\nold\n{readme_block.END}\nafter\n"
+    new = readme_block.rewrite(text, claims)
+    assert new.startswith("before\n") and new.endswith(f"{readme_block.END}\nafter\n") and "old" not in new
+    assert "**1 ✓, 1 ✗, 0 fragile** of 2." in new
+    assert "| `a_claim` (v2) | ✗ | x ‖g‖ 1 [0, 2] (n=3) | ✗ | ×0.5 ✓, ×2 ✗ |" in new
+    assert "| `b_claim` | ✓ | y 1 | ✓ | not run |" in new
+    with pytest.raises(ValueError, match="no generated claims block"):
+        readme_block.rewrite("no block", claims)
 
 
 def test_the_committed_report_judges_its_claims_again_from_the_records_it_ships():
@@ -332,6 +371,46 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
         assert "Not for citation" in body and "Cite this report" not in body
         shot = tmp_path / "index.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        driver.quit()
+
+
+A4_LANDSCAPE_PX = 1047  # 297 mm less the two 10 mm margins of the report's @page, at 96 px per inch
+
+
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+def test_the_committed_html_report_shows_and_prints_every_column(tmp_path):
+    """At 1280 px every table of reports/index.html ends inside the page (a wide one scrolls in its own
+    box); under print media at A4 landscape's width none overflows, so a printed copy loses no column.
+    Without the print CSS 5 or more tables overflow there."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    tables = """return Array.from(document.querySelectorAll('table')).map(t => [
+        Math.round(t.getBoundingClientRect().right), t.scrollWidth, t.clientWidth, getComputedStyle(t).overflowX])"""
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get((ROOT / "reports" / "index.html").as_uri())
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        screen = driver.execute_script(tables)
+        assert len(screen) == (ROOT / "reports" / "summary.md").read_text().count("\n|---")
+        assert [t for t in screen if t[0] > width or (t[1] > t[2] + 1 and t[3] not in ("auto", "scroll"))] == []
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        driver.set_window_size(A4_LANDSCAPE_PX, 2000)
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        printed = driver.execute_script(tables)
+        assert [t for t in printed if t[0] > width + 1 or t[1] > t[2] + 1] == [], width
     finally:
         driver.quit()
 
