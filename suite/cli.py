@@ -604,12 +604,24 @@ def cmd_list(argv: list[str]) -> int:
     )
     parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"only these: {', '.join(LISTED)} (default: all)")
     parser.add_argument("--names", action="store_true", help="names only, one per line (for scripts)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help=_profiles_help(
+            "with studies: each study's runs under this profile and how many of them are finished"
+        ).replace(f" (default: {default('profile')})", " (default: not planned)"),
+    )
+    parser.add_argument("--results", default="results", help="with --profile: the records directory (default: results)")
     args = parser.parse_args(argv)
     for kind in args.kinds:
         if kind not in LISTED:
             raise UserError(f"unknown kind '{kind}'; valid kinds: {', '.join(LISTED)}")
+    if args.profile is not None and args.profile not in profiles():
+        raise UserError(f"unknown profile '{args.profile}'; valid profiles: {', '.join(profiles())}")
     for kind in args.kinds or LISTED:
         rows = _listing(kind)
+        if kind == "studies" and args.profile is not None and not args.names:
+            rows = [(name, origin, _planned(name, args.profile, args.results)) for name, origin, _ in rows]
         if args.names:
             print("\n".join(name for name, _, _ in rows))
             continue
@@ -640,6 +652,14 @@ def _listing(kind: str) -> list[tuple[str, str, str]]:
         )
         rows.append((name, cls.origin, text))
     return rows
+
+
+def _planned(study: str, profile: str, results: str) -> str:
+    """'N runs, M finished in RESULTS' for ``study`` under ``profile`` (planned as `vanex study` plans it)."""
+    from vanex.engine.plan import plan
+
+    _, runs = plan(study, profile, [f"results_dir={results}"])
+    return f"{profile}: {len(runs)} runs, {sum(r.finished for r in runs)} finished in {results}"
 
 
 def _conf_origin(path: Path) -> str:
