@@ -4,6 +4,7 @@ on both paths, and a claim whose verdict differs between them is fragile."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -55,7 +56,10 @@ def test_a_study_entry_runs_its_cells_on_every_path_it_lists(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_study_trains_the_second_path_in_its_own_process_and_claims_read_both(tmp_path):
+def test_a_study_trains_the_second_path_on_workers_or_a_process_of_its_own_and_claims_read_both(tmp_path):
+    """With --jobs the second path's cells train on workers started on that path (no second study
+    process to start and plan); in one process (a debugger's VANEX_IN_PROCESS=1) or under a launcher, in
+    a study process of their own. Either way each record is the same as the other way's."""
     results = tmp_path / "results"
     # run from a folder holding another vanex (a source checkout): the second path's process must still
     # run the installed one, as the first does (`python -m` there imported this one and its entry points)
@@ -63,10 +67,18 @@ def test_a_study_trains_the_second_path_in_its_own_process_and_claims_read_both(
     (tmp_path / "vanex" / "__init__.py").write_text("raise ImportError('the vanex in the working directory')\n")
     out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "then the cells on numerics generic in their own process" in out.stderr
+    assert "50 to run here (25 of them on numerics generic, in workers of their own)" in out.stderr, out.stderr
     records = [json.loads(p.read_text()) for p in results.glob("*/run.json")]
     paths = {(r["settings"]["numerics"], r["provenance"]["numerics"]["aten_cpu_capability"]) for r in records}
     assert paths == {("pinned", "AVX2"), ("generic", "DEFAULT")} and len(records) == 50
+    solo = tmp_path / "solo"
+    env = {**os.environ, "VANEX_IN_PROCESS": "1"}
+    out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={solo}", cwd=tmp_path, env=env)
+    assert out.returncode == 0 and "then the cells on numerics generic in their own process" in out.stderr, out.stderr
+    for record in records:
+        other = json.loads((solo / record["run_id"] / "run.json").read_text())
+        assert (other["summary"], other["diagnosis"]) == (record["summary"], record["diagnosis"])
+        assert other["provenance"]["numerics"] == record["provenance"]["numerics"]
     again = vanex("study", "rnn_init", "--profile", "smoke", f"results_dir={results}")
     assert "50 already finished, 0 to run here" in again.stderr and "own process" not in again.stderr
     claims = vanex("claims", "--results", str(results), "--profile", "smoke", "--claim", "pascanu2013_gain")
@@ -187,7 +199,8 @@ def test_a_term_to_a_study_stops_its_second_path_process_too(tmp_path):
     script = Path(sys.executable).with_name("vanex")
     command = [str(script)] if script.exists() else [shutil.which("vanex") or "vanex"]
     args = ["study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={tmp_path}", "progress=false"]
-    study = subprocess.Popen([*command, *args], stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "VANEX_IN_PROCESS": "1"}  # (with --jobs the second path trains on workers instead)
+    study = subprocess.Popen([*command, *args], stderr=subprocess.PIPE, text=True, env=env)
     children: list[int] = []
     deadline = time.monotonic() + 300
     for line in study.stderr:

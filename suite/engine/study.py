@@ -108,7 +108,11 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     todo = [r for r in runs if not r.finished]
     here = numerics.active_mode()
     elsewhere = sorted({r.settings["numerics"] for r in todo} - {here})
-    todo = [r for r in todo if r.settings["numerics"] == here]
+    if launcher or (jobs < 2 and os.environ.get(IN_PROCESS) == "1"):  # another path: a study process of its own
+        todo = [r for r in todo if r.settings["numerics"] == here]
+    else:  # --jobs: this path's cells first, then each other path's, on workers started on that path
+        todo.sort(key=lambda r: (r.settings["numerics"] != here, r.settings["numerics"]))
+        elsewhere = []
     if launcher:
         execute = _HydraLauncher(launcher, jobs, runs[0].results_dir if runs else ".", profile, extra)
     else:
@@ -138,7 +142,12 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     print(
         f"study {name} ({profile}{', numerics=' + here if only or elsewhere else ''}): {len(runs)} runs, "
         f"{finished} already finished, {len(todo)} to run here"
-        + (f", then the cells on numerics {', '.join(elsewhere)} in their own process" if elsewhere else ""),
+        + (f", then the cells on numerics {', '.join(elsewhere)} in their own process" if elsewhere else "")
+        + "".join(
+            f" ({n} of them on numerics {mode}, in workers of their own)"
+            for mode in sorted({r.settings["numerics"] for r in todo} - {here})
+            if (n := sum(r.settings["numerics"] == mode for r in todo))
+        ),
         file=sys.stderr,
     )
     start = time.perf_counter()
@@ -237,13 +246,25 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
 
     os.environ[STUDY_PID] = str(os.getpid())
     pending, busy = list(range(len(todo))), {}
-    workers = [_Worker() for _ in range(min(jobs, len(todo)))]
-    idle = list(workers)
+
+    def path(index: int) -> str:
+        return todo[index].settings.get("numerics", numerics.active_mode())
+
+    workers = [_Worker(path(0)) for _ in range(min(jobs, len(todo)))]
+    idle, retired = list(workers), []
     with _stopped_on_interrupt(todo):
         try:
             while pending or busy:
                 while idle and pending:
-                    worker, index = idle.pop(), pending.pop(0)
+                    worker = idle.pop()
+                    index = next((i for i in pending if path(i) == worker.mode), pending[0])
+                    pending.remove(index)
+                    if path(index) != worker.mode:  # nothing left on its path: a worker on the next one
+                        worker.stop()
+                        workers.remove(worker)
+                        retired.append(worker)
+                        worker = _Worker(path(index))
+                        workers.append(worker)
                     worker.send(index, todo[index].config)
                     busy[worker] = index
                 wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
@@ -257,12 +278,12 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                         workers.remove(worker)
                         yield todo[index], _crashed(todo[index], worker.reap())
                         if pending:
-                            workers.append(_Worker())
+                            workers.append(_Worker(path(pending[0])))
                             idle.append(workers[-1])
         finally:
             for worker in workers:
                 worker.stop()
-            for worker in workers:
+            for worker in workers + retired:
                 worker.reap(timeout=10)
 
 
@@ -271,11 +292,13 @@ class _Worker:
     config it is sent, one at a time, until it is stopped; shared by ``--jobs`` (a pool of them) and
     the launchers' jobs (``_Solo``). Ctrl-C is ignored in it: the study decides what a Ctrl-C does."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str | None = None) -> None:
+        self.mode = mode or numerics.active_mode()
         context = multiprocessing.get_context("spawn")
         self.conn, theirs = context.Pipe()
         self.process = context.Process(target=_worker, args=(theirs,), name="vanex-worker", daemon=True)
-        _start_deaf(self.process)
+        with _spawning(self.mode):  # its code paths, fixed as a `vanex` started with that mode fixes them
+            _start_deaf(self.process)
         theirs.close()
 
     def send(self, index: int, config: dict[str, Any]) -> None:
@@ -297,6 +320,29 @@ class _Worker:
         """Wait for the process to end (at most ``timeout`` seconds); its exit code."""
         self.process.join(timeout=timeout)
         return self.process.exitcode
+
+
+@contextlib.contextmanager
+def _spawning(mode: str) -> Iterator[None]:
+    """While a process is started inside: the environment a fresh ``vanex`` on numeric path ``mode``
+    starts from (the code-path variables as this process inherited them, ``VANEX_NUMERICS=mode``), for
+    the ``vanex`` import in it to apply; this process's own environment is restored afterwards."""
+    keys = (*numerics.PINNED, numerics.MODE_ENV)
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        for key, value in (*numerics._INHERITED.items(), (numerics.MODE_ENV, mode)):
+            _set_env(key, value)
+        yield
+    finally:
+        for key, value in saved.items():
+            _set_env(key, value)
+
+
+def _set_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def _start_deaf(worker: Any) -> None:
