@@ -255,6 +255,8 @@ ROWS_PER_TABLE = 40  # rows of one float: more would not fit a page's height at 
 def human(key: str) -> str:
     """A column's name as a paper writes it: ``task.depth`` -> depth, ``optim.lr`` -> lr,
     ``mitigation.lstm.forget_bias`` -> lstm forget bias, ``final_train_loss`` -> final train loss."""
+    if key == "optim.name":
+        return "optimizer"
     parts = key.split(".")
     if parts[0] in ("task", "optim") and len(parts) > 1:
         parts = parts[1:]
