@@ -278,6 +278,13 @@ def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[s
 JACOBIAN = ("jacobian_logsq_mean", "jacobian_logsq_var", "jacobian_zero_fraction")
 
 
+def _one_path(runs: dict[str, dict]) -> dict[str, dict]:
+    """The runs on one numeric path: pinned when present (a second path repeats the same cells)."""
+    paths = {r["settings"].get("numerics") for r in runs.values()}
+    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    return {rid: r for rid, r in runs.items() if r["settings"].get("numerics") == path}
+
+
 def jacobian_points(study: StudyData) -> pd.DataFrame:
     """Per (depth, width) of He-initialised ReLU MLPs with the ``input_jacobian`` probe: the variance of
     ln ||J(x)^T u||^2 over inputs and seeds with a 95% bootstrap interval over seeds (one path: pinned
@@ -292,13 +299,11 @@ def jacobian_points(study: StudyData) -> pd.DataFrame:
         return pd.DataFrame()
     step0 = step0[step0["step"] == 0].pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
     runs = {rid: r for rid, r in study.records.items() if rid in step0.index and r["task"] == "deep_mlp"}
-    runs = {rid: r for rid, r in runs.items() if r["settings"].get("task.activation") == "relu"}
-    paths = {r["settings"].get("numerics") for r in runs.values()}
-    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    runs = _one_path({rid: r for rid, r in runs.items() if r["settings"].get("task.activation") == "relu"})
     rng = np.random.default_rng(0)
     rows = []
-    for depth, width in sorted({shape(r) for r in runs.values() if r["settings"].get("numerics") == path}):
-        ids = [rid for rid, r in runs.items() if shape(r) == (depth, width) and r["settings"].get("numerics") == path]
+    for depth, width in sorted({shape(r) for r in runs.values()}):
+        ids = [rid for rid, r in runs.items() if shape(r) == (depth, width)]
         stats = step0.loc[ids, list(JACOBIAN)].to_numpy(dtype=float)
         boot = [pooled_variance(stats[rng.integers(0, len(stats), len(stats))]) for _ in range(400)]
         low, high = np.quantile(boot, [0.025, 0.975])
@@ -389,14 +394,10 @@ def isometry_points(study: StudyData) -> pd.DataFrame:
     if values.empty:
         return pd.DataFrame()
     measured = values.groupby("run_id")["value"].first()
-    runs = {rid: r for rid, r in study.records.items() if rid in measured.index and r["task"] == "deep_mlp"}
-    paths = {r["settings"].get("numerics") for r in runs.values()}
-    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    runs = _one_path({rid: r for rid, r in study.records.items() if rid in measured.index and r["task"] == "deep_mlp"})
     rows = []
     for rid, r in runs.items():
         s = r["settings"]
-        if s.get("numerics") != path:
-            continue
         orthogonal = "orthogonal_init" in r["mitigations"] or s.get("task.init") == "orthogonal"
         sigma_w = 1.0 if orthogonal else float(s["task.weight_scale"])
         q_in = r["task_info"]["constants"]["input_second_moment"]
