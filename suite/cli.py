@@ -577,12 +577,19 @@ def cmd_show(argv: list[str]) -> int:
     parser.add_argument("run", metavar="RUN", help="a run id (or 4+ of its first hex digits), or a record folder")
     parser.add_argument("--results", default="results", help="records directory (default: results)")
     parser.add_argument(
+        "--profile",
+        default=None,
+        help=_profiles_help("a run id's prefix names a record of this profile").replace(
+            f" (default: {default('profile')})", " (default: any)"
+        ),
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="the figure: a .png, .pdf or .svg file (default: vanex-show-RUN_ID.png here)",
     )
     args = parser.parse_args(argv)
-    path = show.find_record(args.run, args.results)
+    path = show.find_record(args.run, args.results, args.profile)
     run, probes, diagnosis = show.read(path)
     out = show.out_path(args.out, run["run_id"])
     print(show.describe(run, diagnosis, path, _task_defaults(run["task"])))
@@ -616,8 +623,6 @@ def cmd_list(argv: list[str]) -> int:
     for kind in args.kinds:
         if kind not in LISTED:
             raise UserError(f"unknown kind '{kind}'; valid kinds: {', '.join(LISTED)}")
-    if args.profile is not None and args.profile not in profiles():
-        raise UserError(f"unknown profile '{args.profile}'; valid profiles: {', '.join(profiles())}")
     for kind in args.kinds or LISTED:
         rows = _listing(kind)
         if kind == "studies" and args.profile is not None and not args.names:

@@ -130,6 +130,8 @@ def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
     assert "task.delay=5" in shown.stdout and "status: completed" in shown.stdout and "diagnosis: init" in shown.stdout
     first = figure.read_bytes()
     assert first.startswith(b"\x89PNG") and len(first) > 20_000  # six panels and a colour bar, not an empty canvas
+    quick = vanex("show", rid[:6], "--profile", "quick", "--results", str(results), "--out", str(figure))
+    assert quick.returncode == 0, quick.stderr  # a prefix among the records of one profile (the run's: quick)
     again = vanex("show", str(results / rid), "--out", str(figure))  # a record folder names the run too
     assert again.returncode == 0 and figure.read_bytes() == first  # no dates in the file: same run, same bytes
     for args, expected in [
@@ -138,6 +140,7 @@ def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
         ([rid, "--out", str(tmp_path / "run.txt")], "name a file with one of them"),
         ([rid, "--out", str(tmp_path)], "is a folder or a link"),
         ([rid, "--results", str(ROOT / "reports")], "is a report: its shipped records hold no per-layer series"),
+        ([rid[:6], "--profile", "smoke"], f"no record of run '{rid[:6]}' in '{results}' among the smoke profile's"),
     ]:
         bad = vanex("show", *args, *([] if "--results" in args else ["--results", str(results)]))
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
@@ -182,11 +185,9 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
     assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
-    bad = vanex("list", "studies", "--profile", "nope")
-    assert (
-        bad.returncode == 2
-        and bad.stderr == "vanex: error: unknown profile 'nope'; valid profiles: full, quick, smoke\n"
-    )
+    bad = vanex("list", "studies", "--profile", "smok")
+    expected = "vanex: error: unknown profile 'smok' (did you mean 'smoke'?); valid profiles: full, quick, smoke\n"
+    assert bad.returncode == 2 and bad.stderr == expected
 
 
 def test_a_bad_numerics_variable_is_one_line(results):

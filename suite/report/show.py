@@ -33,9 +33,9 @@ PER_LAYER = (
 )
 
 
-def find_record(run: str, results: str | Path) -> Path:
+def find_record(run: str, results: str | Path, profile: str | None = None) -> Path:
     """The record folder that ``run`` names: a path to a record folder, a run id, or a unique prefix
-    of one (4 hex digits at least) in ``results``."""
+    of one (4 hex digits at least) in ``results`` (among the records of ``profile``, when given)."""
     path = Path(run)
     if (path / "run.json").is_file():
         return path
@@ -50,12 +50,23 @@ def find_record(run: str, results: str | Path) -> Path:
             "folder that made it, or train the run again with `vanex run`"
         )
     matches = sorted(p for p in results.glob(f"{run}*") if (p / "run.json").is_file())
+    if profile is not None:
+        matches = [p for p in matches if _profile_of(p) == profile]
     if not matches:
-        raise UserError(f"no record of run '{run}' in '{results}' (`vanex report` lists every cell's run id)")
+        among = f" among the {profile} profile's records" if profile is not None else ""
+        raise UserError(f"no record of run '{run}' in '{results}'{among} (`vanex report` lists every cell's run id)")
     if len(matches) > 1:
         names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise UserError(f"'{run}' matches {len(matches)} runs in '{results}' ({names}); give more digits")
     return matches[0]
+
+
+def _profile_of(path: Path) -> str | None:
+    """The profile a record was trained under (None where unreadable)."""
+    try:
+        return (load_run(path) or {}).get("settings", {}).get("profile.name")
+    except OldRecord:
+        return None
 
 
 def read(path: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any] | None]:
