@@ -407,7 +407,7 @@ def cmd_study(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from vanex.report.build import write_report
+    from vanex.report.build import default_out, write_report
 
     parser = Parser(prog="vanex report", description="Turn records into tables and figures.")
     parser.add_argument(
@@ -432,7 +432,7 @@ def cmd_report(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     _not_empty(args, "results", "out", "runs")
-    out = args.out or ("reports" if args.profile == default("profile") else f"reports-{args.profile}")
+    out = args.out or default_out(args.profile)
     write_report(args.results, out, args.profile, args.study, runs_dir=args.runs)
     return 0
 
@@ -589,6 +589,8 @@ def cmd_show(argv: list[str]) -> int:
         help="the figure: a .png, .pdf or .svg file (default: vanex-show-RUN_ID.png here)",
     )
     args = parser.parse_args(argv)
+    if args.profile is not None:
+        _known_profile(args.profile)
     path = show.find_record(args.run, args.results, args.profile)
     run, probes, diagnosis = show.read(path)
     out = show.out_path(args.out, run["run_id"])
@@ -623,6 +625,8 @@ def cmd_list(argv: list[str]) -> int:
     for kind in args.kinds:
         if kind not in LISTED:
             raise UserError(f"unknown kind '{kind}'; valid kinds: {', '.join(LISTED)}")
+    if args.profile is not None:
+        _known_profile(args.profile)  # before anything is listed: a bad input is one line
     for kind in args.kinds or LISTED:
         rows = _listing(kind)
         if kind == "studies" and args.profile is not None and not args.names:
@@ -657,6 +661,15 @@ def _listing(kind: str) -> list[tuple[str, str, str]]:
         )
         rows.append((name, cls.origin, text))
     return rows
+
+
+def _known_profile(name: str) -> None:
+    """Refuse a profile that no config root (vanex's or a plugin's) defines, suggesting a close one."""
+    from vanex.engine.config import group_options
+    from vanex.errors import did_you_mean
+
+    if name not in (options := group_options("profile")):
+        raise UserError(did_you_mean(f"unknown profile '{name}'; valid profiles: {', '.join(options)}"))
 
 
 def _planned(study: str, profile: str, results: str) -> str:

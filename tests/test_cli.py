@@ -141,6 +141,7 @@ def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
         ([rid, "--out", str(tmp_path)], "is a folder or a link"),
         ([rid, "--results", str(ROOT / "reports")], "is a report: its shipped records hold no per-layer series"),
         ([rid[:6], "--profile", "smoke"], f"no record of run '{rid[:6]}' in '{results}' among the smoke profile's"),
+        ([rid[:6], "--profile", "smok"], "unknown profile 'smok' (did you mean 'smoke'?); valid profiles: full,"),
     ]:
         bad = vanex("show", *args, *([] if "--results" in args else ["--results", str(results)]))
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
@@ -185,7 +186,7 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
     assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
-    bad = vanex("list", "studies", "--profile", "smok")
+    bad = vanex("list", "--profile", "smok")  # refused before anything is listed
     expected = "vanex: error: unknown profile 'smok' (did you mean 'smoke'?); valid profiles: full, quick, smoke\n"
     assert bad.returncode == 2 and bad.stderr == expected
 

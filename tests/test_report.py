@@ -534,6 +534,22 @@ def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
         assert (copy / extra).read_text() == "mine"
 
 
+def test_a_report_of_another_profile_is_not_replaced(tmp_path):
+    """A smoke report once replaced the committed quick report, silently, when --out named it; a
+    report folder is now replaced only by a report of its own profile (its marker says which)."""
+    from vanex.errors import UserError
+    from vanex.report.build import FILES, MARKER, PROFILE, check_out
+
+    report = tmp_path / "reports"
+    report.mkdir()
+    (report / "summary.md").write_text("a quick report")
+    (report / MARKER).write_text(f"written by vanex\n{PROFILE}quick\n{FILES}\nsummary.md\n")
+    with pytest.raises(UserError, match=r"holds a report of the quick profile, which a smoke report would replace; "
+                       r"give another folder \(the default for smoke is reports-smoke\)"):  # fmt: skip
+        check_out(report, tmp_path / "results", "smoke")
+    check_out(report, tmp_path / "results", "quick")  # its own profile's report replaces it
+
+
 def test_records_from_two_commits_say_whether_their_training_code_differs():
     """A report built from records of two commits warns, and says when the code that trained them is
     the same (a commit that changed no training code) or not."""

@@ -158,9 +158,9 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
                 f"no manifest for study '{s}' (profile {profile}); studies with records: {', '.join(names)}"
             )
     manifests = [m for m in manifests if not studies or m["study"] in studies]
-    check_out(Path(out), source)
+    check_out(Path(out), source, profile)
     if runs_dir is not None and Path(results).is_dir():
-        check_out(Path(out), Path(results))  # --out never replaces nor sits inside --results either
+        check_out(Path(out), Path(results), profile)  # --out never replaces nor sits inside --results either
 
     def fill(tmp: Path) -> None:
         read = _write(tmp, manifests, source, profile)
@@ -171,7 +171,8 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(
             "written by `vanex report`; this whole folder is replaced when the report is rewritten, unless it\n"
-            f"holds a file not listed here (then the report is refused)\n{FILES}\n" + "".join(f"{f}\n" for f in written)
+            f"holds a file not listed here (then the report is refused)\n{PROFILE}{profile}\n{FILES}\n"
+            + "".join(f"{f}\n" for f in written)
         )
 
     clean_stale(Path(out).absolute().parent, Path(out).name)  # what a report killed mid-write left beside it
@@ -185,12 +186,18 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
 
 MARKER = ".vanex-report"  # marks a folder as a report, which the next report may replace whole
 FILES = "files:"  # in the marker: the files the report wrote follow this line
+PROFILE = "profile: "  # in the marker: the profile of the report (a report of another replaces it only once removed)
 
 
-def check_out(out: Path, source: Path) -> None:
+def default_out(profile: str) -> str:
+    """The report folder of ``profile`` unless --out names another: reports for the default profile."""
+    return "reports" if profile == conf.default("profile") else f"reports-{profile}"
+
+
+def check_out(out: Path, source: Path, profile: str) -> None:
     """Refuse an output folder the report would destroy or that holds the records: ``--out`` must be
-    absent, empty, or a previous report (its marker listing every file in it), and neither
-    equal to nor containing nor inside the records folder."""
+    absent, empty, or a previous report of ``profile`` (its marker listing every file in it), and
+    neither equal to nor containing nor inside the records folder."""
     out_abs, source_abs = out.resolve(), source.resolve()
     if out_abs == source_abs or source_abs.is_relative_to(out_abs) or out_abs.is_relative_to(source_abs):
         raise UserError(
@@ -201,7 +208,7 @@ def check_out(out: Path, source: Path) -> None:
     if out.is_dir():
         entries = {p.name for p in out.iterdir()}
         if MARKER in entries:
-            _check_previous_report(out)
+            _check_previous_report(out, profile)
         elif entries:  # without the marker nothing tells a report's files from a user's of the same name
             shown = sorted(entries)
             raise UserError(
@@ -210,9 +217,10 @@ def check_out(out: Path, source: Path) -> None:
             )
 
 
-def _check_previous_report(out: Path) -> None:
+def _check_previous_report(out: Path, profile: str) -> None:
     """Refuse a report folder that holds a file its report did not write (a user's notes, a figure
-    added by hand, a copied marker): replacing the folder would delete it."""
+    added by hand, a copied marker): replacing the folder would delete it; and a report of another
+    profile (a smoke report written over the committed quick one by a mistyped --out)."""
     try:
         lines = (out / MARKER).read_text().splitlines()
     except (OSError, UnicodeDecodeError):
@@ -221,6 +229,12 @@ def _check_previous_report(out: Path) -> None:
         raise UserError(
             f"--out '{out}' is a report whose files are not listed (an older vanex, or a damaged marker), so "
             "files of yours in it cannot be told apart and would be deleted; remove the folder or give another"
+        )
+    was = next((line[len(PROFILE) :] for line in lines if line.startswith(PROFILE)), profile)
+    if was != profile:
+        raise UserError(
+            f"--out '{out}' holds a report of the {was} profile, which a {profile} report would replace; "
+            f"give another folder (the default for {profile} is {default_out(profile)}), or remove it first"
         )
     listed = set(lines[lines.index(FILES) + 1 :]) | {MARKER}
     other = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()) if out.is_dir() else []
@@ -250,7 +264,7 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[
     metrics, page = report_metrics(), sections()
     all_cells, all_records, parts, skipped = [], {}, [], 0
     for i, manifest in enumerate(manifests, 1):
-        print(f"report: [{i}/{len(manifests)}] {manifest['study']} ({len(manifest['cells'])} cells)", file=sys.stderr)
+        print(f"report: [{i}/{len(manifests)}] {manifest['study']} ({len(manifest['cells'])} runs)", file=sys.stderr)
         study = read_study(manifest, source, metrics)
         if with_claims:
             study.cell_claims = cell_claims(manifest)
@@ -309,5 +323,5 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[
     missing = int((cells["status"] == "missing").sum())
     if skipped:
         warn(f"{skipped} records of an older schema were skipped (shown as missing); rerun their studies")
-    print(f"report: {len(records)} records, {missing} cells missing", file=sys.stderr)
+    print(f"report: {len(records)} records, {missing} runs missing", file=sys.stderr)
     return set(all_records)
