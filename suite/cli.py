@@ -7,6 +7,7 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import re
@@ -590,7 +591,9 @@ def cmd_show(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     if args.profile is not None:
-        _known_profile(args.profile)
+        from vanex.engine.config import group_file
+
+        group_file("profile", args.profile)  # refuses a profile no config root defines (main suggests a close one)
     path = show.find_record(args.run, args.results, args.profile)
     run, probes, diagnosis = show.read(path)
     out = show.out_path(args.out, run["run_id"])
@@ -626,7 +629,9 @@ def cmd_list(argv: list[str]) -> int:
         if kind not in LISTED:
             raise UserError(f"unknown kind '{kind}'; valid kinds: {', '.join(LISTED)}")
     if args.profile is not None:
-        _known_profile(args.profile)  # before anything is listed: a bad input is one line
+        from vanex.engine.config import group_file
+
+        group_file("profile", args.profile)  # before anything is listed: a bad input is one line
     for kind in args.kinds or LISTED:
         rows = _listing(kind)
         if kind == "studies" and args.profile is not None and not args.names:
@@ -663,20 +668,15 @@ def _listing(kind: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _known_profile(name: str) -> None:
-    """Refuse a profile that no config root (vanex's or a plugin's) defines, suggesting a close one."""
-    from vanex.engine.config import group_options
-    from vanex.errors import did_you_mean
-
-    if name not in (options := group_options("profile")):
-        raise UserError(did_you_mean(f"unknown profile '{name}'; valid profiles: {', '.join(options)}"))
-
-
 def _planned(study: str, profile: str, results: str) -> str:
     """'N runs, M finished in RESULTS' for ``study`` under ``profile`` (planned as `vanex study` plans it)."""
     from vanex.engine.plan import plan
 
+    existed = Path(results).exists()
     _, runs = plan(study, profile, [f"results_dir={results}"])
+    if not existed:  # planning creates the results folder (refusing one that cannot be); a listing leaves none
+        with contextlib.suppress(OSError):
+            Path(results).rmdir()
     return f"{profile}: {len(runs)} runs, {sum(r.finished for r in runs)} finished in {results}"
 
 

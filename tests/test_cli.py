@@ -184,6 +184,7 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
 
     results = tmp_path / "r"
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
+    assert not results.exists()  # a listing creates no results folder
     assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
     bad = vanex("list", "--profile", "smok")  # refused before anything is listed
