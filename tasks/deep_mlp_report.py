@@ -279,16 +279,19 @@ JACOBIAN = ("jacobian_logsq_mean", "jacobian_logsq_var", "jacobian_zero_fraction
 
 
 def _one_path(runs: dict[str, dict]) -> dict[str, dict]:
-    """The runs on one numeric path: pinned when present (a second path repeats the same cells)."""
+    """The runs on one numeric path: the one claims are judged on first, when present (a second path
+    repeats the same cells)."""
+    from vanex.report.claims import DEFAULT_NUMERICS
+
     paths = {r["settings"].get("numerics") for r in runs.values()}
-    path = "pinned" if "pinned" in paths else min(paths, default=None)
+    path = DEFAULT_NUMERICS if DEFAULT_NUMERICS in paths else min(paths, default=None)
     return {rid: r for rid, r in runs.items() if r["settings"].get("numerics") == path}
 
 
 def jacobian_points(study: StudyData) -> pd.DataFrame:
     """Per (depth, width) of He-initialised ReLU MLPs with the ``input_jacobian`` probe: the variance of
-    ln ||J(x)^T u||^2 over inputs and seeds with a 95% bootstrap interval over seeds (one path: pinned
-    when present), beta = depth/width and the finite-width prediction."""
+    ln ||J(x)^T u||^2 over inputs and seeds with a 95% bootstrap interval over seeds (one numeric path:
+    ``_one_path``), beta = depth/width and the finite-width prediction."""
     from vanex.report.claims_builtin import DIGITS_INPUTS, pooled_variance
 
     def shape(record: dict) -> tuple[int, int]:
@@ -387,8 +390,8 @@ SPECTRUM = ("jacobian_sv2_mean", "jacobian_sv2_normvar")
 
 
 def isometry_points(study: StudyData) -> pd.DataFrame:
-    """Per run of a deep MLP with the ``jacobian_spectrum`` probe (one numeric path: pinned when
-    present): its weights (orthogonal or Gaussian), activation, sigma_w, depth, seed, the measured
+    """Per run of a deep MLP with the ``jacobian_spectrum`` probe (one numeric path:
+    ``_one_path``): its weights (orthogonal or Gaussian), activation, sigma_w, depth, seed, the measured
     normalised variance of the Jacobian's squared singular values and its wide-limit prediction."""
     values = study.probes[(study.probes["metric"] == "jacobian_sv2_normvar") & (study.probes["step"] == 0)]
     if values.empty:

@@ -248,7 +248,7 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
     pending, busy = list(range(len(todo))), {}
 
     def path(index: int) -> str:
-        return todo[index].settings.get("numerics", numerics.active_mode())
+        return todo[index].settings["numerics"]
 
     workers = [_Worker(path(0)) for _ in range(min(jobs, len(todo)))]
     idle, retired = list(workers), []
