@@ -473,6 +473,107 @@ class IsometrySection(_OptInProbeSection):
         return isometry_section(study, out / "figures")
 
 
+def dying_points(study: StudyData) -> pd.DataFrame:
+    """Per (depth, width) of ReLU MLPs with zero biases, read by the ``activation`` probe at step 0, when
+    the study spans at least two depths and two widths (one numeric path: ``_one_path``): the share of
+    seeds born dead (constant on the batch), its 95% Wilson interval, and the exact probability that a
+    layer is all at 0 for one input, which bounds it from above."""
+    from vanex.report.claims_builtin import wilson
+
+    dead = study.probes[(study.probes["metric"] == "act_dead") & (study.probes["step"] == 0)]
+    if dead.empty:
+        return pd.DataFrame()
+    born_dead = (dead.groupby("run_id")["value"].max() >= 1.0).astype(float)
+    runs = _one_path(
+        _deep_mlps(
+            {rid: r for rid, r in study.records.items() if rid in born_dead.index},
+            "none",
+            lambda s: (
+                s.get("task.activation") == "relu" and s.get("task.init") == "scaled" and not s.get("task.bias_scale")
+            ),
+        )
+    )
+    shapes = {rid: (int(r["settings"]["task.depth"]), int(r["settings"]["task.width"])) for rid, r in runs.items()}
+    if len({d for d, _ in shapes.values()}) < 2 or len({w for _, w in shapes.values()}) < 2:
+        return pd.DataFrame()
+    rows = []
+    for depth, width in sorted(set(shapes.values())):
+        outcomes = born_dead[[rid for rid, shape in shapes.items() if shape == (depth, width)]]
+        low, high = wilson(outcomes.sum(), len(outcomes))
+        bound = meanfield.relu_dead_probability(depth, width)
+        rows.append((depth, width, outcomes.mean(), low, high, bound, len(outcomes)))
+    return pd.DataFrame(rows, columns=["depth", "width", "measured", "ci_low", "ci_high", "predicted", "seeds"])
+
+
+def dying_section(study: StudyData, out: Path) -> list[str]:
+    """The share of nets born dead across depth and width against the per-input probability."""
+    points = dying_points(study)
+    if points.empty:
+        return []
+    table = points.assign(
+        measured=[
+            f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
+        ],
+        **{
+            "bound (one input)": points["predicted"].map("{:.3f}".format),
+            "measured − bound": [f"{m - p:+.3f}" for m, p in zip(points["measured"], points["predicted"], strict=True)],
+        },
+    ).drop(columns=["ci_low", "ci_high", "predicted"])
+    parts = [
+        "**Born dead (Lu et al. 2019).** At step 0, the share of seeds whose ReLU net (weights N(0, 2/fan_in), "
+        "zero biases) is constant on its 64-example batch: some hidden layer has every unit at 0 on every input "
+        "(`act_dead` of 1, the `activation` probe). Beside it, the exact probability 1 − (1 − 2^−width)^depth that a "
+        "layer is all at 0 for one input (`vanex.science.meanfield.relu_dead_probability`), an upper bound the share "
+        "approaches as depth grows. Measured: 95% Wilson interval over seeds.\n",
+        frame_markdown(table) + "\n",
+    ]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
+    for i, (width, g) in enumerate(points.groupby("width")):
+        colour = f"C{i}"
+        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
+        ax.errorbar(
+            g["depth"],
+            g["measured"],
+            yerr=err,
+            fmt="os^"[i % 3],
+            color=colour,
+            ms=4,
+            capsize=2,
+            label=f"measured, width {width}",
+        )
+        depths = np.arange(1, int(points["depth"].max()) + 1)
+        ax.plot(depths, [meanfield.relu_dead_probability(int(d), int(width)) for d in depths], "--", color=colour, lw=1)
+    ax.plot([], [], "k--", lw=1, label="one input: 1 − (1 − 2^−width)^depth")
+    ax.set_xscale("log")
+    depths = sorted(points["depth"].unique())
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("hidden layers")
+    ax.set_ylabel("share born dead at init")
+    ax.set_title("Narrow ReLU nets are born dead more often with depth")
+    ax.legend()
+    path = save(fig, out / f"{study.name}_born_dead.png", plt, points)
+    return parts + figure_links(path)
+
+
+@SECTIONS.register("born_dead")
+class BornDeadSection(Section):
+    """The share of narrow ReLU nets born dead across depth and width against the per-input probability."""
+
+    order = 43
+    metrics = ("act_dead",)
+    writes = ("figures/{study}_born_dead.png",)
+
+    def applies(self, study: StudyData) -> bool:
+        return not dying_points(study).empty
+
+    def write(self, study: StudyData, out: Path) -> list[str]:
+        return dying_section(study, out / "figures")
+
+
 @SECTIONS.register("meanfield")
 class MeanFieldSection(Section):
     """Mean-field prediction against the measured backward signal at init; trainability phase diagram."""

@@ -380,3 +380,71 @@ def test_jacobian_spectrum_prediction_adds_one_per_gaussian_or_relu_layer_and_no
     cfg = task_config("deep_mlp")
     constants = DeepMLP(cfg, torch.device("cpu")).constants()
     assert constants["input_second_moment"] == pytest.approx(DIGITS_SECOND_MOMENT, abs=1e-4)
+
+
+@pytest.mark.parametrize(("depth", "width", "draw"), [(6, 3, "normal"), (12, 4, "uniform"), (3, 2, "uniform")])
+def test_relu_dead_probability_matches_simulated_nets(depth, width, draw):
+    """The exact chance behind lu2019_born_dead that a ReLU net with zero biases and symmetric weights
+    has a hidden layer all at 0 for one input, against 20,000 simulated nets (Gaussian or uniform
+    weights): within 4 binomial standard errors; and a net constant on 16 inputs is no more likely."""
+    nets, gen = 20_000, torch.Generator().manual_seed(depth * 100 + width)
+
+    def weights(fan_in: int) -> torch.Tensor:
+        shape = (nets, width, fan_in)
+        if draw == "normal":
+            return torch.randn(shape, generator=gen, dtype=torch.float64)
+        return torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1
+
+    h = torch.rand(nets, 64, 16, generator=gen, dtype=torch.float64)  # 16 nonzero inputs per net, like the digits
+    dead_at_first, dead_on_all = torch.zeros(nets, dtype=torch.bool), torch.zeros(nets, dtype=torch.bool)
+    for _ in range(depth):
+        h = torch.relu(weights(h.shape[1]) @ h)  # (nets, width, inputs)
+        zero = (h == 0).all(dim=1)  # (nets, inputs): the layer is all at 0 for that input
+        dead_at_first |= zero[:, 0]
+        dead_on_all |= zero.all(dim=1)
+    p = meanfield.relu_dead_probability(depth, width)
+    assert abs(dead_at_first.double().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / nets)
+    assert dead_on_all.double().mean().item() <= dead_at_first.double().mean().item()
+
+
+def test_born_dead_section_reads_the_activation_probe_and_draws_the_bound(tmp_path, monkeypatch):
+    """A small mlp_dying (depth 2 and 12 x width 2 and 32, 8 seeds, one step): the share of nets born
+    dead (a hidden layer all at 0 on the batch) is 0 for the wide shallow nets and high for the deep
+    narrow ones, never above the bound, and the section writes its figure with the data beside it."""
+    from vanex.engine import plan, study
+    from vanex.records.reader import read_study
+    from vanex.records.store import manifest_path, read_manifest
+    from vanex.report.figures import pyplot
+    from vanex.tasks.deep_mlp_report import BornDeadSection, dying_points
+
+    small = {
+        "task": "deep_mlp",
+        "seeds": list(range(8)),
+        "overrides": ["task.init=scaled", "task.steps=1", "probe.names=[activation]"],
+        "grid": [
+            {
+                "mitigations": [[]],
+                "sweep": {
+                    "task.activation": ["relu"],
+                    "task.weight_scale": [1.414],
+                    "task.depth": [2, 12],
+                    "task.width": [2, 32],
+                },
+            }
+        ],
+    }
+    monkeypatch.setattr(plan, "load_study", lambda name: small)
+    monkeypatch.setenv(study.IN_PROCESS, "1")
+    results = tmp_path / "results"
+    assert study.run_study("dying", "quick", [f"results_dir={results}", "progress=false"], jobs=1) == 0
+    data = read_study(read_manifest(manifest_path(results, "dying", "quick")), results, {"act_dead"})
+    points = dying_points(data).set_index(["depth", "width"])
+    assert list(points.index) == [(2, 2), (2, 32), (12, 2), (12, 32)] and (points["seeds"] == 8).all()
+    assert points.loc[(12, 32), "measured"] == 0 and points.loc[(12, 2), "measured"] >= 0.5
+    assert (points["ci_low"] <= points["predicted"]).all() and (points["measured"] <= 1).all()
+    bound = [meanfield.relu_dead_probability(d, w) for d, w in points.index]
+    assert points["predicted"].tolist() == pytest.approx(bound)
+    pyplot()  # the figure backend, as the reporter sets it
+    assert BornDeadSection().applies(data)
+    parts = BornDeadSection().write(data, tmp_path / "report")
+    assert (tmp_path / "report/figures/dying_born_dead.csv").exists() and any("born_dead.png" in p for p in parts)

@@ -1028,3 +1028,76 @@ class DynamicalIsometry(Claim):
             "at 80 layers every orthogonal seed 10x below every "
             f"other: {'yes' if apart else 'no'} ({len(spread['tanh orthogonal 80'])} seeds each)",
         )
+
+
+DYING_DEPTHS, DYING_WIDTHS = (5, 10, 20, 40), (3, 5, 10)
+
+
+def born_dead(group: Group) -> np.ndarray:
+    """Per seed, 1 where the net was constant on its step-0 batch (some hidden layer had every unit at
+    0 on every input: ``act_dead`` of 1), else 0; NaN without an ``act_dead`` series."""
+    return np.array(
+        [float((s.to_numpy(dtype=float) >= 1.0).any()) if len(s) else np.nan for s in group.step0("act_dead")]
+    )
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a share k/n."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def share_difference_low(a: np.ndarray, b: np.ndarray) -> float:
+    """The lower end of Newcombe's 95% interval (from the two Wilson intervals) of mean(a) - mean(b),
+    a and b arrays of 0/1 outcomes."""
+    (pa, (la, _)), (pb, (_, ub)) = ((x.mean(), wilson(x.sum(), len(x))) for x in (a, b))
+    return float(pa - pb - math.hypot(pa - la, ub - pb))
+
+
+@CLAIMS.register("lu2019_born_dead")
+class BornDead(Claim):
+    paper = "Lu, Shin, Su & Karniadakis 2019, Dying ReLU and initialization: theory and numerical examples"
+    where = "abstract (a deep ReLU net initialised from symmetric distributions dies in probability as depth grows)"
+    statement = (
+        "At init with weights symmetric about 0 and zero biases, the share of narrow ReLU nets born dead "
+        "(constant on a 64-example batch: a hidden layer with every unit at 0) grows with depth (from 5 to 40 "
+        "hidden layers at widths 3 and 5, the 95% interval of the rise above 0) and falls with width (at every "
+        "depth width 3 >= 5 >= 10, and 3 above 10 with the interval of the difference above 0), and in no cell "
+        "exceeds the exact probability 1 - (1 - 2^-width)^depth that a layer is all at 0 for one input (Wilson "
+        "95% interval)."
+    )
+    study = "mlp_dying"
+    neighbourhood = None
+    metrics = ("act_dead",)
+    control = "5x10"
+    cells = {
+        f"{d}x{w}": Cells((), {"task.activation": "relu", "task.weight_scale": 1.414, "task.depth": d, "task.width": w})
+        for d in DYING_DEPTHS
+        for w in DYING_WIDTHS
+    }
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        from vanex.science.meanfield import relu_dead_probability
+
+        dead = {name: born_dead(group) for name, group in g.items()}
+        if not all(len(v) and np.isfinite(v).all() for v in dead.values()):
+            return Outcome(False, "no act_dead series in some cell (the activation probe did not run)")
+        share = {name: float(v.mean()) for name, v in dead.items()}
+        deeper = {w: share_difference_low(dead[f"40x{w}"], dead[f"5x{w}"]) for w in (3, 5)}
+        narrower = {d: share_difference_low(dead[f"{d}x3"], dead[f"{d}x10"]) for d in DYING_DEPTHS}
+        ordered = all(share[f"{d}x3"] >= share[f"{d}x5"] >= share[f"{d}x10"] for d in DYING_DEPTHS)
+        bound = {name: relu_dead_probability(d, w) for name, (d, w) in ((n, map(int, n.split("x"))) for n in g)}
+        over = [name for name, v in dead.items() if wilson(v.sum(), len(v))[0] > bound[name]]
+        holds = bool(all(x > 0 for x in deeper.values()) and all(x > 0 for x in narrower.values()) and ordered)
+        holds = holds and not over
+        cells = ", ".join(f"{name} {share[name]:.2f} (bound {bound[name]:.2f})" for name in g)
+        return Outcome(
+            holds,
+            f"share born dead, depth x width: {cells} ({len(dead['5x10'])} seeds each); rise from 5 to 40 layers, "
+            f"lower 95% end: width 3 {deeper[3]:+.2f}, width 5 {deeper[5]:+.2f}; width 3 over 10, lower end per "
+            f"depth: {', '.join(f'{x:+.2f}' for x in narrower.values())}; ordered by width at every depth: "
+            f"{'yes' if ordered else 'no'}; above the per-input bound: {', '.join(over) or 'none'}",
+        )

@@ -302,6 +302,8 @@ CAPTIONS = {  # what a figure draws, by the end of its name (<study>_<kind>): th
     "layer at step 0 against depth: measured (points, one per seed) and the wide-limit prediction (dashed).",
     "sigma_bound": "Gradient through time of plain RNNs at step 0 against Pascanu et al.'s bound from the recurrent "
     "matrix's largest singular value.",
+    "born_dead": "Share of seeds whose ReLU net (zero biases) is constant on its batch at step 0, per width against "
+    "depth (bars: 95% Wilson interval); dashed: the exact probability that a layer is all at 0 for one input.",
     "loss_ratio_delay": f"Final loss over the memoryless baseline against the copy task's delay T; {BANDS}.",
 }
 

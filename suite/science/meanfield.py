@@ -210,6 +210,19 @@ def batchnorm_relu_growth() -> float:
     return 0.5 * math.log10(math.pi / (math.pi - 1))
 
 
+def relu_dead_probability(depth: int, width: int) -> float:
+    """The probability that a ReLU net with ``depth`` hidden layers of ``width`` units, weights drawn
+    from any distribution symmetric about 0 and zero biases, has a hidden layer whose units are all at
+    0 for a given input x != 0, so that its output does not depend on x there: 1 - (1 - 2^-width)^depth.
+    Exact: given a nonzero input h to a layer, its units' pre-activations w_j . h are independent
+    (independent rows) and each is <= 0 with probability 1/2 (symmetric, no atom at 0), so the layer is
+    all at 0 with probability 2^-width and otherwise passes on a nonzero h. A net that is constant on
+    a set of inputs (born dead there: Lu, Shin, Su & Karniadakis 2019, Dying ReLU and initialization)
+    is dead at each of them, so this bounds the chance of being born dead on any set of inputs from
+    above; it tends to 1 with depth at fixed width. Checked against simulation in tests/test_meanfield.py."""
+    return 1.0 - (1.0 - 0.5**width) ** depth
+
+
 def relu_jacobian_log_variance(depth: int, width: int, n_in: int) -> float:
     """Var of ln ||J(x)^T u||^2 over He-initialised ReLU nets (weights N(0, 2/fan_in) including the
     head, biases 0) and inputs x, for a fixed unit output direction u: ``depth`` hidden layers of
