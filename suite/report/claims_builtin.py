@@ -1101,3 +1101,60 @@ class BornDead(Claim):
             f"depth: {', '.join(f'{x:+.2f}' for x in narrower.values())}; ordered by width at every depth: "
             f"{'yes' if ordered else 'no'}; above the per-input bound: {', '.join(over) or 'none'}",
         )
+
+
+SHATTER_DEPTHS = (1, 2, 4, 10, 24, 50)
+SHATTER_SETS = {"feed-forward": ("batchnorm",), "resnet": ("batchnorm", "residual")}
+
+
+def lag1(group: Group) -> np.ndarray:
+    """Per seed, the step-0 autocorrelation at lag 1 of the input gradient along a line of inputs
+    (the ``gradient_correlation`` probe); NaN where it is missing."""
+    return np.array([s.get("lag1", np.nan) for s in group.step0("grad_autocorr")], dtype=float)
+
+
+@CLAIMS.register("balduzzi2017_shattered")
+class ShatteredGradients(Claim):
+    paper = (
+        "Balduzzi et al. 2017, The shattered gradients problem: if resnets are the answer, then what is the question?"
+    )
+    where = "abstract, Fig. 1-2 (1-layer and 24-layer feed-forward, 50-layer resnet; batch norm; 256 inputs on a line)"
+    statement = (
+        "At init with batch norm, the input gradient along a line of 256 inputs is shattered in a deep feed-forward "
+        "ReLU net and not with skip connections: the mean autocorrelation between neighbouring points at 24 layers "
+        "is below half the 1-layer net's (white rather than brown noise) and has fallen faster than 1/sqrt(L), while "
+        "the 50-layer resnet's stays above half of it and falls no faster than 1/sqrt(L) (Balduzzi et al.'s rate "
+        "with batch norm), and at 24 layers the resnet's exceeds the feed-forward net's (Welch 95% interval)."
+    )
+    study = "mlp_shattered"
+    neighbourhood = None
+    metrics = ("grad_autocorr",)
+    control = "feed-forward 1"
+    cells = {
+        f"{name} {d}": Cells(mitigations, {"task.depth": d})
+        for name, mitigations in SHATTER_SETS.items()
+        for d in SHATTER_DEPTHS
+        if not (name == "resnet" and d == 1)  # one layer has no skip: it is the feed-forward net
+    }
+
+    def predicate(self, g: dict[str, Group]) -> Outcome:
+        rho = {name: lag1(group) for name, group in g.items()}
+        if not all(len(v) and np.isfinite(v).all() for v in rho.values()):
+            return Outcome(False, "no grad_autocorr series in some cell (the gradient_correlation probe did not run)")
+        mean = {name: float(v.mean()) for name, v in rho.items()}
+        one, plain, res = mean["feed-forward 1"], mean["feed-forward 24"], mean["resnet 50"]
+        white = plain < one / 2 and plain / one < 24**-0.5
+        brown = res > one / 2 and res / one >= 50**-0.5
+        apart = less(rho["feed-forward 24"], rho["resnet 24"])
+        holds = bool(white and brown and apart)
+        per_depth = "; ".join(
+            f"{name}: " + ", ".join(f"{d} {mean[f'{name} {d}']:.3f}" for d in SHATTER_DEPTHS if f"{name} {d}" in mean)
+            for name in SHATTER_SETS
+        )
+        return Outcome(
+            holds,
+            f"mean lag-1 autocorrelation of the input gradient along the line, per depth: {per_depth}; "
+            f"1 layer {fmt(rho['feed-forward 1'])}, feed-forward 24 {fmt(rho['feed-forward 24'])} "
+            f"(ratio {plain / one:.3f}, 1/sqrt(24) = {24**-0.5:.3f}), resnet 24 {fmt(rho['resnet 24'])}, "
+            f"resnet 50 {fmt(rho['resnet 50'])} (ratio {res / one:.3f}, 1/sqrt(50) = {50**-0.5:.3f})",
+        )
