@@ -574,6 +574,93 @@ class BornDeadSection(Section):
         return dying_section(study, out / "figures")
 
 
+def shattered_points(study: StudyData) -> pd.DataFrame:
+    """Per (architecture, depth) of deep MLPs with the ``gradient_correlation`` probe (one numeric path:
+    ``_one_path``): the mean over seeds of the step-0 lag-1 autocorrelation of the input gradient along
+    the line, its 95% interval, and Balduzzi et al.'s rate from the 1-layer net's value: 2^-(L-1) for a
+    feed-forward net, 1/sqrt(L) for a resnet with batch norm."""
+    from vanex.science.stats import t_interval
+
+    values = study.probes[
+        (study.probes["metric"] == "grad_autocorr") & (study.probes["layer"] == "lag1") & (study.probes["step"] == 0)
+    ]
+    if values.empty:
+        return pd.DataFrame()
+    measured = values.groupby("run_id")["value"].first()
+    runs = _one_path({rid: r for rid, r in study.records.items() if rid in measured.index and r["task"] == "deep_mlp"})
+
+    def kind(record: dict) -> str:
+        name = "resnet" if record["settings"].get("task.residual") == "identity" else "feed-forward"
+        return name + (" + batch norm" if record["settings"].get("task.norm") == "batchnorm" else "")
+
+    groups: dict[tuple[str, int], list[float]] = {}
+    for rid, r in runs.items():
+        groups.setdefault((kind(r), int(r["settings"]["task.depth"])), []).append(float(measured[rid]))
+    one = {k: np.mean(v) for (k, d), v in groups.items() if d == 1}
+    rows = []
+    for (name, depth), v in sorted(groups.items()):
+        mean, low, high = t_interval(np.array(v))
+        start = one.get(name, one.get(name.replace("resnet", "feed-forward"), math.nan))  # 1 layer has no skip
+        rate = 2.0 ** -(depth - 1) if name.startswith("feed-forward") else depth**-0.5
+        rows.append((name, depth, mean, low, high, start * rate, len(v)))
+    return pd.DataFrame(rows, columns=["set", "depth", "measured", "ci_low", "ci_high", "predicted", "seeds"])
+
+
+def shattered_section(study: StudyData, out: Path) -> list[str]:
+    """The correlation of nearby inputs' gradients across depth against Balduzzi et al.'s rates."""
+    points = shattered_points(study)
+    if points.empty:
+        return []
+    table = points.assign(
+        measured=[
+            f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
+        ],
+        **{"paper's rate": points["predicted"].map("{:.3g}".format)},
+    ).drop(columns=["ci_low", "ci_high", "predicted"])
+    parts = [
+        "**Shattered gradients (Balduzzi et al. 2017).** At step 0, the autocorrelation between neighbouring "
+        "points of the input gradient along a line of 256 inputs (the segment between two digits; the "
+        "`gradient_correlation` probe, batch norm over the 256 points): near 1 for a smooth (brown-noise) series, "
+        "near 0 for white noise. Beside it, the paper's rates started from the 1-layer net's value: 2^−(L−1) for a "
+        "feed-forward net, 1/√L for a resnet with batch norm (their theorems are about the correlation of "
+        "gradients at any two inputs under simplifying assumptions, not neighbours: the shapes compare, the "
+        "values need not). Measured: mean over seeds, 95% interval.\n",
+        frame_markdown(table) + "\n",
+    ]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
+    for i, (name, g) in enumerate(points.groupby("set", sort=False)):
+        colour = f"C{i}"
+        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
+        ax.errorbar(g["depth"], g["measured"], yerr=err, fmt="os"[i % 2], color=colour, ms=4, capsize=2, label=name)
+        ax.plot(g["depth"], g["predicted"], "--", color=colour, lw=1)
+    ax.plot([], [], "k--", lw=1, label="paper's rate: 2^−(L−1) / 1/√L")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xscale("log")
+    depths = sorted(points["depth"].unique())
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("hidden layers")
+    ax.set_ylabel("neighbours' gradient correlation")
+    ax.set_title("Deep feed-forward gradients shatter; skips keep them")
+    ax.legend(loc="center right")
+    path = save(fig, out / f"{study.name}_shattered.png", plt, points)
+    return parts + figure_links(path)
+
+
+@SECTIONS.register("shattered")
+class ShatteredSection(_OptInProbeSection):
+    """The correlation of neighbouring inputs' gradients across depth, with and without skips."""
+
+    order = 44
+    metrics = ("grad_autocorr",)
+    writes = ("figures/{study}_shattered.png",)
+
+    def write(self, study: StudyData, out: Path) -> list[str]:
+        return shattered_section(study, out / "figures")
+
+
 @SECTIONS.register("meanfield")
 class MeanFieldSection(Section):
     """Mean-field prediction against the measured backward signal at init; trainability phase diagram."""

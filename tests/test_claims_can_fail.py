@@ -52,6 +52,8 @@ def _probes(run_id: str, log_ratio: float) -> list[tuple]:
         ]
     # no hidden layer with every unit at 0 on the batch: no net born dead, at any depth or width
     rows += [(0, "act_dead", f"hidden_{i}", 0.0, run_id) for i in range(POSITIONS)]
+    # the input gradient along a line: as smooth at every depth, with and without skips
+    rows += [(0, "grad_autocorr", f"lag{k}", 0.9**k, run_id) for k in (1, 2, 4, 8, 16, 32, 64)]
     rows += [(0, "sigma_max", "recurrent", 1.0, run_id), (0, "spectral_radius", "recurrent", 1.0, run_id)]
     # the input-output Jacobian's log spread: the same in every cell (it does not depend on the architecture)
     rows += [(0, "jacobian_logsq_mean", "", log_ratio, run_id), (0, "jacobian_logsq_var", "", 1.0, run_id)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -407,37 +408,30 @@ def test_relu_dead_probability_matches_simulated_nets(depth, width, draw):
     assert dead_on_all.double().mean().item() <= dead_at_first.double().mean().item()
 
 
+def _small_study(tmp_path, monkeypatch, seeds: int, overrides: list[str], grid: list[dict]) -> Any:
+    """Run a small deep-MLP study in this process and read it back (every probe row kept)."""
+    from vanex.engine import plan, study
+    from vanex.records.reader import read_study
+    from vanex.records.store import manifest_path, read_manifest
+
+    small = {"task": "deep_mlp", "seeds": list(range(seeds)), "overrides": overrides, "grid": grid}
+    monkeypatch.setattr(plan, "load_study", lambda name: small)
+    monkeypatch.setenv(study.IN_PROCESS, "1")
+    results = tmp_path / "results"
+    assert study.run_study("small", "quick", [f"results_dir={results}", "progress=false"], jobs=1) == 0
+    return read_study(read_manifest(manifest_path(results, "small", "quick")), results, {"act_dead", "grad_autocorr"})
+
+
 def test_born_dead_section_reads_the_activation_probe_and_draws_the_bound(tmp_path, monkeypatch):
     """A small mlp_dying (depth 2 and 12 x width 2 and 32, 8 seeds, one step): the share of nets born
     dead (a hidden layer all at 0 on the batch) is 0 for the wide shallow nets and high for the deep
     narrow ones, never above the bound, and the section writes its figure with the data beside it."""
-    from vanex.engine import plan, study
-    from vanex.records.reader import read_study
-    from vanex.records.store import manifest_path, read_manifest
     from vanex.report.figures import pyplot
     from vanex.tasks.deep_mlp_report import BornDeadSection, dying_points
 
-    small = {
-        "task": "deep_mlp",
-        "seeds": list(range(8)),
-        "overrides": ["task.init=scaled", "task.steps=1", "probe.names=[activation]"],
-        "grid": [
-            {
-                "mitigations": [[]],
-                "sweep": {
-                    "task.activation": ["relu"],
-                    "task.weight_scale": [1.414],
-                    "task.depth": [2, 12],
-                    "task.width": [2, 32],
-                },
-            }
-        ],
-    }
-    monkeypatch.setattr(plan, "load_study", lambda name: small)
-    monkeypatch.setenv(study.IN_PROCESS, "1")
-    results = tmp_path / "results"
-    assert study.run_study("dying", "quick", [f"results_dir={results}", "progress=false"], jobs=1) == 0
-    data = read_study(read_manifest(manifest_path(results, "dying", "quick")), results, {"act_dead"})
+    sweep = {"task.activation": ["relu"], "task.weight_scale": [1.414], "task.depth": [2, 12], "task.width": [2, 32]}
+    overrides = ["task.init=scaled", "task.steps=1", "probe.names=[activation]"]
+    data = _small_study(tmp_path, monkeypatch, 8, overrides, [{"mitigations": [[]], "sweep": sweep}])
     points = dying_points(data).set_index(["depth", "width"])
     assert list(points.index) == [(2, 2), (2, 32), (12, 2), (12, 32)] and (points["seeds"] == 8).all()
     assert points.loc[(12, 32), "measured"] == 0 and points.loc[(12, 2), "measured"] >= 0.5
@@ -447,4 +441,72 @@ def test_born_dead_section_reads_the_activation_probe_and_draws_the_bound(tmp_pa
     pyplot()  # the figure backend, as the reporter sets it
     assert BornDeadSection().applies(data)
     parts = BornDeadSection().write(data, tmp_path / "report")
-    assert (tmp_path / "report/figures/dying_born_dead.csv").exists() and any("born_dead.png" in p for p in parts)
+    assert (tmp_path / "report/figures/small_born_dead.csv").exists() and any("born_dead.png" in p for p in parts)
+
+
+def test_shattered_section_reads_the_probe_per_architecture_and_draws_the_rates(tmp_path, monkeypatch):
+    """A small mlp_shattered (batch norm, 1 and 12 layers, with and without skips, 3 seeds): the deep
+    feed-forward net's neighbouring gradients are less alike than the 1-layer net's and the resnet's,
+    and the drawn rates start from the 1-layer value."""
+    from vanex.report.figures import pyplot
+    from vanex.tasks.deep_mlp_report import ShatteredSection, shattered_points
+
+    overrides = ["task.init=scaled", "task.weight_scale=1.414", "task.activation=relu", "task.width=64"]
+    overrides += ["task.steps=1", "probe.names=[gradient_correlation]"]
+    grid = [
+        {"mitigations": [["batchnorm"]], "sweep": {"task.depth": [1, 12]}},
+        {"mitigations": [["batchnorm", "residual"]], "sweep": {"task.depth": [12]}},
+    ]
+    data = _small_study(tmp_path, monkeypatch, 3, overrides, grid)
+    points = shattered_points(data).set_index(["set", "depth"])
+    one, plain, res = (
+        points.loc[key, "measured"]
+        for key in [("feed-forward + batch norm", 1), ("feed-forward + batch norm", 12), ("resnet + batch norm", 12)]
+    )
+    assert plain < one and plain < res and (points["seeds"] == 3).all()
+    assert points.loc[("feed-forward + batch norm", 12), "predicted"] == pytest.approx(one * 2.0**-11)
+    assert points.loc[("resnet + batch norm", 12), "predicted"] == pytest.approx(one / 12**0.5)
+    pyplot()
+    parts = ShatteredSection().write(data, tmp_path / "report")
+    assert (tmp_path / "report/figures/small_shattered.csv").exists() and any("shattered.png" in p for p in parts)
+
+
+@pytest.mark.parametrize("residual", ["none", "identity"])
+def test_gradient_correlation_probe_is_the_autocorrelation_of_the_true_gradient_and_changes_nothing(residual):
+    """The probe's autocorrelation along the segment between the batch's first two inputs against
+    autograd on the same 256 points; parameters' gradients and batch norm's running statistics untouched."""
+    from vanex.engine.gradient_correlation import LAGS, POINTS, GradientCorrelation
+
+    torch.manual_seed(3)
+    cfg = task_config("deep_mlp", activation="relu", norm="batchnorm", residual=residual, depth=6, width=32)
+    model = MLP(64, 10, cfg).double().train()
+    x = torch.rand(5, 64, dtype=torch.float64)
+    rows = Rows()
+    ctx = ProbeContext(task=None, model=model, layers=model.layers(), params=list(model.parameters()), rows=rows)
+    ctx.batch = (x, None)
+    GradientCorrelation().before_forward(ctx)
+    measured = {layer: value for _, metric, layer, value in rows.to_records() if metric == "grad_autocorr"}
+
+    t = torch.linspace(0, 1, POINTS, dtype=torch.float64).unsqueeze(1)
+    line = (x[0] + t * (x[1] - x[0])).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(line).sum() / 10**0.5, line)
+    d = grad @ (x[1] - x[0])
+    d = (d - d.mean()).numpy()
+    for k in LAGS:
+        assert measured[f"lag{k}"] == pytest.approx(float((d[:-k] * d[k:]).sum() / (d * d).sum()), rel=1e-6, abs=1e-9)
+    assert 0 < measured["lag1"] <= 1
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_gradient_correlation_probe_leaves_running_statistics_as_they_were():
+    from vanex.engine.gradient_correlation import GradientCorrelation
+
+    torch.manual_seed(4)
+    model = MLP(64, 10, task_config("deep_mlp", activation="relu", norm="batchnorm", depth=3, width=16)).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = ProbeContext(task=None, model=model, layers=model.layers(), params=list(model.parameters()), rows=Rows())
+    ctx.batch = (torch.rand(4, 64, dtype=torch.float64), None)
+    GradientCorrelation().before_forward(ctx)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())
