@@ -621,7 +621,8 @@ def shattered_section(study: StudyData, out: Path) -> list[str]:
     parts = [
         "**Shattered gradients (Balduzzi et al. 2017).** At step 0, the autocorrelation between neighbouring "
         "points of the input gradient along a line of 256 inputs (the segment between two digits; the "
-        "`gradient_correlation` probe, batch norm over the 256 points): near 1 for a smooth (brown-noise) series, "
+        "`gradient_correlation` probe, batch norm over the 256 points), feed-forward and resnet with batch norm as in "
+        "the paper and feed-forward without it: near 1 for a smooth (brown-noise) series, "
         "near 0 for white noise. Beside it, the paper's rates started from the 1-layer net's value: 2^−(L−1) for a "
         "feed-forward net, 1/√L for a resnet with batch norm (their theorems are about the correlation of "
         "gradients at any two inputs under simplifying assumptions, not neighbours: the shapes compare, the "
@@ -643,7 +644,7 @@ def shattered_section(study: StudyData, out: Path) -> list[str]:
     ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("hidden layers")
     ax.set_ylabel("neighbours' gradient correlation")
-    ax.set_title("Deep feed-forward gradients shatter; skips keep them")
+    ax.set_title("With batch norm, deep feed-forward gradients shatter")
     ax.legend(loc="center right")
     path = save(fig, out / f"{study.name}_shattered.png", plt, points)
     return parts + figure_links(path)

@@ -305,7 +305,8 @@ CAPTIONS = {  # what a figure draws, by the end of its name (<study>_<kind>): th
     "born_dead": "Share of seeds whose ReLU net (zero biases) is constant on its batch at step 0, per width against "
     "depth (bars: 95% Wilson interval); dashed: the exact probability that a layer is all at 0 for one input.",
     "shattered": "Autocorrelation between neighbouring points of the input gradient along a line of 256 inputs at "
-    "step 0 against depth, feed-forward and resnet with batch norm (bars: 95% interval over seeds); dashed: the "
+    "step 0 against depth, feed-forward with and without batch norm and resnet with it (bars: 95% interval over "
+    "seeds); dashed: the "
     "paper's rates from the 1-layer value.",
     "loss_ratio_delay": f"Final loss over the memoryless baseline against the copy task's delay T; {BANDS}.",
 }
