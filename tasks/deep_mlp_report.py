@@ -275,6 +275,29 @@ def _phase_figure(study: str, grid: pd.DataFrame, out: Path, plt: Any) -> list[s
     return parts
 
 
+def _with_interval(points: pd.DataFrame, digits: str) -> list[str]:
+    """The ``measured`` column with its interval, '0.57 [0.47, 0.66]', in the format ``digits`` ('.2f')."""
+    return [
+        f"{m:{digits}} [{lo:{digits}}, {hi:{digits}}]"
+        for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
+    ]
+
+
+def _draw_measured(ax: Any, x: pd.Series, g: pd.DataFrame, i: int, label: str) -> None:
+    """One group's ``measured`` points at ``x`` with their interval as error bars, in colour and marker ``i``."""
+    err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
+    ax.errorbar(x, g["measured"], yerr=err, fmt="os^"[i % 3], color=f"C{i}", ms=4, capsize=2, label=label)
+
+
+def _depth_axis(ax: Any, plt: Any, depths: Any) -> None:
+    """A log axis of hidden layers, ticked at the depths that ran."""
+    ax.set_xscale("log")
+    depths = sorted(depths)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("hidden layers")
+
+
 JACOBIAN = ("jacobian_logsq_mean", "jacobian_logsq_var", "jacobian_zero_fraction")
 
 
@@ -324,10 +347,7 @@ def jacobian_section(study: StudyData, out: Path) -> list[str]:
     if points.empty:
         return []
     table = points.assign(
-        measured=[
-            f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
-            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
-        ],
+        measured=_with_interval(points, ".3g"),
         **{"off by": [f"{m / p - 1:+.0%}" for m, p in zip(points["measured"], points["predicted"], strict=True)]},
     ).drop(columns=["ci_low", "ci_high"])
     parts = [
@@ -341,21 +361,10 @@ def jacobian_section(study: StudyData, out: Path) -> list[str]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
     for i, (width, g) in enumerate(points.groupby("width")):
-        colour = f"C{i}"
-        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
-        ax.errorbar(
-            g["beta"],
-            g["measured"],
-            yerr=err,
-            fmt="os^"[i % 3],
-            color=colour,
-            ms=4,
-            capsize=2,
-            label=f"measured, width {width}",
-        )
+        _draw_measured(ax, g["beta"], g, i, f"measured, width {width}")
         depths = np.arange(1, int(points["depth"].max()) + 1)
         theory = [meanfield.relu_jacobian_log_variance(int(d), int(width), DIGITS_INPUTS) for d in depths]
-        ax.plot(depths / width, theory, "--", color=colour, lw=1)
+        ax.plot(depths / width, theory, "--", color=f"C{i}", lw=1)
     ax.plot([], [], "k--", lw=1, label="finite-width prediction")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -448,12 +457,8 @@ def isometry_section(study: StudyData, out: Path) -> list[str]:
         theory = g.groupby("depth")["predicted"].first()
         ax.plot(theory.index, theory.to_numpy(), "--", color=colour, lw=1)
     ax.plot([], [], "k--", lw=1, label="wide-limit prediction")
-    ax.set_xscale("log")
+    _depth_axis(ax, plt, points["depth"].unique())
     ax.set_yscale("log")
-    depths = sorted(points["depth"].unique())
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
-    ax.set_xlabel("hidden layers")
     ax.set_ylabel("E[λ²]/E[λ]² − 1, λ = σ²(J)")
     ax.set_title("The Jacobian's spectrum at init: spread against depth")
     ax.legend()
@@ -511,10 +516,7 @@ def dying_section(study: StudyData, out: Path) -> list[str]:
     if points.empty:
         return []
     table = points.assign(
-        measured=[
-            f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
-            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
-        ],
+        measured=_with_interval(points, ".2f"),
         **{
             "bound (one input)": points["predicted"].map("{:.3f}".format),
             "measured − bound": [f"{m - p:+.3f}" for m, p in zip(points["measured"], points["predicted"], strict=True)],
@@ -531,27 +533,14 @@ def dying_section(study: StudyData, out: Path) -> list[str]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
     for i, (width, g) in enumerate(points.groupby("width")):
-        colour = f"C{i}"
-        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
-        ax.errorbar(
-            g["depth"],
-            g["measured"],
-            yerr=err,
-            fmt="os^"[i % 3],
-            color=colour,
-            ms=4,
-            capsize=2,
-            label=f"measured, width {width}",
-        )
+        _draw_measured(ax, g["depth"], g, i, f"measured, width {width}")
         depths = np.arange(1, int(points["depth"].max()) + 1)
-        ax.plot(depths, [meanfield.relu_dead_probability(int(d), int(width)) for d in depths], "--", color=colour, lw=1)
+        ax.plot(
+            depths, [meanfield.relu_dead_probability(int(d), int(width)) for d in depths], "--", color=f"C{i}", lw=1
+        )
     ax.plot([], [], "k--", lw=1, label="one input: 1 − (1 − 2^−width)^depth")
-    ax.set_xscale("log")
-    depths = sorted(points["depth"].unique())
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
+    _depth_axis(ax, plt, points["depth"].unique())
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("hidden layers")
     ax.set_ylabel("share born dead at init")
     ax.set_title("Narrow ReLU nets are born dead more often with depth")
     ax.legend()
@@ -612,10 +601,7 @@ def shattered_section(study: StudyData, out: Path) -> list[str]:
     if points.empty:
         return []
     table = points.assign(
-        measured=[
-            f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
-            for m, lo, hi in zip(points["measured"], points["ci_low"], points["ci_high"], strict=True)
-        ],
+        measured=_with_interval(points, ".3f"),
         **{"paper's rate": points["predicted"].map("{:.3g}".format)},
     ).drop(columns=["ci_low", "ci_high", "predicted"])
     parts = [
@@ -632,17 +618,11 @@ def shattered_section(study: StudyData, out: Path) -> list[str]:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH["one"], 2.6), layout="constrained")
     for i, (name, g) in enumerate(points.groupby("set", sort=False)):
-        colour = f"C{i}"
-        err = np.array([g["measured"] - g["ci_low"], g["ci_high"] - g["measured"]])
-        ax.errorbar(g["depth"], g["measured"], yerr=err, fmt="os"[i % 2], color=colour, ms=4, capsize=2, label=name)
-        ax.plot(g["depth"], g["predicted"], "--", color=colour, lw=1)
+        _draw_measured(ax, g["depth"], g, i, name)
+        ax.plot(g["depth"], g["predicted"], "--", color=f"C{i}", lw=1)
     ax.plot([], [], "k--", lw=1, label="paper's rate: 2^−(L−1) / 1/√L")
     ax.axhline(0, color="0.6", lw=0.6)
-    ax.set_xscale("log")
-    depths = sorted(points["depth"].unique())
-    ax.set_xticks(depths, [str(d) for d in depths])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
-    ax.set_xlabel("hidden layers")
+    _depth_axis(ax, plt, points["depth"].unique())
     ax.set_ylabel("neighbours' gradient correlation")
     ax.set_title("With batch norm, deep feed-forward gradients shatter")
     ax.legend(loc="center right")

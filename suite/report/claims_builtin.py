@@ -868,6 +868,15 @@ DIGITS_INPUTS = 64  # the deep MLP's input: 8 x 8 digits
 DIGITS_SECOND_MOMENT = 0.9531  # its training inputs' mean squared entry (task_info.constants; a test checks it)
 
 
+def he_relu_grid(depths: tuple[int, ...], widths: tuple[int, ...]) -> dict[str, Cells]:
+    """Cell groups "<depth>x<width>" of He-initialised ReLU MLPs (sigma_w = 1.414), one per depth and width."""
+    return {
+        f"{d}x{w}": Cells((), {"task.activation": "relu", "task.weight_scale": 1.414, "task.depth": d, "task.width": w})
+        for d in depths
+        for w in widths
+    }
+
+
 def _jacobian_stats(group: Group) -> np.ndarray:
     """Per seed (rows): the batch mean and variance of ln ||J(x)^T u||^2 over its inputs with a nonzero
     gradient, and the fraction with a zero one (the ``input_jacobian`` probe)."""
@@ -906,11 +915,7 @@ class WidthSetsGradientSpread(Claim):
     neighbourhood = None
     metrics = ("jacobian_logsq_mean", "jacobian_logsq_var", "jacobian_zero_fraction")
     control = "40x256"
-    cells = {
-        f"{d}x{w}": Cells((), {"task.activation": "relu", "task.weight_scale": 1.414, "task.depth": d, "task.width": w})
-        for d in HANIN_DEPTHS
-        for w in HANIN_WIDTHS
-    }
+    cells = he_relu_grid(HANIN_DEPTHS, HANIN_WIDTHS)
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
         from vanex.science.meanfield import relu_jacobian_log_variance
@@ -1073,11 +1078,7 @@ class BornDead(Claim):
     neighbourhood = None
     metrics = ("act_dead",)
     control = "5x10"
-    cells = {
-        f"{d}x{w}": Cells((), {"task.activation": "relu", "task.weight_scale": 1.414, "task.depth": d, "task.width": w})
-        for d in DYING_DEPTHS
-        for w in DYING_WIDTHS
-    }
+    cells = he_relu_grid(DYING_DEPTHS, DYING_WIDTHS)
 
     def predicate(self, g: dict[str, Group]) -> Outcome:
         from vanex.science.meanfield import relu_dead_probability
