@@ -523,7 +523,7 @@ def dying_section(study: StudyData, out: Path) -> list[str]:
         },
     ).drop(columns=["ci_low", "ci_high", "predicted"])
     parts = [
-        "**Born dead (Lu et al. 2019).** At step 0, the share of seeds whose ReLU net (weights N(0, 2/fan_in), "
+        "**Born dead (Lu et al. 2019).** At step 0, the share of seeds whose ReLU net (weights N(0, σ_w²/fan_in), "
         "zero biases) is constant on its 64-example batch: some hidden layer has every unit at 0 on every input "
         "(`act_dead` of 1, the `activation` probe). Beside it, the exact probability 1 − (1 − 2^−width)^depth that a "
         "layer is all at 0 for one input (`vanex.science.meanfield.relu_dead_probability`), an upper bound the share "
