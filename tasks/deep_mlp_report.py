@@ -525,9 +525,9 @@ def dying_section(study: StudyData, out: Path) -> list[str]:
     parts = [
         "**Born dead (Lu et al. 2019).** At step 0, the share of seeds whose ReLU net (weights N(0, σ_w²/fan_in), "
         "zero biases) is constant on its 64-example batch: some hidden layer has every unit at 0 on every input "
-        "(`act_dead` of 1, the `activation` probe). Beside it, the exact probability 1 − (1 − 2^−width)^depth that a "
-        "layer is all at 0 for one input (`vanex.science.meanfield.relu_dead_probability`), an upper bound the share "
-        "approaches as depth grows. Measured: 95% Wilson interval over seeds.\n",
+        "(`act_dead` of 1, the `activation` probe). Beside it, the exact probability 1 − (1 − 2^−width)^depth that "
+        "some hidden layer is all at 0 for one given input (`vanex.science.meanfield.relu_dead_probability`), an upper "
+        "bound on the share. Measured: 95% Wilson interval over seeds.\n",
         frame_markdown(table) + "\n",
     ]
     plt = pyplot()
@@ -580,7 +580,7 @@ def shattered_points(study: StudyData) -> pd.DataFrame:
 
     def kind(record: dict) -> str:
         name = "resnet" if record["settings"].get("task.residual") == "identity" else "feed-forward"
-        return name + (" + batch norm" if record["settings"].get("task.norm") == "batchnorm" else "")
+        return name + (" + batch norm" if record["settings"].get("task.norm") == "batchnorm" else ", no batch norm")
 
     groups: dict[tuple[str, int], list[float]] = {}
     for rid, r in runs.items():
