@@ -9,8 +9,9 @@ step's batch: on a sampled step the probe evaluates the net at the ``POINTS`` po
 x_k = a + t_k (b - a), t_k evenly spaced on [0, 1], as one batch (batch norm normalises over it, in
 training mode, as in training), takes the directional derivative d_k = (b - a) . d(u . f)/dx at
 each (u the normalised all-ones output direction; the gradient of the batch's summed u . f, so with
-batch norm it runs through the batch statistics as a training step's does) and emits the autocorrelation of d_k - mean(d) over the segment at ``LAGS``:
-1 for a smooth series, near 0 for white noise. No parameter's gradient is touched and batch norm's
+batch norm it runs through the batch statistics as a training step's does) and emits the
+autocorrelation of d_k - mean(d) over the segment at ``LAGS``: 1 for a smooth series, near 0 for
+white noise. No parameter's gradient is touched and batch norm's
 running statistics are put back as they were.
 
 Not part of the default probes: a study asks for it (``probe.names``). It lives outside the training
