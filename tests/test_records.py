@@ -147,3 +147,25 @@ def test_report_of_an_adhoc_sweep_and_of_old_records(tmp_path):
     out = vanex("report", "--results", str(runs), "--out", str(tmp_path / "r2"))
     assert out.returncode == 0, out.stderr
     assert "1 records of an older schema were skipped" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_study_plans_each_seed_as_its_own_composition_would(monkeypatch, tmp_path):
+    """A cell's other seeds reuse its first seed's composition with ``seed`` set: the planned configs,
+    settings and run ids are those of composing every seed through Hydra (as `vanex run` does), also
+    when an extra override fixes the seed for every cell."""
+    from omegaconf import OmegaConf
+    from vanex.engine import plan
+
+    def both(extra):
+        fast = plan.plan("rnn_init", "quick", extra)
+        monkeypatch.setattr(plan, "_interpolates", lambda cfg: True)  # nothing reused: one composition a seed
+        slow = plan.plan("rnn_init", "quick", extra)
+        monkeypatch.undo()
+        return [fast[0], [vars(r) for r in fast[1]]], [slow[0], [vars(r) for r in slow[1]]]
+
+    fast, slow = both([f"results_dir={tmp_path}"])
+    assert fast == slow and len({r["cell"].seed for r in fast[1]}) > 1
+    fast, slow = both([f"results_dir={tmp_path}", "seed=7"])
+    assert fast == slow and {r["config"]["seed"] for r in fast[1]} == {7}
+    assert plan._interpolates(OmegaConf.create({"seed": 1, "task": {"data_seed": "${seed}"}}))
+    assert not plan._interpolates(OmegaConf.create({"seed": 1, "hydra": {"dir": "${seed}"}}))
