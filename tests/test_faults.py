@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import default_sigint, small_study, vanex
+from helpers import TINY, default_sigint, small_study, vanex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vanex.engine import plan, study
@@ -673,3 +673,23 @@ def test_a_run_in_two_studies_ships_the_series_each_study_reads(tmp_path):
     with tarfile.open(tmp_path / "b.tar.gz") as tar:
         rows = tar.extractfile(f"{rid}/probes.csv").read().decode().splitlines()[1:]
     assert {"act_mean", "update_ratio"} <= {row.split(",")[1] for row in rows}
+
+
+def test_a_study_starts_its_workers_while_it_plans_and_leaves_none_behind(monkeypatch, tmp_path):
+    """``--jobs`` workers are started before planning (their torch import overlaps it) and are the ones
+    that train; those a study does not need (everything finished already) are ended, not left running."""
+    small_study(monkeypatch, cells=3)
+    started = []
+
+    class Counted(study._Worker):
+        def __init__(self, *args):
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(study, "_Worker", Counted)
+    for _ in range(2):  # trains 3 cells on 2 workers; then finds all 3 finished
+        assert study.run_study("small", "smoke", [f"results_dir={tmp_path}", *TINY], jobs=2) == 0
+        assert len(started) == 2 and not study._SPARE
+        assert all(w.process.exitcode is not None for w in started)
+        started.clear()
+    assert len(list(tmp_path.glob("*/run.json"))) == 3

@@ -92,12 +92,22 @@ def run_study(name: str, profile: str, extra: list[str], jobs: int, with_sets: l
     Cells run as the jobs of the Hydra launcher ``extra`` selects (``hydra/launcher=basic|joblib|
     submitit_local|submitit_slurm|ray`` and its ``hydra.launcher.*`` settings); without one, in
     ``jobs`` worker processes (:func:`_local`). Where a run trains never changes its record."""
-    from vanex.engine.leases import clear_stale, timeout
+    from vanex.engine.leases import timeout
 
     timeout()  # a bad VANEX_LEASE_TIMEOUT is refused before anything is planned
     launcher, extra = split_launcher(extra)
     if launcher and not any(o.startswith("hydra/launcher=") for o in launcher):
         raise UserError(f"{launcher[0]} needs a launcher: add hydra/launcher=NAME ({', '.join(LAUNCHERS)})")
+    local = not launcher and not (jobs < 2 and os.environ.get(IN_PROCESS) == "1")
+    with _warm_workers(min(jobs, os.cpu_count() or 1) if local else 0):
+        return _plan_then_run(name, profile, extra, jobs, with_sets, launcher)
+
+
+def _plan_then_run(
+    name: str, profile: str, extra: list[str], jobs: int, with_sets: list[list[str]] | None, launcher: list[str]
+) -> int:
+    from vanex.engine.leases import clear_stale
+
     manifest, runs = plan(name, profile, extra, with_sets)
     only = os.environ.get(ONLY_PATH)  # this process runs one numeric path of a study another process planned
     if only is not None and only not in numerics.MODES:
@@ -250,7 +260,7 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
     def path(index: int) -> str:
         return todo[index].settings["numerics"]
 
-    workers = [_Worker(path(0)) for _ in range(min(jobs, len(todo)))]
+    workers = [_new_worker(path(0)) for _ in range(min(jobs, len(todo)))]
     idle, retired = list(workers), []
     with _stopped_on_interrupt(todo):
         try:
@@ -263,7 +273,7 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                         worker.stop()
                         workers.remove(worker)
                         retired.append(worker)
-                        worker = _Worker(path(index))
+                        worker = _new_worker(path(index))
                         workers.append(worker)
                     worker.send(index, todo[index].config)
                     busy[worker] = index
@@ -278,13 +288,45 @@ def _local(todo: list[PlannedRun], jobs: int) -> Iterator[tuple[PlannedRun, dict
                         workers.remove(worker)
                         yield todo[index], _crashed(todo[index], worker.reap())
                         if pending:
-                            workers.append(_Worker(path(pending[0])))
+                            workers.append(_new_worker(path(pending[0])))
                             idle.append(workers[-1])
         finally:
             for worker in workers:
                 worker.stop()
             for worker in workers + retired:
                 worker.reap(timeout=10)
+
+
+_SPARE: list[_Worker] = []  # workers started on this process's path while the study plans (_warm_workers)
+
+
+@contextlib.contextmanager
+def _warm_workers(count: int) -> Iterator[None]:
+    """Start ``count`` workers on this process's numeric path now, so that they import torch while the
+    study plans its cells (the first run then starts as planning ends); ``_local`` takes them before it
+    starts any of its own. Those it did not take (everything finished already, fewer cells than jobs,
+    another path first) are ended on the way out: they never trained."""
+    if count:
+        os.environ[STUDY_PID] = str(os.getpid())
+        _SPARE.extend(_Worker() for _ in range(count))
+    try:
+        yield
+    finally:
+        spare = list(_SPARE)
+        _SPARE.clear()
+        for worker in spare:
+            worker.process.terminate()
+        for worker in spare:
+            worker.reap(timeout=10)
+
+
+def _new_worker(mode: str) -> _Worker:
+    """A started worker on numeric path ``mode``: a spare one if there is one, else a new one."""
+    spare = next((w for w in _SPARE if w.mode == mode and w.process.is_alive()), None)
+    if spare is None:
+        return _Worker(mode)
+    _SPARE.remove(spare)
+    return spare
 
 
 class _Worker:
