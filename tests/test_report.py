@@ -463,6 +463,12 @@ def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims
     assert compare(base, str(_fake_report(tmp_path / "e", (0.50, 0.40, 0.60), ratio=0.5000001)), "quick") == [
         "run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"
     ]
+    shared = tmp_path / "f"  # a run that two studies share has a summary row in each
+    _fake_report(shared, (0.50, 0.40, 0.60), ratio=0.5000001)
+    summary = pd.read_csv(shared / "summary.csv")
+    pd.concat([summary, summary.assign(study="other")]).to_csv(shared / "summary.csv", index=False)
+    assert compare(str(shared), str(shared), "quick") == []
+    assert compare(base, str(shared), "quick") == ["run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"]
 
 
 def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdicts(tmp_path):

@@ -97,8 +97,8 @@ def _equal(a: float, b: float, exact: bool = True, metric: str = "") -> bool:
 def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
     """Step-0 metrics run by run (exactly on one CPU model); runs on one side only."""
     moved, exactly = [], one_cpu(a, b)
-    key = ["run_id", "metric"]
-    left, right = a.summary.set_index(key)["value"], b.summary.set_index(key)["value"]
+    key = ["run_id", "metric"]  # a run in two studies (mlp_width and mlp_isometry share some) has rows in both
+    left, right = (s.summary.drop_duplicates(key).set_index(key)["value"] for s in (a, b))
     only_a = sorted(set(a.summary["run_id"]) - set(b.summary["run_id"]))
     only_b = sorted(set(b.summary["run_id"]) - set(a.summary["run_id"]))
     for label, ids in ((a.label, only_a), (b.label, only_b)):
