@@ -424,16 +424,21 @@ def _fake_report(
     ratio: float = 0.5,
     init: str = "stable",
     training: tuple[str, bool] = ("healthy", True),
+    twin: float | None = None,
 ) -> Path:
     """A minimal report folder as `vanex compare` reads it: one run, one cell, one claim."""
     (folder / "tables").mkdir(parents=True)
     pd.DataFrame([("r1", 0, 1.0, cpu)], columns=["run_id", "seed", "wall_time_s", "cpu"]).to_csv(
         folder / "timing.csv", index=False
     )
+    runs = [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "pinned", "grad_ratio_init", ratio)]
+    if twin is not None:  # the same run on the second numeric path
+        runs.append(runs[0][:9] + ("generic", "grad_ratio_init", twin))
+        runs[1] = ("r2", *runs[1][1:])
     pd.DataFrame(
-        [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "grad_ratio_init", ratio)],
+        runs,
         columns=["run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status", "task.depth"]
-        + ["metric", "value"],
+        + ["numerics", "metric", "value"],
     ).to_csv(folder / "summary.csv", index=False)
     mean, low, high = loss
     cell = {"mitigations": "relu", "task.depth": 20, "mitigation.tbptt.window": None, "seeds": 3}
@@ -505,6 +510,61 @@ def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdic
     assert compare(mixed, str(_fake_report(tmp_path / "f", (0.5, 0.4, 0.6), training=("stalled", False))), "quick")
     settled = _fake_report(tmp_path / "g", (0.5, 0.4, 0.6), training=("stalled", True), **intel)
     assert "toy [relu, 20, –] training verdict: healthy -> stalled" in compare(base, str(settled), "quick")
+
+
+def test_compare_reads_a_rounding_sensitive_run_per_cell_across_cpu_models(tmp_path):
+    """A run whose two numeric paths differ at step 0 by more than the tolerance, on either side, is
+    rounding-sensitive: across CPU models it is compared per cell, not run by run. Where its paths
+    agree, or on one CPU model, the run-by-run rule stands."""
+    from vanex.report.compare import compare
+
+    def side(name: str, **kwargs) -> str:
+        return str(_fake_report(tmp_path / name, (0.5, 0.4, 0.6), **kwargs))
+
+    steady, chaotic = side("a", twin=0.5), side("b", twin=0.51)  # the second path: equal / 2% off
+    moved_far = dict(cpu="Intel Xeon", ratio=0.5001)  # 2e-4 relative: beyond the tolerance
+    assert compare(steady, side("c", twin=0.5001, **moved_far), "quick") == [
+        f"run r{i} grad_ratio_init: 0.5 -> 0.5001 (relative tolerance 0.0001 across CPU models)" for i in (1, 2)
+    ]
+    notes: list[str] = []
+    assert compare(chaotic, side("d", twin=0.5001, **moved_far), "quick", notes) == []
+    assert any(n.startswith("2 runs are rounding-sensitive") for n in notes)
+    assert compare(steady, side("e", twin=0.49, **moved_far), "quick") == []  # measured on the other side
+    assert compare(chaotic, side("f", twin=0.51, ratio=0.5001), "quick") == [  # one CPU model: exact
+        "run r1 grad_ratio_init: 0.5 -> 0.5001 (exact)"
+    ]
+
+
+def test_compare_of_the_quick_profile_on_an_amd_epyc_and_an_intel_xeon(tmp_path):
+    """The cross-CPU rule on real reports: the quick profile of 8c20ec0's training code by `nox` on a
+    2-core AMD EPYC and on a 2-core Intel Xeon (tests/data/cross_cpu_8c20ec0.tar.xz). What moves is
+    the one claim whose verdict rounding decides; what is noted is what the rule allows, including
+    the 132 rounding-sensitive runs, whose 20 step-0 values beyond 1e-4 it no longer reports. The
+    rule still finds a changed step-0 value of a run that is not rounding-sensitive, and a moved
+    cell mean of one that is."""
+    from vanex.report.compare import compare
+
+    with tarfile.open(Path(__file__).parent / "data" / "cross_cpu_8c20ec0.tar.xz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    amd, intel = tmp_path / "amd-epyc", tmp_path / "intel-xeon"
+    notes: list[str] = []
+    assert compare(str(amd), str(intel), "quick", notes) == ["claim gers2000_forget_bias: fragile -> ✗"]
+    assert "132 runs are rounding-sensitive" in notes[1] and sum("status: " in n for n in notes) == 4
+    assert sum("(mixed: seeds disagree)" in n for n in notes) == 10 and sum("over other seeds" in n for n in notes) == 2
+
+    summary = pd.read_csv(intel / "summary.csv")
+    steady = (summary["run_id"] == "99f9991d19b6687a") & (summary["metric"] == "grad_ratio_init")
+    assert steady.sum() == 1
+    summary.loc[steady, "value"] *= 1.001
+    summary.to_csv(intel / "summary.csv", index=False)
+    table = pd.read_csv(intel / "tables" / "mlp_shattered.csv")
+    cell = (table["mitigations"] == "batchnorm") & (table["numerics"] == "pinned") & (table["task.depth"] == 50)
+    table.loc[cell, "init_log10_grad_ratio_mean"] += 1  # ten times the ratio
+    table.loc[cell, ["init_log10_grad_ratio_ci_low", "init_log10_grad_ratio_ci_high"]] += 1
+    table.to_csv(intel / "tables" / "mlp_shattered.csv", index=False)
+    moved = compare(str(amd), str(intel), "quick")
+    assert len(moved) == 3 and moved[0].startswith("run 99f9991d19b6687a grad_ratio_init")
+    assert moved[1].startswith("mlp_shattered [batchnorm, pinned, 50] init_log10_grad_ratio") and "do not" in moved[1]
 
 
 @pytest.mark.slow
