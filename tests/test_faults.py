@@ -160,6 +160,20 @@ def test_ctrl_c_stops_a_parallel_study_within_seconds_and_a_rerun_resumes(result
 
 
 @pytest.mark.slow
+def test_a_term_to_a_parallel_study_ends_it_without_a_worker_traceback(results):
+    """A TERM to the study alone (a scheduler's time limit, `kill PID`): its workers, which find the
+    study's pipe closed mid-send, exit quietly (each printed a BrokenPipeError traceback before)."""
+    proc = _start_study(results)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    deadline = time.time() + 15
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _session_processes(proc.pid)
+
+
+@pytest.mark.slow
 def test_workers_do_not_outlive_a_killed_study(results):
     proc = _start_study(results)
     proc.kill()  # kill -9: no handler runs in the study process

@@ -439,9 +439,12 @@ _SOLO = _Solo()
 def _worker(conn: Any) -> None:
     """The process of a ``_Worker``: runs each (index, config) it is sent, until it is sent None."""
     _exit_with_the_study()
-    while (job := conn.recv()) is not None:
-        index, config = job
-        conn.send((index, _execute(config)))
+    try:
+        while (job := conn.recv()) is not None:
+            index, config = job
+            conn.send((index, _execute(config)))
+    except (EOFError, BrokenPipeError, ConnectionResetError):  # the study ended (killed, or stopped by Ctrl-C)
+        sys.exit(1)  # its run's record is already written; no traceback for the study's terminal
 
 
 def _crashed(planned: PlannedRun, exitcode: int | None) -> dict[str, Any]:
