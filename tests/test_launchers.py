@@ -27,6 +27,7 @@ LAUNCHED = [
     None,  # --jobs 2 without a launcher: joblib's processes
     "basic",
     "joblib",
+    "joblib-batched",  # several runs a job, as joblib's jobs are on a study of more runs
     pytest.param("submitit_local", marks=pytest.mark.slow),  # a fresh process (torch import) per job
     pytest.param("ray", marks=pytest.mark.ray),
 ]
@@ -34,6 +35,17 @@ LAUNCHED = [
 
 @pytest.mark.parametrize("launcher", LAUNCHED)
 def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(launcher, tmp_path, monkeypatch):
+    sizes: list[list[int]] = []
+    batched = launcher == "joblib-batched"
+    if batched:
+        launcher = "joblib"
+        monkeypatch.setattr(study, "BATCHES_PER_PROCESS", 1)  # 6 runs on 2 processes: 2 jobs of 3 runs
+        batches = study._HydraLauncher._batches
+        monkeypatch.setattr(
+            study._HydraLauncher,
+            "_batches",
+            lambda self, todo: sizes.append([len(b) for b in batches(self, todo)]) or batches(self, todo),
+        )
     plugin = {"joblib": "hydra_joblib_launcher", "submitit_local": "hydra_submitit_launcher"}.get(launcher)
     plugin = plugin or ("hydra_ray_launcher" if launcher == "ray" else None)
     if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
@@ -45,6 +57,7 @@ def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(l
     assert study.run_study("small", "smoke", extra, jobs=2) == 0
     reference, records = _records(serial), _records(launched)
     assert len(reference) == 6 and records.keys() == reference.keys()
+    assert sizes == ([[3, 3]] if batched else [])  # the batched launch trained 2 jobs of 3 runs
     for rid, (record, probes) in reference.items():
         other, other_probes = records[rid]
         moved = {key: (value, other.get(key)) for key, value in record.items() if other.get(key) != value}
