@@ -719,8 +719,8 @@ class _HydraLauncher:
         yield from ((p, outcome) for p, outcome in ended["outcomes"] if p.run_id not in reported)
 
     def _batches(self, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
-        """joblib's jobs: consecutive runs in batches, 8 a process, since each job costs Hydra
-        a composition and an output folder (~0.5 s; a 100-step deep_mlp run trains in ~1.5 s); every
+        """joblib's jobs: consecutive runs in about 8 batches a process, since each job costs Hydra a
+        composition and an output folder (~0.5 s; a 100-step deep_mlp run trains in ~1.5 s); every
         other launcher's: one run a job (a SLURM array task or a Ray task per run)."""
         if not self.joblib:
             return [[planned] for planned in todo]
