@@ -44,17 +44,25 @@ def profiles() -> list[str]:
     return sorted(p.stem for p in (HERE / "profile").glob("*.yaml"))
 
 
-def scaled_down(profile: str) -> float | None:
-    """The ``steps_scale`` of ``profile`` when it is below 1 (runs shorter than the tasks' budgets, which
-    the claims were registered at: a setup check, not evidence), else None (also for a profile that
-    is not one of these files, e.g. a plugin's)."""
+@functools.cache
+def steps_scale(profile: str) -> float | None:
+    """The ``steps_scale`` of ``profile`` (``profile/<name>.yaml``), or None for a profile that is not
+    one of these files (e.g. a plugin's)."""
     import yaml
 
     path = HERE / "profile" / f"{profile}.yaml"
     if not path.is_file():
         return None
     scale = (yaml.safe_load(path.read_text()) or {}).get("steps_scale")
-    return float(scale) if isinstance(scale, (int, float)) and scale < 1 else None
+    return float(scale) if isinstance(scale, (int, float)) and not isinstance(scale, bool) else None
+
+
+def scaled_down(profile: str) -> float | None:
+    """The ``steps_scale`` of ``profile`` when it is below 1 (runs shorter than the tasks' budgets, which
+    the claims were registered at: a setup check, not evidence), else None (also for a profile that
+    is not one of these files, e.g. a plugin's)."""
+    scale = steps_scale(profile)
+    return scale if scale is not None and scale < 1 else None
 
 
 def not_evidence(profile: str) -> str | None:

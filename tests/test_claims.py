@@ -211,3 +211,17 @@ def test_a_predicate_edited_without_a_version_bump_is_caught(monkeypatch):
     claim = CLAIMS.get("wang2022_deepnorm")
     monkeypatch.setattr(claim, "predicate", lambda self, g: Outcome(True, "always"))
     assert lock_problems(_lock()) == ["wang2022_deepnorm: its definition changed but its version is still 1; bump it"]
+
+
+def test_a_claims_step_count_is_matched_at_each_profiles_scale():
+    """A claim gives ``task.steps`` at the quick profile's scale; a study's sweep of it is scaled by the
+    profile (smoke 0.01, full 3), so the claim finds its cells in every profile, and only them."""
+    from vanex.report.claims import manifest_scale
+
+    cells = Cells(("lstm",), {"task.steps": 9000})
+    cell = lambda steps: {"mitigations": ["lstm"], "settings": {"task.steps": steps}}  # noqa: E731
+    for profile, steps in (("quick", 9000), ("smoke", 90), ("full", 27000)):
+        scale = manifest_scale({"profile": profile})
+        assert cells.matches(cell(steps), scale)
+        assert not cells.matches(cell(3000 * scale), scale)  # the task's own budget is another cell
+    assert manifest_scale({"profile": "a_plugins_profile"}) == 1.0

@@ -425,12 +425,13 @@ def _fake_report(
     init: str = "stable",
     training: tuple[str, bool] = ("healthy", True),
     twin: float | None = None,
+    twin_cpu: str | None = None,
 ) -> Path:
-    """A minimal report folder as `vanex compare` reads it: one run, one cell, one claim."""
+    """A minimal report folder as `vanex compare` reads it: one run (and its ``twin`` on the second
+    numeric path, trained on ``twin_cpu``, by default ``cpu``), one cell, one claim."""
     (folder / "tables").mkdir(parents=True)
-    pd.DataFrame([("r1", 0, 1.0, cpu)], columns=["run_id", "seed", "wall_time_s", "cpu"]).to_csv(
-        folder / "timing.csv", index=False
-    )
+    timing = [("r1", 0, 1.0, cpu), ("r2", 0, 1.0, twin_cpu or cpu)][: 1 if twin is None else 2]
+    pd.DataFrame(timing, columns=["run_id", "seed", "wall_time_s", "cpu"]).to_csv(folder / "timing.csv", index=False)
     runs = [("r1", "smoke", "abc", "toy", "deep_mlp", "relu", 0, "completed", 20, "pinned", "grad_ratio_init", ratio)]
     if twin is not None:  # the same run on the second numeric path
         runs.append(runs[0][:9] + ("generic", "grad_ratio_init", twin))
@@ -533,6 +534,24 @@ def test_compare_reads_a_rounding_sensitive_run_per_cell_across_cpu_models(tmp_p
     assert compare(chaotic, side("f", twin=0.51, ratio=0.5001), "quick") == [  # one CPU model: exact
         "run r1 grad_ratio_init: 0.5 -> 0.5001 (exact)"
     ]
+
+
+def test_compare_is_exact_run_by_run_where_a_run_trained_on_one_cpu_model_on_both_sides(tmp_path):
+    """A report may hold runs of several CPU models (runs added later on another machine): each run
+    is compared exactly where both sides trained it on one model, within the tolerance elsewhere."""
+    from vanex.report.compare import compare
+
+    def side(name: str, ratio: float, twin_cpu: str) -> str:
+        return str(_fake_report(tmp_path / name, (0.5, 0.4, 0.6), ratio=ratio, twin=0.5, twin_cpu=twin_cpu))
+
+    mixed = side("mixed", 0.5, twin_cpu="Intel Xeon")  # r1 on an AMD EPYC, r2 on an Intel Xeon
+    notes: list[str] = []
+    assert compare(mixed, side("amd", 0.5, twin_cpu="AMD EPYC"), "quick", notes) == []
+    assert any("CPU models differ" in n for n in notes)
+    moved = side("amd-moved", 0.5000001, twin_cpu="AMD EPYC")  # r1: the same model, the 7th digit
+    assert compare(mixed, moved, "quick") == ["run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"]
+    twin_moved = str(_fake_report(tmp_path / "twin", (0.5, 0.4, 0.6), twin=0.5000001))  # r2 across models
+    assert compare(mixed, twin_moved, "quick") == []
 
 
 def test_compare_of_the_quick_profile_on_an_amd_epyc_and_an_intel_xeon(tmp_path):

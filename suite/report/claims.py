@@ -49,19 +49,31 @@ class Cells:
     mitigations: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
 
-    def matches(self, cell: dict[str, Any]) -> bool:
-        """Same mitigations, the given settings, and the default numeric path unless one is given."""
+    def matches(self, cell: dict[str, Any], scale: float = 1.0) -> bool:
+        """Same mitigations, the given settings, and the default numeric path unless one is given.
+        ``task.steps`` is given at the quick profile's scale and matched times the profile's
+        ``scale`` (its steps_scale), as a study's sweep of it is scaled."""
         if tuple(cell["mitigations"]) != tuple(self.mitigations):
             return False
         settings = {"numerics": DEFAULT_NUMERICS, **self.settings}
         return all(
-            _same(cell["settings"].get(k, DEFAULT_NUMERICS if k == "numerics" else None), v)
+            _same(cell["settings"].get(k, DEFAULT_NUMERICS if k == "numerics" else None), _scaled(k, v, scale))
             for k, v in settings.items()
         )
 
     def on(self, **settings: Any) -> Cells:
         """The same group with ``settings`` changed (another learning rate, another numeric path)."""
         return Cells(self.mitigations, {**self.settings, **settings})
+
+
+def _scaled(key: str, value: Any, scale: float) -> Any:
+    """A claim's setting as a run of a profile with ``scale`` (its steps_scale) has it (vanex.engine.config)."""
+    return max(1, int(round(value * scale))) if key == "task.steps" and isinstance(value, int) else value
+
+
+def manifest_scale(manifest: dict[str, Any]) -> float:
+    """The steps_scale of the profile that ``manifest``'s study ran (1 for a profile vanex does not ship)."""
+    return conf.steps_scale(str(manifest.get("profile"))) or 1.0
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -291,8 +303,12 @@ class _Study:
         metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
         self.data: StudyData = read_study(manifest, results, metrics)
 
+    @property
+    def scale(self) -> float:
+        return manifest_scale(self.data.manifest)
+
     def group(self, cells: Cells) -> Group | None:
-        ids = [c["run_id"] for c in self.data.manifest["cells"] if cells.matches(c)]
+        ids = [c["run_id"] for c in self.data.manifest["cells"] if cells.matches(c, self.scale)]
         rows = self.data.cells[self.data.cells["run_id"].isin(ids) & self.data.cells["status"].isin(FINISHED)]
         if len(rows) < MIN_SEEDS:
             return None
@@ -300,12 +316,12 @@ class _Study:
 
     def stale(self, groups: dict[str, Cells]) -> int:
         """How many records of ``groups`` were made by other code than the installed one."""
-        ids = {c["run_id"] for c in self.data.manifest["cells"] if any(g.matches(c) for g in groups.values())}
+        ids = {c["run_id"] for c in self.data.manifest["cells"] if any(g.matches(c, self.scale) for g in groups.values())}
         cells = self.data.cells
         return int(cells[cells["run_id"].isin(ids)]["stale"].notna().sum()) if "stale" in cells else 0
 
     def setting(self, cells: Cells, key: str) -> Any:
-        matching = [c["settings"].get(key) for c in self.data.manifest["cells"] if cells.matches(c)]
+        matching = [c["settings"].get(key) for c in self.data.manifest["cells"] if cells.matches(c, self.scale)]
         return matching[0] if len({repr(v) for v in matching}) == 1 else None
 
 
@@ -421,12 +437,13 @@ def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
     """run_id -> the registered claims whose cell groups (at the claim's own settings, not the
     learning-rate neighbourhood) include that cell of ``manifest``."""
     out: dict[str, list[str]] = {}
+    scale = manifest_scale(manifest)
     for name in CLAIMS.names():
         claim = CLAIMS.get(name)
         if claim.study != manifest["study"]:
             continue
         for cell in manifest["cells"]:
-            if any(c.matches(cell) or c.on(numerics=SECOND_PATH).matches(cell) for c in claim.cells.values()):
+            if any(c.matches(cell, scale) or c.on(numerics=SECOND_PATH).matches(cell, scale) for c in claim.cells.values()):
                 out.setdefault(cell["run_id"], []).append(name)
     return out
 
@@ -435,6 +452,7 @@ def metrics_read(manifest: dict[str, Any]) -> dict[str, set[str]]:
     """run_id -> the probe metrics that some claim, or an earlier version of one still shown, reads of
     that cell of ``manifest``, at any learning rate of its neighbourhood and on either numeric path."""
     out: dict[str, set[str]] = {}
+    scale = manifest_scale(manifest)
     for name in CLAIMS.names():
         claim = CLAIMS.get(name)
         for definition in (claim, *(s.definition for s in claim.superseded)):
@@ -442,14 +460,14 @@ def metrics_read(manifest: dict[str, Any]) -> dict[str, set[str]]:
                 continue
             free = {definition.neighbourhood, "numerics"}  # any value of these
             for cell in manifest["cells"]:
-                if any(_matches_but(c, cell, free) for c in definition.cells.values()):
+                if any(_matches_but(c, cell, free, scale) for c in definition.cells.values()):
                     out.setdefault(cell["run_id"], set()).update(definition.metrics)
     return out
 
 
-def _matches_but(cells: Cells, cell: dict[str, Any], free: set[str | None]) -> bool:
+def _matches_but(cells: Cells, cell: dict[str, Any], free: set[str | None], scale: float) -> bool:
     return tuple(cell["mitigations"]) == tuple(cells.mitigations) and all(
-        _same(cell["settings"].get(k), v) for k, v in cells.settings.items() if k not in free
+        _same(cell["settings"].get(k), _scaled(k, v, scale)) for k, v in cells.settings.items() if k not in free
     )
 
 

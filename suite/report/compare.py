@@ -5,8 +5,9 @@ report`` writes them) or a results folder with study manifests, which is reporte
 temporary folder; nothing is written beside it). The comparison, per metric as ``TOLERANCES``
 declares:
 
-- ``exact``: step-0 values (the untrained network's gradient ratios) must be equal run by run when
-  both sides ran on one CPU model (pinned numerics reproduce them bit for bit there); across CPU
+- ``exact``: step-0 values (the untrained network's gradient ratios) must be equal run by run where
+  a run trained on one CPU model on both sides (``timing.csv`` says which, run by run: a report may
+  hold runs of several; pinned numerics reproduce them bit for bit on one model); across CPU
   models within a relative tolerance of ``STEP0_REL_TOL`` (an Intel Xeon and an AMD EPYC differ by
   at most 5.8e-7 over 492 runs, a few float32 roundings; a changed initialisation moves them by far more).
   Except a *rounding-sensitive* run: one whose twin on the other numeric code path (every other
@@ -17,7 +18,8 @@ declares:
 - ``ci_overlap`` (every other metric): per cell, the two 95% confidence intervals of the mean over
   seeds must overlap; a cell with one seed has no interval and must match exactly; a value that is
   a word (diverged, underflow, not applicable) must be the same word;
-- per cell the majority diagnosis (init and training) and, on one CPU model, the counts of seeds
+- per cell the majority diagnosis (init and training) and, where every run of both sides trained on
+  one CPU model, the counts of seeds
   completed / diverged / failed must be equal; across CPU models a run at the edge of stability may
   flip between completed and diverged (4 of 519 did), and a *mixed* cell (no verdict read by 80% of
   its seeds, ``tables.SETTLED``) may change its majority: such moves are listed as notes. A
@@ -52,6 +54,7 @@ class Side:
     tables: dict[str, pd.DataFrame]
     claims: pd.DataFrame
     cpus: frozenset[str]  # the CPU models its runs trained on (timing.csv)
+    run_cpus: dict[str, str]  # run id -> the CPU model it trained on (timing.csv)
 
 
 def tolerance(metric: str) -> str:
@@ -82,12 +85,20 @@ def load(path: str, profile: str, scratch: Path) -> Side:
     claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame(columns=["name", "status"])
     timing = pd.read_csv(report / "timing.csv") if (report / "timing.csv").is_file() else pd.DataFrame()
     cpus = frozenset(timing["cpu"].astype(str)) if "cpu" in timing else frozenset({"unknown"})
-    return Side(path, pd.read_csv(report / "summary.csv"), tables, claims, cpus)
+    run_cpus = dict(zip(timing["run_id"].astype(str), timing["cpu"].astype(str), strict=True)) if "cpu" in timing else {}
+    return Side(path, pd.read_csv(report / "summary.csv"), tables, claims, cpus, run_cpus)
 
 
 def one_cpu(a: Side, b: Side) -> bool:
     """Whether both sides trained on one and the same known CPU model."""
     return a.cpus == b.cpus and len(a.cpus) == 1 and "unknown" not in a.cpus
+
+
+def one_cpu_run(a: Side, b: Side, run_id: str) -> bool:
+    """Whether one run trained on one and the same known CPU model on both sides (a report may hold
+    runs of several models: each record says which)."""
+    cpu = a.run_cpus.get(run_id, "unknown")
+    return cpu != "unknown" and cpu == b.run_cpus.get(run_id)
 
 
 def _equal(a: float, b: float, exact: bool = True, metric: str = "") -> bool:
@@ -130,9 +141,9 @@ def _sensitive_runs(summary: pd.DataFrame, exact: list[str]) -> set[str]:
 
 
 def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
-    """Step-0 metrics run by run (exactly on one CPU model; across models within the relative
-    tolerance, unless rounding-sensitive); runs on one side only."""
-    moved, exactly = [], one_cpu(a, b)
+    """Step-0 metrics run by run (exactly where a run trained on one CPU model on both sides; across
+    models within the relative tolerance, unless rounding-sensitive); runs on one side only."""
+    moved = []
     key = ["run_id", "metric"]  # a run in two studies (mlp_width and mlp_isometry share some) has rows in both
     left, right = (s.summary.drop_duplicates(key).set_index(key)["value"] for s in (a, b))
     only_a = sorted(set(a.summary["run_id"]) - set(b.summary["run_id"]))
@@ -141,7 +152,8 @@ def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
         if ids:
             moved.append(f"runs only in {label}: {len(ids)} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")
     exact = [m for m in sorted(set(a.summary["metric"])) if tolerance(m) == "exact"]
-    sensitive = set() if exactly else _sensitive_runs(a.summary, exact) | _sensitive_runs(b.summary, exact)
+    across = {rid for rid in set(a.summary["run_id"]) & set(b.summary["run_id"]) if not one_cpu_run(a, b, rid)}
+    sensitive = across & (_sensitive_runs(a.summary, exact) | _sensitive_runs(b.summary, exact)) if across else set()
     if sensitive:
         notes.append(
             f"{len(sensitive)} runs are rounding-sensitive (their two numeric paths differ at step 0 by more than "
@@ -151,6 +163,7 @@ def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
         other = right.get((rid, metric))
         if rid in sensitive:
             continue
+        exactly = rid not in across
         if metric in exact and other is not None and not _equal(float(value), float(other), exactly, metric):
             rule = "exact" if exactly else f"relative tolerance {STEP0_REL_TOL:g} across CPU models"
             moved.append(f"run {rid} {metric}: {float(value)!r} -> {float(other)!r} ({rule})")
@@ -158,7 +171,7 @@ def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
     status_b = b.summary.drop_duplicates("run_id").set_index("run_id")["status"]
     for rid in sorted(set(status_a.index) & set(status_b.index)):
         if status_a[rid] != status_b[rid]:
-            (moved if exactly else notes).append(f"run {rid} status: {status_a[rid]} -> {status_b[rid]}")
+            (notes if rid in across else moved).append(f"run {rid} status: {status_a[rid]} -> {status_b[rid]}")
     return moved
 
 
