@@ -674,3 +674,17 @@ def test_claims_csv_holds_each_interval_of_its_numbers_as_numbers():
             text = interval_text(row[f"mean_{i}"], row[f"ci_low_{i}"], row[f"ci_high_{i}"])
             assert f"{text} (n={int(row[f'n_{i}'])}" in row["numbers"], (row["name"], text)
             i += 1
+
+
+def test_compare_names_both_versions_of_a_claim_whose_definition_changed(tmp_path):
+    from vanex.report.compare import compare
+
+    old = _fake_report(tmp_path / "old", (0.5, 0.4, 0.6), claim="fragile")
+    new = _fake_report(tmp_path / "new", (0.5, 0.4, 0.6), claim="✗")
+    for folder, version in ((old, 1), (new, 2)):
+        claims = pd.read_csv(folder / "claims.csv").assign(version=version)
+        claims.to_csv(folder / "claims.csv", index=False)
+    assert compare(str(old), str(new), "quick") == ["claim some_claim: v1 fragile -> v2 ✗"]
+    assert compare(str(new), str(_fake_report(tmp_path / "same", (0.5, 0.4, 0.6), claim="✓")), "quick") == [
+        "claim some_claim: ✗ -> ✓"  # one side without versions (a report before them): statuses only
+    ]

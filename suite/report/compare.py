@@ -252,12 +252,24 @@ def _settled(row: pd.Series, part: str) -> bool:
 
 
 def _claims(a: Side, b: Side) -> list[str]:
-    left, right = (dict(zip(s.claims["name"], s.claims["status"], strict=True)) for s in (a, b))
-    return [
-        f"claim {name}: {left.get(name, 'absent')} -> {right.get(name, 'absent')}"
-        for name in sorted(set(left) | set(right))
-        if left.get(name) != right.get(name)
-    ]
+    """Each claim whose status differs; where its version differs too, both versions are named (a
+    changed definition, not a reproduction, moved it)."""
+
+    def status(side: Side) -> dict[str, str]:
+        versions = side.claims["version"] if "version" in side.claims else [None] * len(side.claims)
+        return {
+            n: (f"v{int(v)} " if pd.notna(v) else "", str(st))
+            for n, st, v in zip(side.claims["name"], side.claims["status"], versions, strict=True)
+        }
+
+    left, right = status(a), status(b)
+    lines = []
+    for name in sorted(set(left) | set(right)):
+        (va, sa), (vb, sb) = left.get(name, ("", "absent")), right.get(name, ("", "absent"))
+        if sa != sb:
+            named = va != vb and va and vb
+            lines.append(f"claim {name}: {va if named else ''}{sa} -> {vb if named else ''}{sb}")
+    return lines
 
 
 def compare(a: str, b: str, profile: str, notes: list[str] | None = None) -> list[str]:
