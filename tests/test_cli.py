@@ -438,3 +438,15 @@ def test_a_study_without_a_name_asks_for_the_name_alone():
         out.stderr.strip()
         == "vanex: error: vanex study: the following arguments are required: name (see vanex study -h)"
     )
+
+
+def test_a_studys_time_left_counts_the_workers_and_the_last_run():
+    """The estimate printed after each run: the runs left spread over the workers, but one run left
+    still takes a run's time (on 2 workers, the third of three 650-s runs is ~650 s away, not 325)."""
+    from vanex.engine.study import _duration, _time_left
+
+    assert _time_left([650.0, 650.0], 1, 2) == 650.0
+    assert _time_left([392.0], 19, 2) == 392.0 * 9.5
+    assert _time_left([10.0, 30.0], 4, 1) == 80.0
+    assert _time_left([], 5, 2) == 0.0 and _time_left([5.0], 0, 2) == 0.0
+    assert _duration(_time_left([650.0, 650.0], 1, 2)) == "11 min"

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,7 +164,7 @@ def _plan_then_run(
         file=sys.stderr,
     )
     start = time.perf_counter()
-    failed, claimed = _report_progress(execute(todo), len(todo), start)
+    failed, claimed = _report_progress(execute(todo), len(todo), start, jobs=getattr(execute, "n_jobs", jobs))
     failed += _wait_for(name, claimed, start, execute)
     for mode in elsewhere:
         argv = [name, "--profile", profile, "--jobs", str(jobs), *launcher, *extra]
@@ -794,9 +795,18 @@ def _duration(seconds: float) -> str:
     )
 
 
-def _report_progress(results, total: int, start: float, quiet_claimed: bool = False) -> tuple[int, list[PlannedRun]]:
+def _time_left(walls: list[float], remaining: int, jobs: int) -> float:
+    """Seconds the ``remaining`` runs take on ``jobs`` workers, each a finished run's mean wall time:
+    spread over the workers, but never less than one run while one is left (the last run alone on a
+    worker is not sped up by the idle ones)."""
+    return statistics.fmean(walls) * max(remaining / max(1, jobs), min(remaining, 1)) if walls else 0.0
+
+
+def _report_progress(
+    results, total: int, start: float, quiet_claimed: bool = False, jobs: int = 1
+) -> tuple[int, list[PlannedRun]]:
     """Print one line per finished run; returns (how many failed, the runs another sweep holds)."""
-    failed, claimed = 0, []
+    failed, claimed, walls = 0, [], []
     for i, (planned, record) in enumerate(results, 1):
         cell = planned.cell
         where = f"[{i}/{total}] {cell.label} {' '.join(cell.overrides)} seed={cell.seed}"
@@ -812,11 +822,15 @@ def _report_progress(results, total: int, start: float, quiet_claimed: bool = Fa
         verdict = "/".join(diagnosis[part]["verdict"] for part in ("init", "training")) if diagnosis else "-"
         loss = record["summary"].get("final_train_loss")
         loss_text = "" if loss is None else f" final_train_loss={loss:.4g}"
-        elapsed = time.perf_counter() - start
-        left = f", ~{_duration(elapsed / i * (total - i))} left" if i < total else ""
+        elapsed, wall = time.perf_counter() - start, float(record["provenance"]["wall_time_s"])
+        walls += [wall] if wall > 0 else []  # a run that failed to start took no time a run left will take
+        # the pace so far (it counts what runs cost beyond training) or, when fewer runs are left than
+        # workers, the time of the last run itself, whichever is longer
+        seconds = max(elapsed / i * (total - i), _time_left(walls, total - i, jobs))
+        left = f", ~{_duration(seconds)} left" if i < total else ""
         print(
             f"{where}: {record['status']} (init/training {verdict})"
-            f"{loss_text} ({record['provenance']['wall_time_s']:.1f}s, {elapsed:.0f}s total{left})",
+            f"{loss_text} ({wall:.1f}s, {elapsed:.0f}s total{left})",
             file=sys.stderr,
         )
         if record["status"] == "failed":
