@@ -49,7 +49,7 @@ def tests(session: nox.Session) -> None:
     """Run the test suite on every core (pytest-xdist; hypothesis profile from HYPOTHESIS_PROFILE, default ci)."""
     _install(session, "test")
     session.env.setdefault("HYPOTHESIS_PROFILE", "ci")
-    session.run("pytest", "-m", "not bench", "-n", "auto", "-p", "no:benchmark", *session.posargs)
+    session.run("pytest", "-m", "not bench", "-n", "auto", "-p", "no:benchmark", "--durations=15", *session.posargs)
 
 
 @nox.session(default=False)
