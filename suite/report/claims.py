@@ -316,7 +316,9 @@ class _Study:
 
     def stale(self, groups: dict[str, Cells]) -> int:
         """How many records of ``groups`` were made by other code than the installed one."""
-        ids = {c["run_id"] for c in self.data.manifest["cells"] if any(g.matches(c, self.scale) for g in groups.values())}
+        ids = {
+            c["run_id"] for c in self.data.manifest["cells"] if any(g.matches(c, self.scale) for g in groups.values())
+        }
         cells = self.data.cells
         return int(cells[cells["run_id"].isin(ids)]["stale"].notna().sum()) if "stale" in cells else 0
 
@@ -443,7 +445,9 @@ def cell_claims(manifest: dict[str, Any]) -> dict[str, list[str]]:
         if claim.study != manifest["study"]:
             continue
         for cell in manifest["cells"]:
-            if any(c.matches(cell, scale) or c.on(numerics=SECOND_PATH).matches(cell, scale) for c in claim.cells.values()):
+            if any(
+                c.matches(cell, scale) or c.on(numerics=SECOND_PATH).matches(cell, scale) for c in claim.cells.values()
+            ):
                 out.setdefault(cell["run_id"], []).append(name)
     return out
 

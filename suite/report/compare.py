@@ -85,7 +85,9 @@ def load(path: str, profile: str, scratch: Path) -> Side:
     claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame(columns=["name", "status"])
     timing = pd.read_csv(report / "timing.csv") if (report / "timing.csv").is_file() else pd.DataFrame()
     cpus = frozenset(timing["cpu"].astype(str)) if "cpu" in timing else frozenset({"unknown"})
-    run_cpus = dict(zip(timing["run_id"].astype(str), timing["cpu"].astype(str), strict=True)) if "cpu" in timing else {}
+    run_cpus = (
+        dict(zip(timing["run_id"].astype(str), timing["cpu"].astype(str), strict=True)) if "cpu" in timing else {}
+    )
     return Side(path, pd.read_csv(report / "summary.csv"), tables, claims, cpus, run_cpus)
 
 
