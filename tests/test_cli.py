@@ -267,20 +267,20 @@ def test_study_resumes_and_reports(tmp_path):
     out = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert out.returncode == 0, out.stderr
     summary = (reports / "summary.md").read_text()
-    assert "| mitigations | numerics | lr | depth | n (done/div/fail) |" in summary
+    assert "| mitigations | numerics | lr | depth | steps | n (done/div/fail) |" in summary  # steps at its scale
     assert (
-        "| baseline | pinned | 0.05 | 20 | 5/0/0 |" in summary
-        and "| baseline | generic | 0.05 | 20 | 5/0/0 |" in summary
+        "| baseline | pinned | 0.05 | 20 | 10 | 5/0/0 |" in summary
+        and "| baseline | generic | 0.05 | 20 | 10 | 5/0/0 |" in summary
     )
     csv = pd.read_csv(reports / "summary.csv")
     assert list(csv.columns) == [
         *("run_id", "profile", "git_commit", "study", "task", "mitigations", "seed", "status"),
-        *("numerics", "optim.lr", "task.depth", "metric", "value"),
+        *("numerics", "optim.lr", "task.depth", "task.steps", "metric", "value"),
     ]
     assert ((csv["mitigations"] == "relu+he_init") & (csv["task.depth"] == 40)).any()
     assert len(csv[(csv["mitigations"] == "baseline") & (csv["task.depth"] == 20) & (csv["seed"] == 0)]) > 0
     manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
-    assert len(manifest["cells"]) == n and manifest["swept"] == ["numerics", "optim.lr", "task.depth"]
+    assert len(manifest["cells"]) == n and manifest["swept"] == ["numerics", "optim.lr", "task.depth", "task.steps"]
     assert {p.name for p in (reports / "figures").glob("*.png")} >= {
         "mlp_vanishing_trainability_depth.png",
         "mlp_vanishing_gradient_flow.png",
