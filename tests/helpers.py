@@ -48,15 +48,16 @@ def install_example(name: str, site: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
-def small_study(monkeypatch, cells: int = 6) -> None:
-    """Replace every study file by a few cells of the 3-layer MLP (seconds to run), in this process."""
+def small_study(monkeypatch, cells: int = 6, paths: tuple[str, ...] = ()) -> None:
+    """Replace every study file by a few cells of the 3-layer MLP (seconds to run), in this process;
+    ``paths``: the numeric code paths its cells also run on."""
     from vanex.engine import plan
 
     small = {
         "task": "deep_mlp",
         "seeds": list(range(cells)),
         "overrides": ["task.depth=3"],
-        "grid": [{"mitigations": [[]]}],
+        "grid": [{"mitigations": [[]], **({"numerics": list(paths)} if paths else {})}],
     }
     monkeypatch.setattr(plan, "load_study", lambda name: small)
 

@@ -35,11 +35,15 @@ LAUNCHED = [
 
 @pytest.mark.parametrize("launcher", LAUNCHED)
 def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(launcher, tmp_path, monkeypatch):
+    """The 3-layer MLP over 6 seeds; where the launcher's jobs train in workers started on each run's
+    numeric path (--jobs, basic, joblib), on both paths in this one study process."""
     sizes: list[list[int]] = []
     batched = launcher == "joblib-batched"
+    both = launcher in (None, "basic", "joblib", "joblib-batched")
     if batched:
         launcher = "joblib"
-        monkeypatch.setattr(study, "BATCHES_PER_PROCESS", 1)  # 6 runs on 2 processes: 2 jobs of 3 runs
+        monkeypatch.setattr(study, "BATCHES_PER_PROCESS", 1)  # 12 runs on 3 processes: 3 jobs of 4 runs, the
+        # second of them 2 pinned and 2 generic runs (its process's worker is replaced between them)
         batches = study._HydraLauncher._batches
         monkeypatch.setattr(
             study._HydraLauncher,
@@ -50,14 +54,18 @@ def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(l
     plugin = plugin or ("hydra_ray_launcher" if launcher == "ray" else None)
     if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
         pytest.skip(f"{plugin} is not installed")
-    small_study(monkeypatch)
+    small_study(monkeypatch, paths=("pinned", "generic") if both else ())
     serial, launched = tmp_path / "serial", tmp_path / "launched"
     assert study.run_study("small", "smoke", [f"results_dir={serial}", "progress=false"], jobs=1) == 0
     extra = [f"results_dir={launched}", "progress=false", *([f"hydra/launcher={launcher}"] if launcher else [])]
+    extra += ["hydra.launcher.n_jobs=3"] if batched else []
     assert study.run_study("small", "smoke", extra, jobs=2) == 0
     reference, records = _records(serial), _records(launched)
-    assert len(reference) == 6 and records.keys() == reference.keys()
-    assert sizes == ([[3, 3]] if batched else [])  # the batched launch trained 2 jobs of 3 runs
+    assert len(reference) == (12 if both else 6) and records.keys() == reference.keys()
+    assert {r["provenance"]["numerics"]["mode"] for r, _ in reference.values()} == (
+        {"pinned", "generic"} if both else {"pinned"}
+    )
+    assert sizes == ([[4, 4, 4]] if batched else [])  # the batched launch trained 3 jobs of 4 runs
     for rid, (record, probes) in reference.items():
         other, other_probes = records[rid]
         moved = {key: (value, other.get(key)) for key, value in record.items() if other.get(key) != value}

@@ -58,8 +58,9 @@ def test_a_study_entry_runs_its_cells_on_every_path_it_lists(monkeypatch):
 @pytest.mark.slow
 def test_a_study_trains_the_second_path_on_workers_or_a_process_of_its_own_and_claims_read_both(tmp_path):
     """With --jobs the second path's cells train on workers started on that path (no second study
-    process to start and plan); in one process (a debugger's VANEX_IN_PROCESS=1) or under a launcher, in
-    a study process of their own. Either way each record is the same as the other way's."""
+    process to start and plan); in one process (a debugger's VANEX_IN_PROCESS=1) or under a launcher whose
+    jobs start processes of their own (submitit, Ray), in a study process of their own. Either way each
+    record is the same as the other way's."""
     results = tmp_path / "results"
     # run from a folder holding another vanex (a source checkout): the second path's process must still
     # run the installed one, as the first does (`python -m` there imported this one and its entry points)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import multiprocessing
 import os
 import pickle
@@ -121,9 +122,9 @@ def _plan_then_run(
     todo = [r for r in runs if not r.finished]
     here = numerics.active_mode()
     elsewhere = sorted({r.settings["numerics"] for r in todo} - {here})
-    if launcher or (jobs < 2 and os.environ.get(IN_PROCESS) == "1"):  # another path: a study process of its own
+    if _one_path_a_process(launcher, jobs):  # another path: a study process of its own
         todo = [r for r in todo if r.settings["numerics"] == here]
-    else:  # --jobs: this path's cells first, then each other path's, on workers started on that path
+    else:  # this path's cells first, then each other path's, on workers started on that path
         todo.sort(key=lambda r: (r.settings["numerics"] != here, r.settings["numerics"]))
         elsewhere = []
     if launcher:
@@ -184,6 +185,16 @@ def _plan_then_run(
     return failed
 
 
+def _one_path_a_process(launcher: list[str], jobs: int) -> bool:
+    """Whether this study process trains only the cells of its own numeric code path: where its runs
+    train in processes that fixed their path when they started (a launcher's own job processes:
+    submitit, Ray; a study that trains in-process). ``--jobs`` workers and the worker of a ``basic``
+    or ``joblib`` job (``_Solo``) are started on each run's path, so those studies train every path."""
+    if os.environ.get(IN_PROCESS) == "1" and (launcher or jobs < 2):
+        return True
+    return bool(launcher) and not any(o in launcher for o in ("hydra/launcher=basic", "hydra/launcher=joblib"))
+
+
 def _lacking_probes(runs: list[PlannedRun]) -> tuple[str, int] | None:
     """(an opt-in probe this study asks for, how many finished records lack every metric of it), or None.
     Only probes outside the default list are checked (the defaults ran in every record that serves them)."""
@@ -212,10 +223,10 @@ CHILD = "import sys; del sys.path[0]; from vanex.cli import main; sys.exit(main(
 def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     """Run a study's cells of numeric code path ``mode`` in a study process of their own (the code
     paths are fixed before torch loads, so one process cannot train two); returns how many failed."""
-    env = {**os.environ, numerics.MODE_ENV: mode, ONLY_PATH: mode}
     # not `python -m`: it puts the working directory first on sys.path, so a source checkout of another
     # vanex there (its package or its .egg-info's entry points) would train in place of the installed one
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env=env)
+    with _spawning(mode):  # the environment a fresh `vanex` on that path starts from (native: the user's)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env={**os.environ, ONLY_PATH: mode})
 
     received: list[int] = []
 
@@ -375,12 +386,22 @@ def _spawning(mode: str) -> Iterator[None]:
     keys = (*numerics.PINNED, numerics.MODE_ENV)
     saved = {k: os.environ.get(k) for k in keys}
     try:
-        for key, value in (*numerics._INHERITED.items(), (numerics.MODE_ENV, mode)):
+        for key, value in (*_inherited().items(), (numerics.MODE_ENV, mode)):
             _set_env(key, value)
         yield
     finally:
         for key, value in saved.items():
             _set_env(key, value)
+
+
+STUDY_INHERITED = "VANEX_STUDY_INHERITED"  # the study's code-path variables as it inherited them (JSON)
+
+
+def _inherited() -> dict[str, str | None]:
+    """The code-path variables as the study process inherited them: a joblib job's process imported
+    vanex under the study's settings, so what it inherited is the study's choice, not the user's."""
+    given = os.environ.get(STUDY_INHERITED)
+    return json.loads(given) if given else dict(numerics._INHERITED)
 
 
 def _set_env(key: str, value: str | None) -> None:
@@ -407,7 +428,8 @@ def _start_deaf(worker: Any) -> None:
 class _Solo:
     """The worker process of the cells a launcher runs in the study's own process (``basic``) or in
     joblib's pool: a run's native crash fails that run only, as with ``--jobs``; the study and the
-    pool go on. Started on first use, reused by the process's later jobs."""
+    pool go on. Started on first use on the run's numeric path, reused by the process's later jobs
+    on that path (a run on another path replaces it)."""
 
     def __init__(self) -> None:
         self.worker: _Worker | None = None
@@ -415,10 +437,13 @@ class _Solo:
     def run(self, config: dict[str, Any]) -> dict[str, Any]:
         from multiprocessing.connection import wait
 
+        mode = config.get("numerics") or numerics.active_mode()
+        if self.worker is not None and self.worker.mode != mode:
+            self.close()
         if self.worker is None:
             if multiprocessing.get_start_method(allow_none=True) not in multiprocessing.get_all_start_methods():
                 multiprocessing.set_start_method("spawn", force=True)  # a loky worker's own 'loky': unknown to a child
-            self.worker = _Worker()
+            self.worker = _Worker(mode)
         planned = PlannedRun(None, config, {}, "", config["results_dir"])  # what _crashed and a Ctrl-C need
         with _stopped_on_interrupt([planned]):
             self.worker.send(0, config)
@@ -641,6 +666,7 @@ class _HydraLauncher:
         os.environ[STUDY_PID] = str(os.getpid())
         os.environ[SWEEP_MARKS] = self.marks
         os.environ[ISOLATE] = "1" if self.joblib or "hydra/launcher=basic" in self.overrides else "0"
+        os.environ[STUDY_INHERITED] = json.dumps(_inherited())  # for the workers of joblib's processes
         # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
         # on sys.path: started in a source checkout, they would import its `suite`, not the installed
         # one the study runs. PYTHONSAFEPATH (Python 3.11+) keeps the working folder off sys.path.
