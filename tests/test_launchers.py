@@ -42,8 +42,9 @@ def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(l
     both = launcher in (None, "basic", "joblib", "joblib-batched")
     if batched:
         launcher = "joblib"
-        monkeypatch.setattr(study, "BATCHES_PER_PROCESS", 1)  # 12 runs on 3 processes: 3 jobs of 4 runs, the
-        # second of them 2 pinned and 2 generic runs (its process's worker is replaced between them)
+        monkeypatch.setattr(study, "BATCHES_PER_PROCESS", 1)  # 12 runs on 3 processes: batches of at most 4,
+        # each of one path: 2 of 3 pinned runs, 2 of 3 generic (a process whose worker is on the other path
+        # replaces it)
         batches = study._HydraLauncher._batches
         monkeypatch.setattr(
             study._HydraLauncher,
@@ -65,7 +66,7 @@ def test_a_study_through_a_hydra_launcher_writes_the_records_of_a_serial_study(l
     assert {r["provenance"]["numerics"]["mode"] for r, _ in reference.values()} == (
         {"pinned", "generic"} if both else {"pinned"}
     )
-    assert sizes == ([[4, 4, 4]] if batched else [])  # the batched launch trained 3 jobs of 4 runs
+    assert sizes == ([[3, 3, 3, 3]] if batched else [])  # the batched launch trained 4 jobs of 3 runs
     for rid, (record, probes) in reference.items():
         other, other_probes = records[rid]
         moved = {key: (value, other.get(key)) for key, value in record.items() if other.get(key) != value}

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -746,13 +747,20 @@ class _HydraLauncher:
         yield from ((p, outcome) for p, outcome in ended["outcomes"] if p.run_id not in reported)
 
     def _batches(self, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
-        """joblib's jobs: consecutive runs in about 8 batches a process, since each job costs Hydra a
-        composition and an output folder (~0.5 s; a 100-step deep_mlp run trains in ~1.5 s); every
-        other launcher's: one run a job (a SLURM array task or a Ray task per run)."""
+        """joblib's jobs: about 8 batches a process, since each job costs Hydra a composition and an
+        output folder (~0.5 s; a 100-step deep_mlp run trains in ~1.5 s), each of one numeric path
+        (its process's worker then stays on that path), the path's runs dealt round the batches so that
+        a cell's long runs do not end up in one batch that the other processes wait for; every other
+        launcher's: one run a job (a SLURM array task or a Ray task per run)."""
         if not self.joblib:
             return [[planned] for planned in todo]
         size = max(1, len(todo) // (BATCHES_PER_PROCESS * self.n_jobs))
-        return [todo[i : i + size] for i in range(0, len(todo), size)]
+        batches = []
+        for _, group in itertools.groupby(todo, key=lambda planned: planned.settings["numerics"]):
+            runs = list(group)
+            count = math.ceil(len(runs) / size)
+            batches += [runs[i::count] for i in range(count)]
+        return batches
 
     def _launch(self, todo: list[PlannedRun]) -> list[tuple[PlannedRun, dict[str, Any]]]:
         batches = self._batches(todo)
