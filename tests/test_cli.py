@@ -296,7 +296,7 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
     command = [
         str(Path(sys.executable).with_name("vanex")),
         "study",
-        "mlp_vanishing",
+        "mlp_exploding",  # short runs: ~20 s on one core
         "--profile",
         "smoke",
         "--jobs",
@@ -315,7 +315,7 @@ def test_interrupted_study_resumes_without_redoing_runs(results):
     assert "interrupted" in err
     done = len(_records(results))
     assert done >= 3 and not any(p.name.startswith(".") for p in results.iterdir() if p.is_dir())
-    again = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    again = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert again.returncode == 0, again.stderr
     assert f"{done} already finished" in again.stderr
 
@@ -348,7 +348,7 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     assert "**Unit-wise gradient/weight ratio** (`unit_grad_ratio`" in text and "| brock2021_agc |" in text
     extra = vanex(
         "study",
-        "mlp_vanishing",
+        "mlp_exploding",
         "--profile",
         "smoke",
         "--with",
@@ -359,14 +359,14 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
         env=env,
     )
     assert extra.returncode == 0, extra.stderr
-    manifest = json.loads((results / "_studies" / "mlp_vanishing-smoke.json").read_text())
-    assert sum(c["mitigations"] == ["agc"] for c in manifest["cells"]) == 3  # the --with cells are listed
-    base = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    manifest = json.loads((results / "_studies" / "mlp_exploding-smoke.json").read_text())
+    assert sum(c["mitigations"] == ["agc"] for c in manifest["cells"]) == 5  # the --with cells are listed (5 seeds)
+    base = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
     count = int(base.stderr.split(" runs,")[0].split()[-1])
     assert (
-        f"{count + 3} runs, {count + 3} already finished"
+        f"{count + 5} runs, {count + 5} already finished"
         in vanex(
-            "study", "mlp_vanishing", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
+            "study", "mlp_exploding", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
         ).stderr
     )
     # editing the installed plugin's mitigation makes the records it trained stale: the study reruns them

@@ -126,8 +126,11 @@ def _session_processes(sid: int) -> list[int]:
     return alive
 
 
+STUDY, RUNS = "mlp_exploding", 105  # a smoke study of short runs (~20 s on one core), stopped after its 4th record
+
+
 def _start_study(results: Path) -> subprocess.Popen:
-    command = [str(Path(sys.executable).with_name("vanex")), "study", "mlp_vanishing", "--profile", "smoke"]
+    command = [str(Path(sys.executable).with_name("vanex")), "study", STUDY, "--profile", "smoke"]
     proc = subprocess.Popen(
         [*command, "--jobs", "2", f"results_dir={results}"],
         stdout=subprocess.PIPE,
@@ -154,8 +157,8 @@ def test_ctrl_c_stops_a_parallel_study_within_seconds_and_a_rerun_resumes(result
     assert not _session_processes(proc.pid)  # no worker outlived the study
     assert not _dot_folders(results)  # no temporary folder left
     done = len(list(results.glob("*/run.json")))
-    assert done < 93  # pending cells were cancelled
-    again = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
+    assert done < RUNS  # pending cells were cancelled
+    again = vanex("study", STUDY, "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert again.returncode == 0 and f"{done} already finished" in again.stderr, again.stderr
 
 

@@ -101,7 +101,7 @@ def test_every_setting_is_recorded_flat_with_defaults(tmp_path):
 def test_report_needs_only_records_and_manifests(tmp_path):
     """The reporter imports no torch, Hydra or task, so it works without conf/ or plugins."""
     results, reports = tmp_path / "results", tmp_path / "reports"
-    study = vanex("study", "mlp_vanishing", "--profile", "smoke", "--jobs", "1", f"results_dir={results}")
+    study = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
     assert study.returncode == 0, study.stderr
     first = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert first.returncode == 0, first.stderr
