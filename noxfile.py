@@ -71,8 +71,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (pytest-benchmark, ~10 min): probe overhead per task against a bare PyTorch loop on a
-    plain model, a study's engine overhead against its bare training loops, and the 2-worker speed-up;
-    the ratios are printed against their targets at the end."""
+    """Benchmarks (pytest-benchmark, about an hour on 2 cores): probe overhead per task against a bare
+    PyTorch loop on a plain model, two studies' engine overhead against their bare training loops, and
+    the speed-up of two workers (--jobs 2, and joblib) over one; the ratios are printed against their
+    targets at the end."""
     _install(session, "test")
     session.run("pytest", "tests/bench", "-m", "bench", "--benchmark-only", *session.posargs)
