@@ -1,4 +1,4 @@
-"""The ``vanex`` command: run (the Hydra app), study, report, claims, compare, list.
+"""The ``vanex`` command: run (the Hydra app), study, report, claims, compare, verify, show, list.
 
 User errors (unknown names, mitigations that cannot apply, bad values) print one line and
 exit with status 2; no traceback.
@@ -25,6 +25,7 @@ commands:
   report                    turn records into reports/ (see `vanex report -h`)
   claims                    check published claims against the records (see `vanex claims -h`)
   compare A B               what moved between two reports or result sets (see `vanex compare -h`)
+  verify [FOLDER]           retrain recorded runs and check they come out as recorded (see `vanex verify -h`)
   show RUN                  one run's per-layer gradients, updates and activations over training (a figure)
   list [KIND]               registered tasks, mitigations, probes, claims, sections, studies (and who added each)
 """
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": cmd_report,
         "claims": cmd_claims,
         "compare": cmd_compare,
+        "verify": cmd_verify,
         "show": cmd_show,
         "list": cmd_list,
     }
@@ -552,6 +554,50 @@ def cmd_compare(argv: list[str]) -> int:
     if "" in (args.a, args.b):
         raise UserError("compare needs two folders, got an empty name")
     return compare(args.a, args.b, args.profile)
+
+
+def cmd_verify(argv: list[str]) -> int:
+    from vanex.engine.verify import verify
+
+    parser = Parser(
+        prog="vanex verify",
+        description="Retrain recorded runs from their own settings (in a temporary folder; nothing in FOLDER is "
+        "written) and check each against its record: bit for bit where this machine has the CPU model and torch "
+        "version that trained it, else its step-0 values within the relative 1e-4 that `vanex compare` allows "
+        "across CPU models. Exit status 1 if a run did not come out as recorded.",
+    )
+    parser.add_argument(
+        "folder",
+        nargs="?",
+        default="reports",
+        help="a results folder, or a report that ships records.tar.gz (default: reports)",
+    )
+    parser.add_argument(
+        "--run", action="append", default=[], metavar="ID", help="a run id or unique prefix (repeatable)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=8, help="how many runs, drawn in turn from each task (default: 8; 0: all of them)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=10.0,
+        help="draw only runs that trained within this many seconds (default: 10)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default: 0)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, in worker processes (default: CPU count)",
+    )
+    args = parser.parse_args(argv)
+    _not_empty(args, "folder")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UserError(f"--jobs must be a number of processes from 1 to {MAX_JOBS}, not {args.jobs}")
+    if args.sample < 0 or not args.max_seconds > 0:
+        raise UserError("--sample must be 0 (all) or more, and --max-seconds above 0")
+    return verify(args.folder, args.run, args.sample, args.max_seconds, args.seed, args.jobs)
 
 
 def _task_defaults(task: str) -> dict:

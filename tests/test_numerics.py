@@ -143,7 +143,7 @@ def test_the_committed_records_keep_their_promise_on_an_intel_xeon():
     verdict equal, step-0 ratios within STEP0_REL_TOL, and every cell verdict that is settled on both
     CPUs the same (mixed cells may move: the README's table). Skipped once the committed records come
     from other training code, which makes these records another experiment."""
-    from vanex.report.compare import STEP0_REL_TOL
+    from vanex.records.tolerance import STEP0_REL_TOL
     from vanex.report.tables import SETTLED
 
     ours, theirs = _run_jsons(Path(__file__).parents[1] / "reports" / "records.tar.gz"), _run_jsons(INTEL)

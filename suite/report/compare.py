@@ -41,9 +41,10 @@ from pathlib import Path
 
 import pandas as pd
 from vanex.errors import UserError
+from vanex.records.tolerance import STEP0_REL_TOL
+from vanex.records.tolerance import equal as _equal
 
 TOLERANCES = dict.fromkeys(("grad_ratio_init", "init_log10_grad_ratio", "init_log10_backward_ratio"), "exact")
-STEP0_REL_TOL = 1e-4  # across CPU models: |a - b| <= tol * |a| for step-0 values (log10 values: in decades)
 COUNTS = ("completed", "diverged", "failed")
 
 
@@ -101,16 +102,6 @@ def one_cpu_run(a: Side, b: Side, run_id: str) -> bool:
     runs of several models: each record says which)."""
     cpu = a.run_cpus.get(run_id, "unknown")
     return cpu != "unknown" and cpu == b.run_cpus.get(run_id)
-
-
-def _equal(a: float, b: float, exact: bool = True, metric: str = "") -> bool:
-    if (math.isnan(a) and math.isnan(b)) or a == b:
-        return True
-    if exact or not (math.isfinite(a) and math.isfinite(b)):
-        return False
-    if "log10" in metric:  # decades: the relative tolerance of the ratio itself
-        return abs(a - b) <= math.log10(1 + STEP0_REL_TOL)
-    return abs(a - b) <= STEP0_REL_TOL * abs(a)
 
 
 def _path_twins_differ(frame: pd.DataFrame, settings: list[str], values: dict[str, str]) -> set:
