@@ -73,7 +73,7 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (pytest-benchmark, about an hour on 2 cores): probe overhead per task against a bare
     PyTorch loop on a plain model, two studies' engine overhead against their bare training loops, and
-    the speed-up of two workers (--jobs 2, and joblib) over one; the ratios are printed against their
-    targets at the end."""
+    the speed-up of two workers (--jobs 2, and joblib) over one, and deep_mlp seeds batched against
+    looped (no target); the ratios are printed against their targets at the end."""
     _install(session, "test")
     session.run("pytest", "tests/bench", "-m", "bench", "--benchmark-only", *session.posargs)

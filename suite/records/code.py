@@ -69,6 +69,7 @@ def _distributions() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+@functools.cache
 def distribution(module: str) -> tuple[str | None, str | None]:
     """(distribution name, version) of the installed distribution that provides ``module``."""
     names = _distributions().get(module.split(".")[0]) or []
