@@ -346,6 +346,11 @@ MAX_JOBS = 256  # worker processes of one study: each holds torch (~0.5 GB); mor
 STUDY_OVERRIDES = ("results_dir", "progress", "device")  # where and how cells run, not what they train
 
 
+def _check_jobs(jobs: int) -> None:
+    if not 1 <= jobs <= MAX_JOBS:
+        raise UserError(f"--jobs must be a number of processes from 1 to {MAX_JOBS}, not {jobs}")
+
+
 def cmd_study(argv: list[str]) -> int:
     from vanex.engine.study import run_study
     from vanex.records.store import KEEP_STALE
@@ -376,8 +381,7 @@ def cmd_study(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.keep_stale:
         os.environ[KEEP_STALE] = "1"  # read by every is_finished, in this process and the ones it starts
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UserError(f"--jobs must be a number of processes from 1 to {MAX_JOBS}, not {args.jobs}")
+    _check_jobs(args.jobs)
     for override in args.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key in ("profile", "seed"):
@@ -609,8 +613,7 @@ def cmd_verify(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.folder == "":
         raise UserError("FOLDER is empty; give a results folder or a report folder, e.g. reports")
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UserError(f"--jobs must be a number of processes from 1 to {MAX_JOBS}, not {args.jobs}")
+    _check_jobs(args.jobs)
     if args.sample < 0 or not args.max_seconds > 0:
         raise UserError("--sample must be 0 (all) or more, and --max-seconds above 0")
 
