@@ -186,6 +186,9 @@ def _plan_then_run(
     return failed
 
 
+SOLO_LAUNCHERS = ("hydra/launcher=basic", "hydra/launcher=joblib")  # their jobs train in a _Solo worker process
+
+
 def _one_path_a_process(launcher: list[str], jobs: int) -> bool:
     """Whether this study process trains only the cells of its own numeric code path: where its runs
     train in processes that fixed their path when they started (a launcher's own job processes:
@@ -193,7 +196,7 @@ def _one_path_a_process(launcher: list[str], jobs: int) -> bool:
     or ``joblib`` job (``_Solo``) are started on each run's path, so those studies train every path."""
     if os.environ.get(IN_PROCESS) == "1" and (launcher or jobs < 2):
         return True
-    return bool(launcher) and not any(o in launcher for o in ("hydra/launcher=basic", "hydra/launcher=joblib"))
+    return bool(launcher) and not any(o in launcher for o in SOLO_LAUNCHERS)
 
 
 def _lacking_probes(runs: list[PlannedRun]) -> tuple[str, int] | None:
@@ -666,7 +669,7 @@ class _HydraLauncher:
         safe_path = os.environ.get("PYTHONSAFEPATH")
         os.environ[STUDY_PID] = str(os.getpid())
         os.environ[SWEEP_MARKS] = self.marks
-        os.environ[ISOLATE] = "1" if self.joblib or "hydra/launcher=basic" in self.overrides else "0"
+        os.environ[ISOLATE] = "1" if any(o in self.overrides for o in SOLO_LAUNCHERS) else "0"
         os.environ[STUDY_INHERITED] = json.dumps(_inherited())  # for the workers of joblib's processes
         # Jobs start Python with `-m` (submitit) or `-c` (joblib), which puts the working folder first
         # on sys.path: started in a source checkout, they would import its `suite`, not the installed

@@ -230,16 +230,12 @@ def _leaves(a: Any, b: Any, where: str) -> Iterator[str]:
 def bitwise(old: dict[str, Any], old_rows: dict, new: dict[str, Any], new_rows: dict) -> list[str]:
     """Where ``new`` differs from ``old`` in a single bit, in the record and in the probe values ``old`` holds."""
     moved = [line for key in COMPARED for line in _leaves(old.get(key), new.get(key), key)]
-    rows = [k for k, v in old_rows.items() if k not in new_rows or not _same(v, new_rows[k])]
+    rows = [k for k, v in old_rows.items() if k not in new_rows or not equal(v, new_rows[k])]
     if rows:
         s, m, layer = rows[0]
         first = f"{m}[{layer or '-'}] at step {s}: {old_rows[rows[0]]!r} -> {new_rows.get(rows[0], 'absent')!r}"
         moved.append(f"{len(rows)} of {len(old_rows)} probe values, first {first}")
     return moved
-
-
-def _same(a: float, b: float) -> bool:
-    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _short(v: Any) -> str:

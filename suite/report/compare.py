@@ -41,8 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 from vanex.errors import UserError
-from vanex.records.tolerance import STEP0_REL_TOL
-from vanex.records.tolerance import equal as _equal
+from vanex.records.tolerance import STEP0_REL_TOL, equal
 
 TOLERANCES = dict.fromkeys(("grad_ratio_init", "init_log10_grad_ratio", "init_log10_backward_ratio"), "exact")
 COUNTS = ("completed", "diverged", "failed")
@@ -117,7 +116,7 @@ def _path_twins_differ(frame: pd.DataFrame, settings: list[str], values: dict[st
             continue
         for column, metric in values.items():
             numbers = [float(v) for v in twins[column] if pd.notna(v)]
-            if any(not _equal(x, y, False, metric) for x in numbers for y in numbers):
+            if any(not equal(x, y, False, metric) for x in numbers for y in numbers):
                 sensitive |= set(twins.index)
     return sensitive
 
@@ -157,7 +156,7 @@ def _runs(a: Side, b: Side, notes: list[str]) -> list[str]:
         if rid in sensitive:
             continue
         exactly = rid not in across
-        if metric in exact and other is not None and not _equal(float(value), float(other), exactly, metric):
+        if metric in exact and other is not None and not equal(float(value), float(other), exactly, metric):
             rule = "exact" if exactly else f"relative tolerance {STEP0_REL_TOL:g} across CPU models"
             moved.append(f"run {rid} {metric}: {float(value)!r} -> {float(other)!r} ({rule})")
     status_a = a.summary.drop_duplicates("run_id").set_index("run_id")["status"]
@@ -183,10 +182,10 @@ def _metric_moved(metric: str, x: pd.Series, y: pd.Series, exactly: bool = True,
         return None if note_x == note_y else f"{note_x or 'a number'} -> {note_y or 'a number'}"
     mean_x, mean_y = float(x[f"{metric}_mean"]), float(y[f"{metric}_mean"])
     if tolerance(metric) == "exact" and (exactly or not sensitive):
-        ok = _equal(mean_x, mean_y, exactly, metric)
+        ok = equal(mean_x, mean_y, exactly, metric)
         return None if ok else f"{mean_x:.8g} -> {mean_y:.8g} ({'exact' if exactly else 'relative tolerance'})"
     if math.isnan(x[f"{metric}_ci_low"]) or math.isnan(y[f"{metric}_ci_low"]):
-        return None if _equal(mean_x, mean_y) else f"{mean_x:.6g} -> {mean_y:.6g} (one seed: exact)"
+        return None if equal(mean_x, mean_y) else f"{mean_x:.6g} -> {mean_y:.6g} (one seed: exact)"
     lo_x, hi_x, lo_y, hi_y = (float(v[f"{metric}_{e}"]) for v in (x, y) for e in ("ci_low", "ci_high"))
     if hi_x < lo_y or hi_y < lo_x:
         return (
