@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
         _choose_numerics(rest)
-        return commands[command](rest) or 0
+        code = commands[command](rest) or 0
+        sys.stdout.flush()  # a reader that left (`| head`) is found here, not at exit
+        return code
     except UserError as exc:
         print(f"vanex: error: {_unselected(did_you_mean(str(exc)), rest)}", file=sys.stderr)
         _remove_new(new if command in ("run", "study") else [])
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code not in (0, None) and command in ("run", "study"):
             _remove_new(new)
         raise
+    except BrokenPipeError:  # e.g. `vanex show RUN | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (before OSError, of which it is one)
+        return 0
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise
@@ -110,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         else:  # report writes its folder in one step: the previous one is still whole
             print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `vanex list | head`: the reader left, which is not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def _unselected(message: str, args: list[str]) -> str:

@@ -187,6 +187,23 @@ def test_workers_do_not_outlive_a_killed_study(results):
     assert not _session_processes(proc.pid)
 
 
+def test_a_reader_that_leaves_the_pipe_early_is_not_an_error(tmp_path):
+    """`vanex show RUN | head`: every write to stdout fails once the reader has gone (here, before the
+    first), which ends the command quietly with exit 0 (a BrokenPipeError traceback before: the
+    OSError clause caught it first and re-raised it)."""
+    done = vanex("run", "task.steps=3", "progress=false", f"results_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    script = Path(sys.executable).with_name("vanex")
+    for args in (["show", "--results", str(tmp_path), next(tmp_path.glob("*/run.json")).parent.name], ["list"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            gone = subprocess.run([str(script), *args], stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        finally:
+            os.close(write)
+        assert gone.returncode == 0 and "Traceback" not in gone.stderr and not gone.stderr, (args, gone.stderr)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
