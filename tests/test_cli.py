@@ -192,6 +192,17 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     assert bad.returncode == 2 and bad.stderr == expected
 
 
+def test_list_gives_each_item_its_first_paragraph_not_a_line_cut_mid_sentence():
+    """A docstring's first line ended "…with the residual up-weighted by" (deepnorm): the listing now
+    joins the first paragraph and marks where it shortens it."""
+    from vanex.cli import _listing
+
+    rows = {name: text for name, _, text in _listing("mitigations")}
+    assert rows["deepnorm"].startswith("DeepNorm (Wang et al. 2022, DeepNet): Post-LN with the residual up-weighted")
+    assert rows["deepnorm"].endswith(" …") and len(rows["deepnorm"]) <= 110
+    assert rows["batchnorm"] == "Batch normalisation before each nonlinearity (Ioffe & Szegedy 2015)."
+
+
 def test_a_bad_numerics_variable_is_one_line(results):
     out = vanex("list", "tasks", env={**os.environ, "VANEX_NUMERICS": "foo"})
     assert (

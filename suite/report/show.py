@@ -105,7 +105,7 @@ def describe(run: dict[str, Any], diagnosis: dict[str, Any] | None, path: Path, 
         f"run {run['run_id']} ({path})",
         f"  {run['task']}, {set_label(run['mitigations'])}, seed {run['seed']}, {settings.get('task.steps')} steps, "
         f"profile {settings.get('profile.name')}, numerics {settings.get('numerics')}",
-        "  settings that differ from the task's defaults: "
+        "  settings besides its steps that differ from the task's defaults: "
         + (", ".join(f"{k}={v}" for k, v in changed.items()) or "none"),
         f"  status: {run['status']}" + (f" ({run['error']})" if run.get("error") else ""),
         "  " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()),
