@@ -11,6 +11,7 @@ import sys
 import pytest
 from helpers import TINY, vanex
 from vanex.engine.config import compose, prepare
+from vanex.engine.probes import eval_schedule
 from vanex.engine.runner import run
 from vanex.records.store import read_probes
 
@@ -87,6 +88,37 @@ def test_default_probes_do_not_change_training(tmp_path):
 
     assert losses("a") == losses("b") and len(losses("a")) > 10
     assert with_probes["summary"]["final_train_loss"] == without["summary"]["final_train_loss"]
+
+
+KNOWN_CORE_DEFECT = (
+    "known defect in the training core; fixing it retrains every record, so it waits for the next regeneration "
+    "of the report (README, 'The diagnosis'); strict: the fix makes this test fail until the mark goes"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_CORE_DEFECT)
+def test_every_planned_evaluation_is_made(tmp_path):
+    """The runner evaluates before a step only where that step is also a probe step, so of the 1000-step
+    MLP's planned evaluations (steps 0 and 31) step 31 is dropped."""
+    spec = prepare(compose(["task.steps=1000", "task.depth=3", "progress=false", f"results_dir={tmp_path}"]))
+    cost = spec.task_cls(spec.task_config, "cpu").eval_cost()
+    planned = eval_schedule(1000, spec.probe.eval_samples, cost, spec.probe.eval_budget)
+    assert planned == [0, 31]  # the premise: two evaluations before the final one
+    record = run(spec)
+    made = sorted({step for step, metric, _, _ in read_probes(tmp_path / record["run_id"]) if metric == "test_loss"})
+    assert made == [*planned, 1000]
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_CORE_DEFECT)
+def test_a_record_of_the_second_numeric_path_carries_no_false_warning(tmp_path):
+    """The second path runs ATen's DEFAULT kernels by design, yet its records (and `vanex run numerics=generic`)
+    say "torch was imported before vanex and runs DEFAULT code; import vanex first"."""
+    out = vanex("run", *TINY, "numerics=generic", f"results_dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    (path,) = tmp_path.glob("*/run.json")
+    numerics = json.loads(path.read_text())["provenance"]["numerics"]
+    assert numerics["mode"] == "generic" and numerics["aten_cpu_capability"] == "DEFAULT"
+    assert numerics["warning"] is None
 
 
 def test_every_setting_is_recorded_flat_with_defaults(tmp_path):
