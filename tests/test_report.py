@@ -237,6 +237,18 @@ def test_the_committed_report_judges_its_claims_again_from_the_records_it_ships(
     assert judged == {r.name: (r.status, r.numbers) for r in claims.itertuples()}
 
 
+def test_the_markdown_claims_table_shows_version_control_cells_and_second_path():
+    """`vanex claims --format markdown` (and the report's table) show each claim's version, the cells it
+    reads with the control marked, and its verdict on the second numeric path (the two columns were missing)."""
+    out = vanex("claims", "--results", str(ROOT / "reports"), "--claim", "zhang2019_fixup", "--format", "markdown")
+    header, _, row = out.stdout.strip().splitlines()[-3:]
+    columns = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    assert columns["version"] == "2"
+    assert "(control): residual+no_norm, task.depth=56" in columns["cells"]
+    assert columns["second numeric path"].startswith(("✓: fixup", "✗: fixup"))
+    assert "| cells |" in (ROOT / "reports" / "summary.md").read_text()
+
+
 # -- a smoke study, run twice: the report's files, the browser, compare --------------------------
 
 

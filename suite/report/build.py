@@ -310,9 +310,10 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[
         claims_frame(claims).to_csv(out / "claims.csv", index=False)
         parts.append("## Published claims\n")
         parts.append(
-            "Each claim is judged on every seed of the cells it reads (`vanex claims` prints the same), "
-            "then again at half and double the learning rate where those cells ran: **fragile** means the "
-            "verdict flips there. A claim the records contradict stays, marked ✗.\n"
+            "Each claim is judged on every seed of the cells it reads (the control group marked; `vanex claims` "
+            "prints the same), then again on the second numeric code path and at half and double the learning "
+            "rate where those cells ran: **fragile** means the verdict flips there. A claim the records "
+            "contradict stays, marked ✗.\n"
         )
         parts.append(claims_markdown(claims) + "\n")
     parts.append("## Provenance\n")

@@ -488,15 +488,18 @@ def claims_frame(results: list[Result]) -> pd.DataFrame:
 
 
 def claims_markdown(results: list[Result]) -> str:
-    """The claims table of a report: status, paper, statement and the numbers behind it."""
+    """The claims table of a report: status, paper, statement, the cells read (the control marked), the
+    numbers behind it, and its verdicts on the second numeric path and at the learning rate's neighbours."""
     header = [
         "claim",
         "version",
         "paper",
         "where",
         "statement",
+        "cells",
         "status",
         "numbers",
+        "second numeric path",
         "lr ×0.5 / ×2",
         "earlier versions",
     ]
@@ -507,8 +510,10 @@ def claims_markdown(results: list[Result]) -> str:
             r.paper,
             r.where,
             r.statement,
+            r.cells or "–",
             f"**{r.status}**",
             r.numbers,
+            r.second_path or "–",
             r.neighbourhood,
             r.previous or "–",
         ]
