@@ -303,6 +303,7 @@ def _hydra_app() -> None:
         from vanex.engine.config import prepare
         from vanex.engine.leases import Lease
         from vanex.engine.runner import run
+        from vanex.records.store import is_finished, load_run, record_dir
 
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
@@ -310,8 +311,16 @@ def _hydra_app() -> None:
             lease = Lease(spec.run.results_dir, spec.run_id)  # never trained twice at once (suite/engine/leases.py)
             if (holder := lease.acquire()) is not None:
                 raise UserError(f"run {spec.run_id} is being trained by another vanex ({holder}); not started")
-            try:
-                record = run(spec)
+            try:  # a finished record of this code is kept, as a study keeps it (a newer vanex's is refused)
+                if is_finished(spec.run.results_dir, spec.run_id):
+                    record = load_run(path := record_dir(spec.run.results_dir, spec.run_id))
+                    print(
+                        f"vanex: run {spec.run_id} is already recorded by this code; not trained again "
+                        f"(to train it again, remove {path} or give another results_dir)",
+                        file=sys.stderr,
+                    )
+                else:
+                    record = run(spec)
             finally:
                 lease.release()
         except UserError as exc:

@@ -187,6 +187,25 @@ def test_workers_do_not_outlive_a_killed_study(results):
     assert not _session_processes(proc.pid)
 
 
+def test_vanex_run_keeps_a_finished_record_and_refuses_to_replace_a_newer_vanexs(tmp_path):
+    """`vanex run` trained and wrote over whatever record its run id had: a study's record replaced by one
+    with fewer probes (probes only observe, so the id is the same), a newer vanex's record destroyed."""
+    first = vanex("run", *TINY, f"results_dir={tmp_path}")
+    assert first.returncode == 0, first.stderr
+    (record,) = tmp_path.glob("*/run.json")
+    before = {p.name: p.read_bytes() for p in record.parent.iterdir()}
+    again = vanex("run", *TINY, "probe.names=[]", f"results_dir={tmp_path}")
+    assert again.returncode == 0 and "already recorded by this code; not trained again" in again.stderr, again.stderr
+    assert record.parent.name in again.stdout  # its one line, from the record kept
+    assert {p.name: p.read_bytes() for p in record.parent.iterdir()} == before
+    newer = json.loads(record.read_text()) | {"schema_version": 99}
+    record.write_text(json.dumps(newer))
+    refused = vanex("run", *TINY, f"results_dir={tmp_path}")
+    assert refused.returncode == 2 and "made by a newer vanex" in refused.stderr, refused.stderr
+    assert json.loads(record.read_text()) == newer
+    assert not (tmp_path / "_leases" / f"{record.parent.name}.lease").exists()  # its lease was released
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_not_an_error(tmp_path):
     """`vanex show RUN | head`: every write to stdout fails once the reader has gone (here, before the
     first), which ends the command quietly with exit 0 (a BrokenPipeError traceback before: the
