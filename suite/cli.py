@@ -689,6 +689,12 @@ def cmd_show(argv: list[str]) -> int:
         group_file("profile", args.profile)  # refuses a profile no config root defines (main suggests a close one)
     path = show.find_record(args.run, args.results, args.profile)
     run, probes, diagnosis = show.read(path)
+    if run.get("run_id") != path.resolve().name:  # report and claims skip such a record; show says what it is
+        print(
+            f"vanex show: warning: record {path} says it is run {run.get('run_id')!r}, not its folder's name "
+            "(copied or renamed); shown as the run it says it is",
+            file=sys.stderr,
+        )
     out = show.out_path(args.out, run["run_id"])
     print(show.describe(run, diagnosis, path, _task_defaults(run["task"])))
     if probes.empty:

@@ -147,6 +147,27 @@ def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
 
 
+def test_show_draws_a_diverged_run_whose_series_are_not_finite_and_names_a_copied_record(results, tmp_path):
+    """A run diverged at step 0 has only inf or NaN gradient norms, which matplotlib cannot log-scale (a
+    traceback before); a record copied under another folder name is shown with a warning, as report
+    and claims name it."""
+    args = ["task.init=scaled", "task.weight_scale=1e30", "task.activation=relu"]
+    out = vanex("run", *args, f"results_dir={results}", *TINY)
+    assert out.returncode == 0 and "diverged" in out.stdout, out.stderr
+    (record,) = _records(results)
+    shown = vanex("show", record["run_id"], "--results", str(results), "--out", str(tmp_path / "d.png"))
+    assert shown.returncode == 0 and not shown.stderr and "status: diverged" in shown.stdout, shown.stderr
+    assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")
+    copy = tmp_path / "copies" / ("abcd" + "0" * 12)
+    shutil.copytree(results / record["run_id"], copy)
+    shown = vanex("show", "abcd", "--results", str(copy.parent), "--out", str(tmp_path / "c.png"))
+    assert shown.returncode == 0 and f"run {record['run_id']}" in shown.stdout
+    assert shown.stderr.strip() == (
+        f"vanex show: warning: record {copy} says it is run '{record['run_id']}', not its folder's name (copied "
+        "or renamed); shown as the run it says it is"
+    )
+
+
 def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
     out = vanex("run", "--profile", "smoke", f"results_dir={results}", "task.depth=2", "progress=false")
     assert out.returncode == 0, out.stderr

@@ -182,7 +182,7 @@ def draw(run: dict[str, Any], probes: pd.DataFrame, path: Path) -> Path:
             at = part[part["step"] == step]
             lags = np.arange(len(at))[::-1]  # t0 is the earliest input: the longest way back from the loss
             ax.plot(lags, _positive(at["value"].to_numpy()), color="black", ls=dashes, lw=0.9, label=f"step {step}")
-        ax.set_yscale("log")
+        _log_scale(ax)
         ax.set_xlabel("lag (time steps back from the loss)")
         panel_title(ax, "gradient through time ‖∂L/∂h_t‖")
         ax.legend(frameon=False)
@@ -215,9 +215,19 @@ def _axes(ax: Any, label: str, log: bool) -> None:
     from vanex.report.figures import panel_title
 
     if log:
-        ax.set_yscale("log")
+        _log_scale(ax)
     ax.set_xlabel("training step")
     panel_title(ax, label)
+
+
+def _log_scale(ax: Any) -> None:
+    """A log y axis, where the panel has a value to draw on one; else a note (a diverged run's series can
+    be all inf or NaN, which matplotlib refuses to log-scale)."""
+    if any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in ax.lines):
+        ax.set_yscale("log")
+    else:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no finite positive value", transform=ax.transAxes, ha="center", va="center", fontsize=7)
 
 
 def _positive(values: Any) -> Any:
