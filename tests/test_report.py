@@ -304,6 +304,9 @@ def test_a_rerun_compares_equal_and_a_perturbed_record_is_found(twice, tmp_path)
     same = vanex("compare", str(twice / "a"), str(twice / "b"), "--profile", "smoke")
     assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
     assert "nothing moved" in same.stderr
+    # a results folder named `..` was reported into the scratch folder's parent (refused: not empty)
+    up = vanex("compare", "..", str(twice / "b"), "--profile", "smoke", cwd=twice / "a" / "_studies")
+    assert up.returncode == 0 and "nothing moved" in up.stderr, up.stderr
     perturbed = tmp_path / "c"
     shutil.copytree(twice / "b", perturbed)
     victim = sorted(perturbed.glob("*/run.json"))[0]
@@ -645,6 +648,21 @@ def test_a_report_of_another_profile_is_not_replaced(tmp_path):
                        r"give another folder \(the default for smoke is reports-smoke\)"):  # fmt: skip
         check_out(report, tmp_path / "results", "smoke")
     check_out(report, tmp_path / "results", "quick")  # its own profile's report replaces it
+
+
+def test_report_out_at_or_above_the_working_folder_is_refused_at_once(tmp_path, monkeypatch):
+    """`report --out .` was accepted as an empty folder, worked for its whole run, then failed to swap the
+    folder the shell stands in ("Device or resource busy")."""
+    from vanex.errors import UserError
+    from vanex.report.build import check_out
+
+    here = tmp_path / "out" / "sub"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out in (Path("."), Path(".."), tmp_path / "out"):
+        with pytest.raises(UserError, match="is or holds the folder you are in; give a folder outside it"):
+            check_out(out, tmp_path / "results", "smoke")
+    check_out(Path("../elsewhere"), tmp_path / "results", "smoke")  # a new folder beside it is fine
 
 
 def test_records_from_two_commits_say_whether_their_training_code_differs():

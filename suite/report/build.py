@@ -199,6 +199,8 @@ def check_out(out: Path, source: Path, profile: str) -> None:
     absent, empty, or a previous report of ``profile`` (its marker listing every file in it), and
     neither equal to nor containing nor inside the records folder."""
     out_abs, source_abs = out.resolve(), source.resolve()
+    if Path.cwd().resolve().is_relative_to(out_abs):  # swapping it would leave this shell in a deleted folder
+        raise UserError(f"--out '{out}' is or holds the folder you are in; give a folder outside it, by name")
     if out_abs == source_abs or source_abs.is_relative_to(out_abs) or out_abs.is_relative_to(source_abs):
         raise UserError(
             f"--out '{out}' would replace or sit inside the records in '{source}'; give a folder outside it"
