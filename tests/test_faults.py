@@ -206,6 +206,25 @@ def test_vanex_run_keeps_a_finished_record_and_refuses_to_replace_a_newer_vanexs
     assert not (tmp_path / "_leases" / f"{record.parent.name}.lease").exists()  # its lease was released
 
 
+def test_a_file_where_vanex_keeps_leases_or_manifests_is_one_line_before_anything_trains(tmp_path):
+    """A file named `_leases` or `_studies` in a results folder gave a FileExistsError traceback (run) or
+    failed every run of a study, one by one."""
+    for name, args in (
+        ("_leases", ["run", *TINY]),
+        ("_leases", ["study", "rnn_init", "--profile", "smoke"]),
+        ("_studies", ["study", "rnn_init", "--profile", "smoke"]),
+    ):
+        results = tmp_path / f"{name}-{args[0]}"
+        results.mkdir()
+        (results / name).write_text("mine")
+        out = vanex(*args, f"results_dir={results}")
+        assert out.returncode == 2 and out.stderr.strip() == (
+            f"vanex: error: {results / name} is not a folder; vanex keeps its "
+            f"{'run leases' if name == '_leases' else 'study manifests'} there: move it away"
+        ), out.stderr
+        assert sorted(p.name for p in results.iterdir()) == [name] and (results / name).read_text() == "mine"
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_not_an_error(tmp_path):
     """`vanex show RUN | head`: every write to stdout fails once the reader has gone (here, before the
     first), which ends the command quietly with exit 0 (a BrokenPipeError traceback before: the

@@ -490,6 +490,8 @@ def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims
     pd.concat([summary, summary.assign(study="other")]).to_csv(shared / "summary.csv", index=False)
     assert compare(str(shared), str(shared), "quick") == []
     assert compare(base, str(shared), "quick") == ["run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"]
+    (shared / "tables" / "zz.csv").mkdir()  # a folder named like a table is none (an IsADirectoryError before)
+    assert compare(str(shared), str(shared), "quick") == []
 
 
 def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdicts(tmp_path):

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from vanex.errors import UserError
 from vanex.records.store import pid_alive
 
 LEASES_DIR = "_leases"
@@ -88,7 +89,7 @@ class Lease:
         return None if found is None or self._stale(*found) else found[0]
 
     def acquire(self) -> str | None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder(self.path.parent.parent).mkdir(parents=True, exist_ok=True)
         if not self._create():
             found = self._read(self.path)
             if found is not None and not self._stale(*found):
@@ -133,9 +134,18 @@ class Lease:
             pass
 
 
+def folder(results_dir: str | Path) -> Path:
+    """Where ``results_dir`` keeps its leases; refused in one line where a file stands there."""
+    path = Path(results_dir) / LEASES_DIR
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is not a folder; vanex keeps its run leases there: move it away")
+    return path
+
+
 def clear_stale(results_dir: str | Path, run_ids: list[str]) -> int:
     """Remove the stale leases of ``run_ids`` (runs already finished, whose owner died between
     writing the record and removing its lease); returns how many were removed."""
+    folder(results_dir)  # a study refuses a damaged folder before it trains anything
     removed = 0
     for rid in run_ids:
         if (Path(results_dir) / LEASES_DIR / f"{rid}.lease").exists():

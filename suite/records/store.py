@@ -334,6 +334,8 @@ def write_manifest(results_dir: str | Path, manifest: dict[str, Any]) -> Path:
     path = manifest_path(results_dir, manifest["study"], manifest["profile"])
     if path.parent.is_symlink() or path.is_symlink():
         raise UserError(f"{path.parent} is a symbolic link; vanex writes manifests only inside the results folder")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(f"{path.parent} is not a folder; vanex keeps its study manifests there: move it away")
     try:
         old = json.loads(path.read_text()).get("manifest_version") if path.is_file() else None
     except (OSError, ValueError, AttributeError, RecursionError):

@@ -79,7 +79,9 @@ def load(path: str, profile: str, scratch: Path) -> Side:
     if linked:
         raise UserError(f"'{linked[0]}' is a symbolic link; compare reads only the report's own files")
     tables = {
-        p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(report.glob("tables/*.csv"))
+        p.stem: pd.read_csv(p, keep_default_na=False, na_values=[""])
+        for p in sorted(report.glob("tables/*.csv"))
+        if p.is_file()  # a folder of that name is no table
     }
     claims_path = report / "claims.csv"
     claims = pd.read_csv(claims_path) if claims_path.is_file() else pd.DataFrame(columns=["name", "status"])
