@@ -225,6 +225,19 @@ def test_a_file_where_vanex_keeps_leases_or_manifests_is_one_line_before_anythin
         assert sorted(p.name for p in results.iterdir()) == [name] and (results / name).read_text() == "mine"
 
 
+def test_a_study_process_for_one_numeric_path_stops_once_the_study_that_started_it_is_gone(tmp_path):
+    """The study process a study starts for its second path (under VANEX_IN_PROCESS=1 or a launcher)
+    trained on, and wrote records, after that study was killed. Here it is started as a child of this
+    test, naming another process as the study that started it: it finds that study gone and exits
+    before it trains anything."""
+    from vanex.engine.study import ONLY_PATH, PARENT
+
+    env = {**os.environ, ONLY_PATH: "generic", PARENT: "1"}  # pid 1 is not its parent: "the study is gone"
+    out = vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "1", f"results_dir={tmp_path}", env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert not list(tmp_path.glob("*/run.json"))
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_not_an_error(tmp_path):
     """`vanex show RUN | head`: every write to stdout fails once the reader has gone (here, before the
     first), which ends the command quietly with exit 0 (a BrokenPipeError traceback before: the

@@ -120,6 +120,8 @@ def _plan_then_run(
             f"{ONLY_PATH}='{only}' is not one of {', '.join(numerics.MODES)} (vanex sets it for its own use)"
         )
     runs = [r for r in runs if r.settings["numerics"] == only] if only else runs
+    if only and (parent := os.environ.get(PARENT, "")).isdigit():
+        _exit_when_gone(int(parent))  # that study killed (kill -9, a signal to it alone): train no further
     todo = [r for r in runs if not r.finished]
     here = numerics.active_mode()
     elsewhere = sorted({r.settings["numerics"] for r in todo} - {here})
@@ -221,6 +223,7 @@ def _lacking_probes(runs: list[PlannedRun]) -> tuple[str, int] | None:
 
 
 ONLY_PATH = "VANEX_STUDY_NUMERICS"  # set for a study process that runs one numeric path's cells
+PARENT = "VANEX_STUDY_PARENT"  # ... with the pid of the study that started it
 CHILD = "import sys; del sys.path[0]; from vanex.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -230,7 +233,8 @@ def _on_path(mode: str, argv: list[str], runs: list[PlannedRun]) -> int:
     # not `python -m`: it puts the working directory first on sys.path, so a source checkout of another
     # vanex there (its package or its .egg-info's entry points) would train in place of the installed one
     with _spawning(mode):  # the environment a fresh `vanex` on that path starts from (native: the user's)
-        child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env={**os.environ, ONLY_PATH: mode})
+        env = {**os.environ, ONLY_PATH: mode, PARENT: str(os.getpid())}
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "study", *argv], env=env)
 
     received: list[int] = []
 
@@ -559,14 +563,20 @@ def _exit_with_the_study() -> None:
         return
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the study decides
+    _exit_when_gone(int(study))
+
+
+def _exit_when_gone(parent: int) -> None:
+    """Exit this process once ``parent`` is no longer its parent (no clean-up: a record is written whole
+    or not at all, and the next study removes what an unfinished write left and takes over its lease)."""
 
     def watch() -> None:
-        while os.getppid() == int(study):
+        while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)
 
     _watchdog.append(threading.Thread(target=watch, name="vanex-watchdog", daemon=True))
-    _watchdog[0].start()
+    _watchdog[-1].start()
 
 
 SWEEP_MARKS = "VANEX_SWEEP_MARKS"  # set for a launcher's jobs: the folder where each marks a run it trained
