@@ -492,6 +492,9 @@ def test_compare_uses_ci_overlap_for_trained_metrics_and_flags_counts_and_claims
     assert compare(base, str(shared), "quick") == ["run r1 grad_ratio_init: 0.5 -> 0.5000001 (exact)"]
     (shared / "tables" / "zz.csv").mkdir()  # a folder named like a table is none (an IsADirectoryError before)
     assert compare(str(shared), str(shared), "quick") == []
+    empty = _fake_report(tmp_path / "g", (0.50, 0.40, 0.60))  # results with manifests and no record yet
+    pd.read_csv(empty / "summary.csv").head(0).to_csv(empty / "summary.csv", index=False)
+    assert compare(base, str(empty), "quick") == [f"{empty} holds no runs (1 in {base})"]  # not "profiles differ"
 
 
 def test_compare_across_cpu_models_allows_rounding_and_edge_flips_but_not_verdicts(tmp_path):

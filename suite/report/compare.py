@@ -286,12 +286,16 @@ def _compare(a: str, b: str, profile: str, notes: list[str]) -> list[str]:
     profiles = [
         ", ".join(sorted(set(side.summary.get("profile", pd.Series(dtype=str)).astype(str)))) for side in (left, right)
     ]
+    empty = [(side, other) for side, other in ((left, right), (right, left)) if side.summary.empty]
+    if empty and len(empty) < 2:  # no profile to read, and nothing of it to compare run by run
+        side, other = empty[0]
+        return [f"{side.label} holds no runs ({other.summary['run_id'].nunique()} in {other.label})"]
     if profiles[0] != profiles[1]:
         raise UserError(
             f"{a} is of the {profiles[0] or 'unknown'} profile and {b} of the {profiles[1] or 'unknown'}: their runs "
             "differ in length, so nothing in them is comparable; compare reports or results of one profile"
         )
-    if not one_cpu(left, right):
+    if not one_cpu(left, right) and left.cpus and right.cpus:
         notes.append(f"CPU models differ ({', '.join(sorted(left.cpus))} / {', '.join(sorted(right.cpus))})")
     return _runs(left, right, notes) + _cells(left, right, notes) + _claims(left, right)
 
