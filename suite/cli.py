@@ -7,7 +7,6 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import inspect
 import os
@@ -769,14 +768,14 @@ def _listing(kind: str) -> list[tuple[str, str, str]]:
 
 def _planned(study: str, profile: str, results: str) -> str:
     """'N runs, M finished in RESULTS' for ``study`` under ``profile`` (planned as `vanex study` plans it)."""
-    from vanex.engine.plan import plan
+    import tempfile
 
-    existed = Path(results).exists()
-    _, runs = plan(study, profile, [f"results_dir={results}"])
-    if not existed:  # planning creates the results folder (refusing one that cannot be); a listing leaves none
-        with contextlib.suppress(OSError):
-            Path(results).rmdir()
-    return f"{profile}: {len(runs)} runs, {sum(r.finished for r in runs)} finished in {results}"
+    from vanex.engine.plan import plan
+    from vanex.records.store import is_finished
+
+    with tempfile.TemporaryDirectory(prefix="vanex-list-") as scratch:  # planning checks, or makes, its folder;
+        _, runs = plan(study, profile, [f"results_dir={scratch}"])  # a listing only reads RESULTS (ids: no folder)
+    return f"{profile}: {len(runs)} runs, {sum(is_finished(results, r.run_id) for r in runs)} finished in {results}"
 
 
 def _conf_origin(path: Path) -> str:

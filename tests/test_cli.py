@@ -203,9 +203,9 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     of them are finished in the results folder; an unknown profile is one line."""
     from vanex.cli import _planned
 
-    results = tmp_path / "r"
+    results = tmp_path / "x" / "r"
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
-    assert not results.exists()  # a listing creates no results folder
+    assert not (tmp_path / "x").exists()  # a listing creates no folder (it left the parents of a nested one)
     assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
     assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
     bad = vanex("list", "--profile", "smok")  # refused before anything is listed
