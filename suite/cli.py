@@ -220,6 +220,7 @@ def cmd_run(argv: list[str]) -> int:
 
     valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
     overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
+    _check_run_flags(argv, overrides)
     if chdir := next((o for o in overrides if o.lstrip("+~").startswith("hydra.job.chdir")), None):
         raise UserError(f"{chdir}: vanex keeps the working folder (records go to results_dir from where you run it)")
     check_overrides(overrides)
@@ -240,6 +241,45 @@ def cmd_run(argv: list[str]) -> int:
         print(f"vanex: {failed} of {len(outcomes)} runs failed or were refused", file=sys.stderr)
         return 1
     return 0
+
+
+RUN_FLAGS = {  # Hydra's own command-line flags, which `vanex run` passes on
+    "-m": "-m/--multirun",
+    "--cfg": "--cfg job|hydra|all",
+    "--resolve": "--resolve",
+    "--package": "--package",
+    "--info": "--info",
+    "--hydra-help": "--hydra-help",
+}
+HYDRA_ALIASES = {"--multirun": "-m", "-c": "--cfg", "-p": "--package", "-i": "--info"}
+LAUNCHER_MODULES = {"joblib": "joblib", "submitit_local": "submitit", "submitit_slurm": "submitit", "ray": "ray"}
+
+
+def _check_run_flags(argv: list[str], overrides: list[str]) -> None:
+    """Refuse in one line what Hydra would answer with its usage text or a many-line error: an unknown
+    flag, a bad --cfg, an unknown or uninstalled launcher."""
+    import importlib.util
+
+    for i, arg in enumerate(argv):
+        flag = arg.split("=", 1)[0]
+        flag = HYDRA_ALIASES.get(flag, flag)
+        if arg.startswith("-") and flag not in RUN_FLAGS:
+            raise UserError(
+                f"unknown option '{arg}' of vanex run; valid: --profile NAME, {', '.join(RUN_FLAGS.values())}"
+            )
+        if flag == "--cfg":
+            value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1] if i + 1 < len(argv) else ""
+            if value not in ("job", "hydra", "all"):
+                raise UserError(f"--cfg takes job, hydra or all, not '{value}'")
+    chosen = next((o.partition("=")[2] for o in overrides if o.startswith("hydra/launcher=")), None)
+    if chosen is not None:
+        from vanex.engine.study import LAUNCHER_PACKAGES, LAUNCHERS
+
+        if chosen not in LAUNCHERS:
+            raise UserError(f"unknown launcher '{chosen}'; valid launchers: {', '.join(LAUNCHERS)}")
+        plugin = f"hydra_plugins.hydra_{LAUNCHER_MODULES[chosen]}_launcher" if chosen in LAUNCHER_MODULES else None
+        if plugin and importlib.util.find_spec(plugin) is None:
+            raise UserError(f"launcher '{chosen}' is not installed: pip install {LAUNCHER_PACKAGES[chosen]}")
 
 
 def _profile_option(argv: list[str]) -> list[str]:

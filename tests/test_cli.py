@@ -182,6 +182,9 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         (["claims", "--results", ""], "--results is empty; give a folder"),
         (["--version", "x"], "--version takes no arguments"),
         (["study", "mlp_meanfield", "--jobs", "100000"], "--jobs must be a number of processes from 1 to 256"),
+        (["run", "--bogus"], "unknown option '--bogus' of vanex run; valid: --profile NAME, -m/--multirun"),
+        (["run", "--cfg", "nope"], "--cfg takes job, hydra or all, not 'nope'"),  # Hydra: its usage text
+        (["run", "-m", "task.depth=2,3", "hydra/launcher=nope"], "unknown launcher 'nope'; valid launchers: basic"),
     ]:
         bad = vanex(*args)
         lines = bad.stderr.strip().splitlines()
