@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that left (`| head`) is found here, not at exit
         return code
     except UserError as exc:
-        print(f"vanex: error: {_unselected(did_you_mean(str(exc)), rest)}", file=sys.stderr)
+        print(f"vanex: error: {_unparsed(_unselected(did_you_mean(str(exc)), rest))}", file=sys.stderr)
         _remove_new(new if command in ("run", "study") else [])
         return exc.exit_code
     except SystemExit as exc:  # a single run refused inside Hydra's app exits there, with its one line said
@@ -116,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         else:  # report writes its folder in one step: the previous one is still whole
             print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
+
+
+def _unparsed(message: str) -> str:
+    """An override Hydra's grammar cannot read (a value with é, say): name it, and how to quote it, not
+    every override of the run (a study's cells have a dozen each)."""
+    found = re.match(r"cannot parse overrides .*: LexerNoViableAltException: (.*)$", message)
+    if not found:
+        return message
+    key, _, value = found.group(1).partition("=")
+    return (
+        f"cannot parse the override '{found.group(1)}': a value with characters Hydra's grammar does not take "
+        f"unquoted (é, say) must be quoted, e.g. {key}=\"'{value}'\""
+    )
 
 
 def _unselected(message: str, args: list[str]) -> str:

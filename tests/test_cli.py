@@ -183,6 +183,8 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         (["--version", "x"], "--version takes no arguments"),
         (["study", "mlp_meanfield", "--jobs", "100000"], "--jobs must be a number of processes from 1 to 256"),
         (["run", "--bogus"], "unknown option '--bogus' of vanex run; valid: --profile NAME, -m/--multirun"),
+        (["run", "results_dir=/tmp/résultats"], "cannot parse the override 'results_dir=/tmp/résultats': a value"),
+        (["study", "rnn_init", "results_dir=/tmp/é"], "must be quoted, e.g. results_dir=\"'/tmp/é'\""),
         (["run", "--cfg", "nope"], "--cfg takes job, hydra or all, not 'nope'"),  # Hydra: its usage text
         (["run", "-m", "task.depth=2,3", "hydra/launcher=nope"], "unknown launcher 'nope'; valid launchers: basic"),
     ]:
