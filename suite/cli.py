@@ -11,6 +11,7 @@ import errno
 import inspect
 import os
 import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
         _choose_numerics(rest)
+        if command in TERM_AS_CTRL_C:
+            signal.signal(signal.SIGTERM, _interrupt)
         code = commands[command](rest) or 0
         sys.stdout.flush()  # a reader that left (`| head`) is found here, not at exit
         return code
@@ -116,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         else:  # report writes its folder in one step: the previous one is still whole
             print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
+
+
+TERM_AS_CTRL_C = ("run", "report", "claims", "compare", "verify")  # their clean-up (temporary folders) runs on a
+# Ctrl-C; a TERM (a time limit, `kill`) gets the same. A study has its own: its workers and second-path process
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _unparsed(message: str) -> str:
@@ -632,8 +643,6 @@ def cmd_compare(argv: list[str]) -> int:
 
 
 def cmd_verify(argv: list[str]) -> int:
-    import signal
-
     from vanex.engine.verify import verify
 
     parser = Parser(
@@ -688,15 +697,7 @@ def cmd_verify(argv: list[str]) -> int:
     _check_jobs(args.jobs)
     if args.sample < 0 or not args.max_seconds > 0:
         raise UserError("--sample must be 0 (all) or more, and --max-seconds above 0")
-
-    def stop(signum: int, frame) -> None:  # a TERM (timeout, kill) cleans up as Ctrl-C does
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        return verify(args.folder, args.run, args.sample, args.max_seconds, args.seed, args.jobs)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return verify(args.folder, args.run, args.sample, args.max_seconds, args.seed, args.jobs)
 
 
 def _task_defaults(task: str) -> dict:

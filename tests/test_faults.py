@@ -238,6 +238,27 @@ def test_a_study_process_for_one_numeric_path_stops_once_the_study_that_started_
     assert not list(tmp_path.glob("*/run.json"))
 
 
+@pytest.mark.slow
+def test_a_term_to_compare_removes_its_scratch_reports_as_ctrl_c_does(tmp_path):
+    """compare reports a results folder into a temporary folder, which a TERM (a time limit, `kill`) left
+    behind; run, report, claims and verify take a TERM as a Ctrl-C too."""
+    results, scratch = tmp_path / "results", tmp_path / "tmp"
+    scratch.mkdir()
+    assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
+    script = Path(sys.executable).with_name("vanex")
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    command = [str(script), "compare", str(results), str(results), "--profile", "smoke"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any(scratch.iterdir()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert any(scratch.iterdir()), "compare made no scratch folder"
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "compare interrupted; nothing was changed" in err, err
+    assert not any(scratch.iterdir())
+
+
 def test_a_reader_that_leaves_the_pipe_early_is_not_an_error(tmp_path):
     """`vanex show RUN | head`: every write to stdout fails once the reader has gone (here, before the
     first), which ends the command quietly with exit 0 (a BrokenPipeError traceback before: the
