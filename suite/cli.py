@@ -516,7 +516,8 @@ def cmd_report(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     _not_empty(args, "results", "out", "runs")
     out = args.out or default_out(args.profile)
-    write_report(args.results, out, args.profile, args.study, runs_dir=args.runs)
+    path = write_report(args.results, out, args.profile, args.study, runs_dir=args.runs)
+    print(f"report: {path.with_name('index.html')} (and in Markdown: {path.name})", file=sys.stderr)
     return 0
 
 

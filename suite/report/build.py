@@ -180,7 +180,6 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         path = atomic_dir(Path(out), fill) / "summary.md"
     except OSError as exc:  # a full disk, a folder that stopped accepting writes: nothing half-written stays
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); the folder is unchanged") from None
-    print(f"report: {path.with_name('index.html')} (and in Markdown: {path.name})", file=sys.stderr)
     return path
 
 
