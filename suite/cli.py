@@ -243,7 +243,12 @@ def cmd_run(argv: list[str]) -> int:
     argv = _profile_option(argv)
 
     valued = ("--cfg", "-c", "--package", "-p")  # Hydra flags whose value follows them (`--cfg job`)
-    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in valued)]
+    info = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # what `--info` may take
+
+    def value(i: int) -> bool:
+        return i > 0 and (argv[i - 1] in valued or (argv[i - 1] in ("--info", "-i") and argv[i] in info))
+
+    overrides = [a for i, a in enumerate(argv) if not a.startswith("-") and not value(i)]
     _check_run_flags(argv, overrides)
     if chdir := next((o for o in overrides if o.lstrip("+~").startswith("hydra.job.chdir")), None):
         raise UserError(f"{chdir}: vanex keeps the working folder (records go to results_dir from where you run it)")

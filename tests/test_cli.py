@@ -192,6 +192,8 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("vanex: error: "), bad.stderr
         assert expected in bad.stderr, bad.stderr
+    info = vanex("run", "--info", "searchpath")  # Hydra's flag and its value, not an override "searchpath"
+    assert info.returncode == 0 and "Config search path" in info.stdout, info.stderr
     helped = vanex("run", "--help")
     assert helped.returncode == 0 and helped.stdout.startswith("usage: vanex run [--profile NAME]")
     assert "profile              full, quick, smoke" in helped.stdout and "Hydra" not in helped.stdout.splitlines()[0]
