@@ -9,6 +9,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -312,11 +313,33 @@ def test_malformed_study_files_get_one_line_naming_the_file(data):
         assert isinstance(checked["grid"], list) and checked["seeds"]
 
 
+def test_a_study_file_cannot_set_what_its_own_fields_decide_nor_name_an_unknown_profile():
+    """A sweep or override of task, mitigation, seed, profile or numerics trained runs whose records
+    contradict the manifest (a `relu` run filed and reported as the baseline, resnet runs as deep_mlp,
+    full-profile runs under the smoke manifest); a misspelt profile emptied the study silently."""
+    study = {"task": "deep_mlp", "seeds": [0], "grid": [{"mitigations": [[]]}]}
+    assert plan.check_study(study, "x.yaml")
+    for bad, field in [
+        ({"overrides": ["task=resnet"]}, "'overrides' sets 'task'"),
+        ({"overrides": ["+seed=3"]}, "'overrides' sets '+seed'"),
+        ({"grid": [{"mitigations": [[]], "sweep": {"mitigation": ["[relu]"]}}]}, "'grid[0].sweep' sets 'mitigation'"),
+        ({"grid": [{"mitigations": [[]], "sweep": {"profile": ["full"]}}]}, "'grid[0].sweep' sets 'profile'"),
+        ({"grid": [{"mitigations": [[]], "sweep": {"numerics": ["generic"]}}]}, "'grid[0].sweep' sets 'numerics'"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(f"x.yaml: {field}, which the study's own fields decide")):
+            plan.check_study({**study, **bad}, "x.yaml")
+    with pytest.raises(UserError, match="profiles' names unknown profile 'smok'; valid profiles: full, quick, smoke"):
+        plan.check_study({**study, "grid": [{"mitigations": [[]], "profiles": ["smok"]}]}, "x.yaml")
+
+
 def test_bad_yaml_and_study_paths_are_refused_in_one_line(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: deep_mlp\ngrid: [\n")
     monkeypatch.setattr(plan, "group_file", lambda group, name: bad)
     with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        plan.load_study("bad")
+    bad.write_bytes(b"task: deep_mlp  # caf\xe9\n")  # Latin-1: a UnicodeDecodeError traceback before
+    with pytest.raises(UserError, match="bad.yaml: cannot be read as UTF-8 text"):
         plan.load_study("bad")
     for args in (["study", str(tmp_path / "x")], ["study", "../conf/study/rnn_copy"]):
         out = vanex(*args)

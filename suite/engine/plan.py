@@ -25,15 +25,18 @@ from vanex.records.store import is_finished, make_manifest, run_id, set_label
 DEFAULT_NUMERICS = str(conf.value("numerics"))  # the path every cell runs on unless its entry names others
 STUDY_KEYS = ("description", "task", "seeds", "overrides", "grid")
 ENTRY_KEYS = ("mitigations", "sweep", "profiles", "seeds", "numerics")
+OWN_KEYS = ("task", "mitigation", "seed", "profile", "numerics")  # settings a cell's fields set: never swept over
 
 
 def load_study(name: str) -> dict[str, Any]:
     """The study file ``name`` from the config roots, checked against the study schema."""
     path = group_file("study", name)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
     return check_study(data, str(path))
 
 
@@ -61,9 +64,16 @@ def check_study(data: Any, where: str) -> dict[str, Any]:
         if not (isinstance(seeds, list) and seeds and all(type(x) is int and x >= 0 for x in seeds)):
             fail(field, f"must be a non-empty list of non-negative integers, not {seeds!r}")
 
+    def check_own(field: str, keys: list[str]) -> None:  # what the study's own fields say, and the manifest records
+        for key in keys:
+            if key.lstrip("+~").split("=", 1)[0] in OWN_KEYS:
+                fail(field, f"sets '{key.split('=', 1)[0]}', which the study's own fields decide (task, mitigations, "
+                     "seeds, numerics; the profile is the command's): set it there")  # fmt: skip
+
     check_seeds("'seeds'", data["seeds"])
     if not names(data.get("overrides") or []):
         fail("'overrides'", "must be a list of Hydra overrides such as task.depth=40")
+    check_own("'overrides'", data.get("overrides") or [])
     if not isinstance(data.get("description", ""), str):
         fail("'description'", "must be text")
     grid = data["grid"]
@@ -88,8 +98,14 @@ def check_study(data: Any, where: str) -> dict[str, Any]:
             isinstance(v, list) and v and all(isinstance(x, scalar) for x in v) for v in sweep.values()
         ):
             fail(f"{field}.sweep'", "must map settings to non-empty lists of values, e.g. {task.depth: [2, 5]}")
+        check_own(f"{field}.sweep'", list(sweep))
         if not names(entry.get("profiles", [])):
             fail(f"{field}.profiles'", "must be a list of profile names")
+        if unknown := [p for p in entry.get("profiles", []) if p not in conf.profiles()]:
+            fail(
+                f"{field}.profiles'",
+                f"names unknown profile '{unknown[0]}'; valid profiles: {', '.join(conf.profiles())}",
+            )
         if "seeds" in entry:
             check_seeds(f"{field}.seeds'", entry["seeds"])
         paths = entry.get("numerics", [])
