@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # an override Hydra or OmegaConf cannot resolve (e.g. ${oc.env:UNSET}): one line
         if not type(exc).__module__.startswith(("omegaconf", "hydra")):
-            raise
+            if (culprit := _broken_plugin(exc)) is None:
+                raise
+            print(f"vanex: error: {culprit}", file=sys.stderr)
+            return 2
         print(f"vanex: error: cannot apply overrides: {str(exc).splitlines()[0]}", file=sys.stderr)
         _remove_new(new if command in ("run", "study") else [])
         return 2
@@ -119,6 +122,37 @@ def main(argv: list[str] | None = None) -> int:
         else:  # report writes its folder in one step: the previous one is still whole
             print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
+
+
+def _broken_plugin(exc: BaseException) -> str | None:
+    """One line naming the third-party plugin behind an unexpected error: an entry point that cannot be
+    loaded (a missing module or attribute, an error or a clashing name at import, a config root that is
+    no package), or whose code the traceback passes through; None where no plugin is to blame."""
+    import traceback
+    from importlib import resources, util
+    from importlib.metadata import entry_points
+
+    from vanex.registry import CLAIMS_GROUP, CONF_GROUP, PLUGIN_GROUP, SECTIONS_GROUP
+
+    frames = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    for group in (PLUGIN_GROUP, CLAIMS_GROUP, SECTIONS_GROUP, CONF_GROUP):
+        for ep in entry_points(group=group):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if dist == "vanex":
+                continue
+            where, fix = f"plugin '{ep.name} = {ep.value}' ({group}, from {dist})", f"fix it or `pip uninstall {dist}`"
+            try:
+                if group == CONF_GROUP:
+                    resources.files(ep.value).iterdir()  # a package: its folder holds the config groups
+                else:
+                    ep.load()  # imports its module again where the first import failed
+            except Exception as err:
+                return f"{where} cannot be loaded ({type(err).__name__}: {err}); {fix}"
+            spec = util.find_spec(ep.value.split(":")[0].split(".")[0])
+            places = tuple(spec.submodule_search_locations or [spec.origin or "?"]) if spec is not None else ()
+            if places and any(name.startswith(places) for name in frames):  # its package's folder, or module file
+                return f"{where} failed ({type(exc).__name__}: {exc}); {fix}"
+    return None
 
 
 TERM_AS_CTRL_C = ("run", "report", "claims", "compare", "verify")  # their clean-up (temporary folders) runs on a

@@ -168,6 +168,44 @@ def test_show_draws_a_diverged_run_whose_series_are_not_finite_and_names_a_copie
     )
 
 
+BROKEN_PLUGINS = {  # module source, entry points, what the one line says
+    "raises": ('raise RuntimeError("boom")\n', "[vanex.plugins]\nbroken = broken_raises\n", "RuntimeError: boom"),
+    "clash": (
+        "from vanex.engine.mitigation import Mitigation\nfrom vanex.registry import MITIGATIONS\n\n\n"
+        '@MITIGATIONS.register("relu")\nclass Relu(Mitigation):\n    pass\n',
+        "[vanex.plugins]\nbroken = broken_clash\n",
+        "ValueError: duplicate mitigation name 'relu'",
+    ),
+    "register": (
+        'def register():\n    raise KeyError("inside")\n',
+        "[vanex.plugins]\nbroken = broken_register:register\n",
+        "failed (KeyError: 'inside')",
+    ),
+    "conf": ("", "[vanex.conf]\nbroken = broken_conf.nosuch\n", "No module named 'broken_conf.nosuch'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_PLUGINS))
+def test_a_broken_third_party_plugin_is_named_in_one_line(kind, tmp_path):
+    """A plugin that cannot be imported, registers a name vanex has, raises when registering, or names a
+    config root that does not exist gave a traceback from every command that loads its group."""
+    source, entry_points, said = BROKEN_PLUGINS[kind]
+    info = tmp_path / "site" / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    (tmp_path / "site" / f"broken_{kind}.py").write_text(source)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    listing = ["list", "studies" if kind == "conf" else "mitigations"]  # a command that loads the plugin's group
+    for args in (listing, ["run", *TINY, f"results_dir={tmp_path / 'r'}"]):
+        out = vanex(*args, env=env)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert lines[0].startswith("vanex: error: plugin 'broken = broken_") and "from broken-plugin" in lines[0]
+        assert said in lines[0] and lines[0].endswith("fix it or `pip uninstall broken-plugin`")
+        assert not (tmp_path / "r").exists()
+
+
 def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
     out = vanex("run", "--profile", "smoke", f"results_dir={results}", "task.depth=2", "progress=false")
     assert out.returncode == 0, out.stderr
