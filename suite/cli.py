@@ -86,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         if command not in commands:
             raise UserError(f"unknown command '{command}'; valid commands: {', '.join(commands)}")
         _choose_numerics(rest)
-        if command in TERM_AS_CTRL_C:
-            signal.signal(signal.SIGTERM, _interrupt)
-        code = commands[command](rest) or 0
-        sys.stdout.flush()  # a reader that left (`| head`) is found here, not at exit
+        previous = signal.signal(signal.SIGTERM, _interrupt) if command in TERM_AS_CTRL_C else None
+        try:
+            code = commands[command](rest) or 0
+            sys.stdout.flush()  # a reader that left (`| head`) is found here, not at exit
+        finally:  # main also runs inside other programs (tests): their own TERM handling comes back
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         return code
     except UserError as exc:
         print(f"vanex: error: {_unparsed(_unselected(did_you_mean(str(exc)), rest))}", file=sys.stderr)
@@ -132,12 +135,12 @@ def _broken_plugin(exc: BaseException) -> str | None:
     from importlib import resources, util
     from importlib.metadata import entry_points
 
-    from vanex.registry import CLAIMS_GROUP, CONF_GROUP, PLUGIN_GROUP, SECTIONS_GROUP
+    from vanex.registry import CLAIMS_GROUP, CONF_GROUP, PLUGIN_GROUP, SECTIONS_GROUP, _distribution
 
     frames = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
     for group in (PLUGIN_GROUP, CLAIMS_GROUP, SECTIONS_GROUP, CONF_GROUP):
         for ep in entry_points(group=group):
-            dist = ep.dist.name if ep.dist is not None else "?"
+            dist = _distribution(ep)  # as the registry credits its registrations
             if dist == "vanex":
                 continue
             where, fix = f"plugin '{ep.name} = {ep.value}' ({group}, from {dist})", f"fix it or `pip uninstall {dist}`"

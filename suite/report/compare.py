@@ -287,7 +287,7 @@ def _compare(a: str, b: str, profile: str, notes: list[str]) -> list[str]:
         ", ".join(sorted(set(side.summary.get("profile", pd.Series(dtype=str)).astype(str)))) for side in (left, right)
     ]
     empty = [(side, other) for side, other in ((left, right), (right, left)) if side.summary.empty]
-    if empty and len(empty) < 2:  # no profile to read, and nothing of it to compare run by run
+    if len(empty) == 1:  # no profile to read, and nothing of it to compare run by run
         side, other = empty[0]
         return [f"{side.label} holds no runs ({other.summary['run_id'].nunique()} in {other.label})"]
     if profiles[0] != profiles[1]:
