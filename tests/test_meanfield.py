@@ -333,13 +333,17 @@ def test_input_jacobian_probe_is_the_log_of_the_true_jacobian_row_and_changes_no
 def test_relu_jacobian_log_variance_matches_simulated_he_nets(depth, width):
     """The finite-width prediction behind hanin2018_width against 400 He-initialised ReLU nets, each
     at 8 inputs: the pooled variance of ln ||J(x)^T u||^2 within 15% (the sampling error of a
-    variance from ~400 nets is ~7%)."""
-    x = torch.randn(8, 64, dtype=torch.float64)
-    values = []
+    variance from ~400 nets is ~7%). The inputs come from a generator of their own: drawn from the
+    global one, they depended on which tests the worker ran before (a CI run once drew inputs at which
+    one of the 400 nets was born dead, Lu et al. 2019, J(x) = 0, which the log leaves out). Such an
+    input stays allowed, but rare: at width 16 a layer is all off at an input with probability ~2^-16."""
+    x = torch.randn(8, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    values, zeros = [], []
     for seed in range(400):
         zero, mean, var = _input_jacobian(_mlp("relu", 2**0.5, depth=depth, width=width, seed=seed), x)
-        assert zero == 0.0
+        zeros.append(zero)
         values.append((mean, var))
+    assert np.mean(zeros) < 0.001
     means, variances = np.array(values).T
     pooled = variances.mean() + means.var()
     assert pooled == pytest.approx(meanfield.relu_jacobian_log_variance(depth, width, 64), rel=0.15)
