@@ -39,6 +39,17 @@ def diagnosis_defaults() -> dict[str, float]:
     return dict(yaml.safe_load((HERE / "diagnosis" / "default.yaml").read_text()))
 
 
+def studies() -> list[str]:
+    """The studies there are: ``study/*.yaml`` here and in the plugins' config roots (without importing
+    torch, for the reporter and the claims)."""
+    from importlib import resources
+
+    from vanex.registry import plugin_conf_packages
+
+    roots = [HERE, *(Path(str(resources.files(p))) for p in plugin_conf_packages())]
+    return sorted({p.stem for root in roots for p in (root / "study").glob("*.yaml")})
+
+
 def profiles() -> list[str]:
     """The profiles vanex ships (``profile/*.yaml``), for help texts; a plugin's config root may add more."""
     return sorted(p.stem for p in (HERE / "profile").glob("*.yaml"))

@@ -23,6 +23,7 @@ from vanex.science.bounds import COPY_RECALL, through_time_bound
 class ToyClaim(Claim):
     name, paper, where, statement, study = "toy_claim", "Toy 2024", "Fig. 1", "b trains below a", "toy"
     cells = {"a": Cells((), {"optim.lr": 0.1}), "b": Cells(("fix",), {"optim.lr": 0.1})}
+    control = "a"
 
     def predicate(self, g):
         a, b = g["a"].values("final_train_loss"), g["b"].values("final_train_loss")
@@ -85,8 +86,26 @@ def test_diverged_seeds_count_as_worse_than_any_loss():
 
 
 def test_missing_study_is_not_run(tmp_path):
+    class Unrun(ToyClaim):
+        study = "rnn_copy"
+
+    r = evaluate(Unrun(), tmp_path, "quick")
+    assert r.status == "not run"
+    assert r.numbers == "no valid manifest _studies/rnn_copy-quick.json (run `vanex study rnn_copy`)"
+
+
+def test_a_claim_on_a_study_vanex_lacks_or_with_a_control_it_lacks_is_not_run_and_says_why(tmp_path):
+    """A third party's claim that names a study no config root has, or a control that is none of its cell
+    groups, is 'not run' with the reason (it was told to run `vanex study toy`, or judged without a control)."""
     r = evaluate(ToyClaim(), tmp_path, "quick")
-    assert r.status == "not run" and "no valid manifest" in r.numbers
+    assert r.status == "not run" and r.numbers.startswith("its study 'toy' is not one vanex has; valid studies: ")
+    assert "rnn_copy" in r.numbers
+
+    class NoControl(ToyClaim):
+        control = "c"
+
+    r = evaluate(NoControl(), tmp_path, "quick")
+    assert (r.status, r.numbers) == ("not run", "its control 'c' is not one of its cell groups (a, b)")
 
 
 @given(st.lists(st.floats(0, 10), min_size=2, max_size=6), st.lists(st.floats(0, 10), min_size=2, max_size=6))

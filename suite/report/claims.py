@@ -298,6 +298,8 @@ class _Study:
         manifest = read_manifest(path) if path.is_file() else None
         where = path.relative_to(results).as_posix()  # not the temporary folder of a report's shipped records
         self.missing = None if manifest else f"no valid manifest {where} (run `vanex study {name}`)"
+        if manifest is None and name not in (known := conf.studies()):
+            self.missing = f"its study '{name}' is not one vanex has; valid studies: {', '.join(known)}"
         if manifest is None:
             return
         metrics = {m for n in CLAIMS.names() for m in CLAIMS.get(n).metrics}
@@ -342,7 +344,13 @@ def _judge(claim: Claim, study: _Study, cells: dict[str, Cells]) -> Outcome | st
 
 def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None = None) -> Result:
     """The verdict on ``claim`` (with its earlier versions' verdicts beside it)."""
-    result = _evaluate(claim, results, profile, {} if cache is None else cache)
+    if claim.control not in claim.cells:  # the effect-absent test and the report's "(control)" read it (an
+        # earlier version, judged below, may lack one: it is shown, not tested)
+        problem = f"its control {claim.control!r} is not one of its cell groups ({', '.join(claim.cells)})"
+        name = getattr(claim, "name", type(claim).__name__)
+        result = Result(name, claim.paper, claim.where, claim.statement, "not run", problem, "–")
+    else:
+        result = _evaluate(claim, results, profile, {} if cache is None else cache)
     result.version, result.cells = claim.version, describe_cells(claim)
     previous = []
     for old in claim.superseded:
