@@ -827,10 +827,11 @@ def cmd_list(argv: list[str]) -> int:
         from vanex.engine.config import group_file
 
         group_file("profile", args.profile)  # before anything is listed: a bad input is one line
+    unplanned = []  # studies whose file cannot be planned: listed with the reason, the others still are
     for kind in args.kinds or LISTED:
         rows = _listing(kind)
         if kind == "studies" and args.profile is not None and not args.names:
-            rows = [(name, origin, _planned(name, args.profile, args.results)) for name, origin, _ in rows]
+            rows = [(name, origin, _planned(name, args.profile, args.results, unplanned)) for name, origin, _ in rows]
         if args.names:
             print("\n".join(name for name, _, _ in rows))
             continue
@@ -838,7 +839,9 @@ def cmd_list(argv: list[str]) -> int:
         width = max((len(name) for name, _, _ in rows), default=0)
         for name, origin, text in rows:
             print(f"  {name:{width}s}  [{origin}]  {text}".rstrip())
-    return 0
+    if unplanned:
+        print(f"vanex list: {len(unplanned)} study file(s) cannot be planned: {', '.join(unplanned)}", file=sys.stderr)
+    return 1 if unplanned else 0
 
 
 def _listing(kind: str) -> list[tuple[str, str, str]]:
@@ -863,15 +866,20 @@ def _listing(kind: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _planned(study: str, profile: str, results: str) -> str:
-    """'N runs, M finished in RESULTS' for ``study`` under ``profile`` (planned as `vanex study` plans it)."""
+def _planned(study: str, profile: str, results: str, unplanned: list[str]) -> str:
+    """'N runs, M finished in RESULTS' for ``study`` under ``profile`` (planned as `vanex study` plans it), or
+    why its file cannot be planned (its name then joins ``unplanned``)."""
     import tempfile
 
     from vanex.engine.plan import plan
     from vanex.records.store import is_finished
 
-    with tempfile.TemporaryDirectory(prefix="vanex-list-") as scratch:  # planning checks, or makes, its folder;
-        _, runs = plan(study, profile, [f"results_dir={scratch}"])  # a listing only reads RESULTS (ids: no folder)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vanex-list-") as scratch:  # planning checks, or makes, its folder;
+            _, runs = plan(study, profile, [f"results_dir={scratch}"])  # a listing reads RESULTS (ids: no folder)
+    except UserError as exc:
+        unplanned.append(study)
+        return f"{profile}: cannot be planned: {exc}"
     return f"{profile}: {len(runs)} runs, {sum(is_finished(results, r.run_id) for r in runs)} finished in {results}"
 
 

@@ -249,13 +249,38 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     from vanex.cli import _planned
 
     results = tmp_path / "x" / "r"
-    assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 0 finished in {results}"
+    assert _planned("rnn_init", "smoke", str(results), []) == f"smoke: 50 runs, 0 finished in {results}"
     assert not (tmp_path / "x").exists()  # a listing creates no folder (it left the parents of a nested one)
     assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
-    assert _planned("rnn_init", "smoke", str(results)) == f"smoke: 50 runs, 50 finished in {results}"
+    assert _planned("rnn_init", "smoke", str(results), []) == f"smoke: 50 runs, 50 finished in {results}"
     bad = vanex("list", "--profile", "smok")  # refused before anything is listed
     expected = "vanex: error: unknown profile 'smok' (did you mean 'smoke'?); valid profiles: full, quick, smoke\n"
     assert bad.returncode == 2 and bad.stderr == expected
+
+
+def test_one_study_file_that_cannot_be_planned_is_named_and_the_others_are_still_listed(tmp_path):
+    """A plugin's study file without a grid aborted `vanex list studies --profile NAME` at that study:
+    now its row says why, the other studies are planned, and the exit status is 1."""
+    site = tmp_path / "site"
+    info = site / "bad_study-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-study\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vanex.conf]\nbad = bad_conf\n")
+    (site / "bad_conf" / "study").mkdir(parents=True)
+    (site / "bad_conf" / "__init__.py").write_text("")
+    (site / "bad_conf" / "study" / "aaa_broken.yaml").write_text("task: deep_mlp\nseeds: 2\n")
+    out = vanex(
+        "list",
+        "studies",
+        "--profile",
+        "smoke",
+        f"--results={tmp_path / 'r'}",
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
+    assert out.returncode == 1 and out.stderr == "vanex list: 1 study file(s) cannot be planned: aaa_broken\n"
+    assert "[bad-study]  smoke: cannot be planned: " in rows["aaa_broken"] and "'grid' is missing" in rows["aaa_broken"]
+    assert rows["rnn_init"].endswith(f"smoke: 50 runs, 0 finished in {tmp_path / 'r'}")
 
 
 def test_list_gives_each_item_its_first_paragraph_not_a_line_cut_mid_sentence():
