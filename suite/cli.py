@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 def _broken_plugin(exc: BaseException) -> str | None:
     """One line naming the third-party plugin behind an unexpected error: an entry point that cannot be
     loaded (a missing module or attribute, an error or a clashing name at import, a config root that is
-    no package), or whose code the traceback passes through; None where no plugin is to blame."""
+    no package), whose code the traceback passes through, or one of whose classes lacks an attribute vanex
+    reads; None where no plugin is to blame."""
     import traceback
     from importlib import resources, util
     from importlib.metadata import entry_points
@@ -138,6 +139,9 @@ def _broken_plugin(exc: BaseException) -> str | None:
     from vanex.registry import CLAIMS_GROUP, CONF_GROUP, PLUGIN_GROUP, SECTIONS_GROUP, _distribution
 
     frames = [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    lacking = getattr(exc, "obj", None) if isinstance(exc, AttributeError) else None  # a class vanex read a field of
+    if lacking is not None:
+        lacking = (lacking if isinstance(lacking, type) else type(lacking)).__module__.split(".")[0]
     for group in (PLUGIN_GROUP, CLAIMS_GROUP, SECTIONS_GROUP, CONF_GROUP):
         for ep in entry_points(group=group):
             dist = _distribution(ep)  # as the registry credits its registrations
@@ -151,10 +155,13 @@ def _broken_plugin(exc: BaseException) -> str | None:
                     ep.load()  # imports its module again where the first import failed
             except Exception as err:
                 return f"{where} cannot be loaded ({type(err).__name__}: {err}); {fix}"
-            spec = util.find_spec(ep.value.split(":")[0].split(".")[0])
+            root = ep.value.split(":")[0].split(".")[0]
+            spec = util.find_spec(root)
             places = tuple(spec.submodule_search_locations or [spec.origin or "?"]) if spec is not None else ()
             if places and any(name.startswith(places) for name in frames):  # its package's folder, or module file
                 return f"{where} failed ({type(exc).__name__}: {exc}); {fix}"
+            if lacking == root:  # one of its classes lacks a field vanex reads (a claim without `study`, say)
+                return f"{where}: a class of it lacks what vanex reads ({exc}); {fix}"
     return None
 
 

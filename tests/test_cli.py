@@ -206,6 +206,27 @@ def test_a_broken_third_party_plugin_is_named_in_one_line(kind, tmp_path):
         assert not (tmp_path / "r").exists()
 
 
+def test_a_third_party_claim_without_a_field_vanex_reads_is_named_in_one_line(tmp_path):
+    """A plugin's claim class without `paper` (or `cells`) gave a traceback from `vanex list` and `vanex
+    claims`: the attribute is read in vanex's code, so no frame of the plugin's was there to blame."""
+    info = tmp_path / "site" / "bad_claims-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-claims\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vanex.claims]\nbad = bad_claims\n")
+    (tmp_path / "site" / "bad_claims.py").write_text(
+        "from vanex.registry import CLAIMS\nfrom vanex.report.claims import Claim\n\n\n"
+        '@CLAIMS.register("bad_claim")\nclass Bad(Claim):\n    where, statement = "Fig. 1", "nothing"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    (tmp_path / "r").mkdir()
+    for args, lacks in [(["list", "claims"], "'paper'"), (["claims", "--results", "r", "--allow-missing"], "'cells'")]:
+        out = vanex(*args, env=env, cwd=tmp_path)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert lines[0].startswith("vanex: error: plugin 'bad = bad_claims' (vanex.claims, from bad-claims): a class")
+        assert f"has no attribute {lacks}" in lines[0] and lines[0].endswith("`pip uninstall bad-claims`")
+
+
 def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
     out = vanex("run", "--profile", "smoke", f"results_dir={results}", "task.depth=2", "progress=false")
     assert out.returncode == 0, out.stderr
