@@ -884,9 +884,11 @@ def _planned(study: str, profile: str, results: str, unplanned: list[str]) -> st
     try:
         with tempfile.TemporaryDirectory(prefix="vanex-list-") as scratch:  # planning checks, or makes, its folder;
             _, runs = plan(study, profile, [f"results_dir={scratch}"])  # a listing reads RESULTS (ids: no folder)
-    except UserError as exc:
+    except Exception as exc:  # a UserError, or an override Hydra or OmegaConf cannot resolve (as main says it)
+        if not isinstance(exc, UserError) and not type(exc).__module__.startswith(("omegaconf", "hydra")):
+            raise
         unplanned.append(study)
-        return f"{profile}: cannot be planned: {exc}"
+        return f"{profile}: cannot be planned: {str(exc).splitlines()[0]}"
     return f"{profile}: {len(runs)} runs, {sum(is_finished(results, r.run_id) for r in runs)} finished in {results}"
 
 

@@ -105,7 +105,17 @@ def test_a_claim_on_a_study_vanex_lacks_or_with_a_control_it_lacks_is_not_run_an
         control = "c"
 
     r = evaluate(NoControl(), tmp_path, "quick")
-    assert (r.status, r.numbers) == ("not run", "its control 'c' is not one of its cell groups (a, b)")
+    assert (r.status, r.numbers, r.second_path) == (
+        "not run",
+        "its control 'c' is not one of its cell groups (a, b)",
+        "–",
+    )
+
+    class Unnamed(ToyClaim):
+        control = None
+
+    r = evaluate(Unnamed(), tmp_path, "quick")
+    assert r.numbers == "it names no control: set `control` to one of its cell groups (a, b)"
 
 
 @given(st.lists(st.floats(0, 10), min_size=2, max_size=6), st.lists(st.floats(0, 10), min_size=2, max_size=6))

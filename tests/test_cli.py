@@ -290,6 +290,10 @@ def test_one_study_file_that_cannot_be_planned_is_named_and_the_others_are_still
     (site / "bad_conf" / "study").mkdir(parents=True)
     (site / "bad_conf" / "__init__.py").write_text("")
     (site / "bad_conf" / "study" / "aaa_broken.yaml").write_text("task: deep_mlp\nseeds: 2\n")
+    unresolved = (
+        'task: deep_mlp\nseeds: [0]\noverrides: ["task.width=${oc.env:VANEX_UNSET_X}"]\ngrid: [{mitigations: [[]]}]\n'
+    )
+    (site / "bad_conf" / "study" / "aab_unresolved.yaml").write_text(unresolved)  # OmegaConf's error, not vanex's
     out = vanex(
         "list",
         "studies",
@@ -299,7 +303,9 @@ def test_one_study_file_that_cannot_be_planned_is_named_and_the_others_are_still
         env={**os.environ, "PYTHONPATH": str(site)},
     )
     rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
-    assert out.returncode == 1 and out.stderr == "vanex list: 1 study file(s) cannot be planned: aaa_broken\n"
+    assert out.returncode == 1
+    assert out.stderr == "vanex list: 2 study file(s) cannot be planned: aaa_broken, aab_unresolved\n"
+    assert "Environment variable 'VANEX_UNSET_X' not found" in rows["aab_unresolved"]
     assert "[bad-study]  smoke: cannot be planned: " in rows["aaa_broken"] and "'grid' is missing" in rows["aaa_broken"]
     assert rows["rnn_init"].endswith(f"smoke: 50 runs, 0 finished in {tmp_path / 'r'}")
 

@@ -346,9 +346,15 @@ def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None
     """The verdict on ``claim`` (with its earlier versions' verdicts beside it)."""
     if claim.control not in claim.cells:  # the effect-absent test and the report's "(control)" read it (an
         # earlier version, judged below, may lack one: it is shown, not tested)
-        problem = f"its control {claim.control!r} is not one of its cell groups ({', '.join(claim.cells)})"
+        groups = ", ".join(claim.cells)
+        problem = (
+            f"it names no control: set `control` to one of its cell groups ({groups})"
+            if claim.control is None
+            else f"its control {claim.control!r} is not one of its cell groups ({groups})"
+        )
         name = getattr(claim, "name", type(claim).__name__)
         result = Result(name, claim.paper, claim.where, claim.statement, "not run", problem, "–")
+        result.second_path = "–"
     else:
         result = _evaluate(claim, results, profile, {} if cache is None else cache)
     result.version, result.cells = claim.version, describe_cells(claim)
