@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vanex: error: a file name is too long ({exc.filename}); use a shorter path", file=sys.stderr)
         return 2
     except Exception as exc:  # an override Hydra or OmegaConf cannot resolve (e.g. ${oc.env:UNSET}): one line
-        if not type(exc).__module__.startswith(("omegaconf", "hydra")):
+        if not _hydra_error(exc):
             if (culprit := _broken_plugin(exc)) is None:
                 raise
             print(f"vanex: error: {culprit}", file=sys.stderr)
@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         else:  # report writes its folder in one step: the previous one is still whole
             print(f"vanex: {command} interrupted; nothing was changed", file=sys.stderr)
         return 130
+
+
+def _hydra_error(exc: BaseException) -> bool:
+    """An error of Hydra or OmegaConf (an override or interpolation they cannot resolve): said in one line."""
+    return type(exc).__module__.startswith(("omegaconf", "hydra"))
 
 
 def _broken_plugin(exc: BaseException) -> str | None:
@@ -885,7 +890,7 @@ def _planned(study: str, profile: str, results: str, unplanned: list[str]) -> st
         with tempfile.TemporaryDirectory(prefix="vanex-list-") as scratch:  # planning checks, or makes, its folder;
             _, runs = plan(study, profile, [f"results_dir={scratch}"])  # a listing reads RESULTS (ids: no folder)
     except Exception as exc:  # a UserError, or an override Hydra or OmegaConf cannot resolve (as main says it)
-        if not isinstance(exc, UserError) and not type(exc).__module__.startswith(("omegaconf", "hydra")):
+        if not isinstance(exc, UserError) and not _hydra_error(exc):
             raise
         unplanned.append(study)
         return f"{profile}: cannot be planned: {str(exc).splitlines()[0]}"

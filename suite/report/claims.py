@@ -352,9 +352,7 @@ def evaluate(claim: Claim, results: str | Path, profile: str, cache: dict | None
             if claim.control is None
             else f"its control {claim.control!r} is not one of its cell groups ({groups})"
         )
-        name = getattr(claim, "name", type(claim).__name__)
-        result = Result(name, claim.paper, claim.where, claim.statement, "not run", problem, "–")
-        result.second_path = "–"
+        result = _result(claim, "not run", problem, "–")
     else:
         result = _evaluate(claim, results, profile, {} if cache is None else cache)
     result.version, result.cells = claim.version, describe_cells(claim)
@@ -376,20 +374,21 @@ def describe_cells(claim: Claim) -> str:
     return "; ".join(parts)
 
 
+def _result(claim: Claim, status: str, numbers: str, neighbourhood: str, second: str = "–") -> Result:
+    name = getattr(claim, "name", type(claim).__name__)  # an earlier version's class is not registered
+    r = Result(name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
+    r.second_path = second
+    return r
+
+
 def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> Result:
     key = (str(results), claim.study, profile)
     if key not in cache:
         cache[key] = _Study(Path(results), claim.study, profile)
     study = cache[key]
 
-    def result(status: str, numbers: str, neighbourhood: str, second: str = "–") -> Result:
-        name = getattr(claim, "name", type(claim).__name__)
-        r = Result(name, claim.paper, claim.where, claim.statement, status, numbers, neighbourhood)
-        r.second_path = second
-        return r
-
     if study.missing:
-        return result("not run", study.missing, "–")
+        return _result(claim, "not run", study.missing, "–")
     global _MEASURED
     _MEASURED = []
     try:
@@ -397,7 +396,7 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
     finally:
         measured, _MEASURED = _MEASURED, None
     if isinstance(base, str):
-        return result("not run", f"{base} (study {claim.study}, profile {profile})", "–")
+        return _result(claim, "not run", f"{base} (study {claim.study}, profile {profile})", "–")
     checks: list[tuple[str, Outcome]] = []  # (which neighbour or path, its outcome)
     other = _judge(claim, study, {n: c.on(numerics=SECOND_PATH) for n, c in claim.cells.items()})
     if isinstance(other, Outcome):
@@ -427,7 +426,7 @@ def _evaluate(claim: Claim, results: str | Path, profile: str, cache: dict) -> R
     status = ("✓" if base.holds else "✗") if agree else "fragile"
     stale = study.stale(claim.cells)
     numbers = base.numbers + (f" [{stale} of these records are stale: made by other code]" if stale else "")
-    out = result(status, numbers, neighbourhood, second)
+    out = _result(claim, status, numbers, neighbourhood, second)
     out.measured = measured
     return out
 
