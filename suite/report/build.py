@@ -10,6 +10,7 @@ in a temporary folder and swapped in whole: no stale figure survives.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from collections import Counter
@@ -133,9 +134,17 @@ def _provenance(records: list[dict]) -> tuple[str, str | None]:
     return "\n".join(lines), warning
 
 
-def write_report(results: str, out: str, profile: str, studies: list[str] | None, runs_dir: str | None = None) -> Path:
+def write_report(
+    results: str,
+    out: str,
+    profile: str,
+    studies: list[str] | None,
+    runs_dir: str | None = None,
+    numbers_only: bool = False,
+) -> Path:
     """Write the report of ``profile``'s study manifests in ``results`` (or of every record in
-    ``runs_dir``) to ``out``; returns the path of its ``summary.md``."""
+    ``runs_dir``) to ``out``; returns the path of its ``summary.md``. ``numbers_only``: the tables, claims
+    and summaries without figures, HTML or records (what compare reads, in a fraction of the time)."""
     if runs_dir is not None:
         if not Path(runs_dir).is_dir():
             raise UserError(f"no records directory '{runs_dir}'")
@@ -163,8 +172,11 @@ def write_report(results: str, out: str, profile: str, studies: list[str] | None
         check_out(Path(out), Path(results), profile)  # --out never replaces nor sits inside --results either
 
     def fill(tmp: Path) -> None:
-        read = _write(tmp, manifests, source, profile)
-        if runs_dir_is_study(source, manifests):  # the records ship with the report, for `vanex claims`
+        from vanex.report.figures import undrawn
+
+        with undrawn() if numbers_only else contextlib.nullcontext():
+            read = _write(tmp, manifests, source, profile, html=not numbers_only)
+        if runs_dir_is_study(source, manifests) and not numbers_only:  # the records ship, for `vanex claims`
             from vanex.report.claims import metrics_read
 
             write_bundle(tmp / BUNDLE, source, manifests, metrics_read, read)
@@ -252,9 +264,9 @@ def runs_dir_is_study(source: Path, manifests: list[dict]) -> bool:
     return all(m["profile"] != "runs" for m in manifests)
 
 
-def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[str]:
-    """Write the report's files into ``out``; returns the run ids of the records it read (the others were
-    missing, unreadable or refused, each named in a warning)."""
+def _write(out: Path, manifests: list[dict], source: Path, profile: str, html: bool = True) -> set[str]:
+    """Write the report's files into ``out`` (``html``: index.html too); returns the run ids of the records
+    it read (the others were missing, unreadable or refused, each named in a warning)."""
     from vanex.report.figures import set_styles
     from vanex.report.html import write_html
 
@@ -321,7 +333,8 @@ def _write(out: Path, manifests: list[dict], source: Path, profile: str) -> set[
     parts.append(provenance + "\n")
     text = "\n".join(header + parts)
     (out / "summary.md").write_text(text)
-    write_html(text, out, title=f"vanex report {rid}")
+    if html:
+        write_html(text, out, title=f"vanex report {rid}")
     missing = int((cells["status"] == "missing").sum())
     if skipped:
         warn(f"{skipped} records of an older schema were skipped (shown as missing); rerun their studies")

@@ -69,7 +69,8 @@ def load(path: str, profile: str, scratch: Path) -> Side:
     elif (folder / "_studies").is_dir():
         from vanex.report.build import write_report
 
-        report = write_report(str(folder), str(scratch / "report"), profile, None).parent  # not folder.name: '..'
+        report = write_report(str(folder), str(scratch / "report"), profile, None, numbers_only=True)
+        report = report.parent  # not folder.name: '..'
     else:
         raise UserError(
             f"'{path}' is neither a report (summary.csv and tables/, from `vanex report`) nor a results "
