@@ -21,6 +21,26 @@ def vanex(*args: str, env: dict | None = None, cwd=None) -> subprocess.Completed
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
+def vanex_here(*args: str) -> subprocess.CompletedProcess:
+    """``vanex ARGS`` in this process, as the console script runs it (``vanex.cli.main``), for a command
+    refused before anything trains: what it prints and its exit code, without the two seconds a new
+    interpreter takes to import torch. Leaves ``sys.argv`` as it was."""
+    import contextlib
+    import io
+
+    from vanex import cli
+
+    out, err, argv = io.StringIO(), io.StringIO(), list(sys.argv)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:  # argparse's refusals exit
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            sys.argv[:] = argv
+    return subprocess.CompletedProcess(["vanex", *args], code, out.getvalue(), err.getvalue())
+
+
 @functools.cache
 def _composed_task_config(task: str) -> Any:
     from vanex.engine.config import compose, prepare

@@ -176,11 +176,10 @@ def test_cli_refuses_unknown_claims_and_missing_results(tmp_path):
 
 
 @pytest.mark.slow
-def test_claims_run_on_a_small_profile(tmp_path):
+def test_claims_run_on_a_small_profile(tmp_path, smoke_records):
     results = tmp_path / "results"
     for name in ("rnn_exploding", "rnn_init"):
-        study = vanex("study", name, "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
-        assert study.returncode == 0, study.stderr
+        smoke_records(name, results)
     out = vanex("claims", "--results", str(results), "--profile", "smoke")
     lines = [line for line in out.stdout.splitlines() if line and not line.startswith(" ")]
     assert len(lines) == len(CLAIMS.names())

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pandas as pd
 import pytest
-from helpers import TINY, default_sigint, install_example, vanex
+from helpers import TINY, default_sigint, install_example, vanex, vanex_here
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = re.compile(r"^\[\d+/\d+\] .*: (completed|diverged|failed) \(", re.M)  # one progress line per trained run
@@ -110,12 +111,21 @@ def test_run_one_config_writes_a_complete_record(results):
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(args, expected, results):
-    out = vanex("run", f"results_dir={results}", *TINY, *args)  # the case's own results_dir wins
+    out = vanex_here("run", f"results_dir={results}", *TINY, *args)  # the case's own results_dir wins
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert "Traceback" not in out.stderr
     assert not results.exists()  # refused before training: no record, not even an empty results folder
+
+
+def test_the_console_script_refuses_a_bad_setting_as_main_does(results):
+    """The cases above call vanex.cli.main in the test's process; the installed `vanex` says the same."""
+    args = ("run", f"results_dir={results / 'new'}", *TINY, "task.depth=0")
+    out, here = vanex(*args), vanex_here(*args)
+    assert (out.returncode, out.stdout, out.stderr) == (here.returncode, here.stdout, here.stderr) == (2, "", ANY)
+    assert out.stderr == "vanex: error: invalid task settings: deep_mlp.depth must be from 1 to 1,000, got 0\n"
+    assert not results.exists()
 
 
 def test_show_prints_one_run_and_draws_its_training(results, tmp_path):
@@ -247,7 +257,7 @@ def test_every_command_takes_profile_and_says_bad_flags_in_one_line(results):
         (["run", "--cfg", "nope"], "--cfg takes job, hydra or all, not 'nope'"),  # Hydra: its usage text
         (["run", "-m", "task.depth=2,3", "hydra/launcher=nope"], "unknown launcher 'nope'; valid launchers: basic"),
     ]:
-        bad = vanex(*args)
+        bad = vanex_here(*args)
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("vanex: error: "), bad.stderr
         assert expected in bad.stderr, bad.stderr
@@ -264,7 +274,7 @@ def test_version_names_the_release_and_the_commit():
     assert out.returncode == 0 and re.fullmatch(r"vanex \d+\.\d+\.\d+ \(git [0-9a-f]{12}(\+dirty)?\)\n", out.stdout)
 
 
-def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
+def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path, smoke_records):
     """`vanex list studies --profile NAME` plans each study as `vanex study` does: its runs and how many
     of them are finished in the results folder; an unknown profile is one line."""
     from vanex.cli import _planned
@@ -272,7 +282,7 @@ def test_list_studies_under_a_profile_counts_runs_and_finished_ones(tmp_path):
     results = tmp_path / "x" / "r"
     assert _planned("rnn_init", "smoke", str(results), []) == f"smoke: 50 runs, 0 finished in {results}"
     assert not (tmp_path / "x").exists()  # a listing creates no folder (it left the parents of a nested one)
-    assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
+    smoke_records("rnn_init", results)
     assert _planned("rnn_init", "smoke", str(results), []) == f"smoke: 50 runs, 50 finished in {results}"
     bad = vanex("list", "--profile", "smok")  # refused before anything is listed
     expected = "vanex: error: unknown profile 'smok' (did you mean 'smoke'?); valid profiles: full, quick, smoke\n"
@@ -475,29 +485,18 @@ def test_example_plugin_installs_lists_and_runs_beside_builtins(tmp_path):
     assert out.returncode == 0, out.stderr
     text = (reports / "summary.md").read_text()
     assert "**Unit-wise gradient/weight ratio** (`unit_grad_ratio`" in text and "| brock2021_agc |" in text
+    # a built-in study with the plugin's mitigation added (in a folder of its own: the report below is of agc_mlp)
+    other = tmp_path / "with"
     extra = vanex(
-        "study",
-        "mlp_exploding",
-        "--profile",
-        "smoke",
-        "--with",
-        "agc",
-        "--jobs",
-        "1",
-        f"results_dir={results}",
-        env=env,
+        "study", "mlp_exploding", "--profile", "smoke", "--with", "agc", "--jobs", "1", f"results_dir={other}", env=env
     )
     assert extra.returncode == 0, extra.stderr
-    manifest = json.loads((results / "_studies" / "mlp_exploding-smoke.json").read_text())
+    manifest = json.loads((other / "_studies" / "mlp_exploding-smoke.json").read_text())
     assert sum(c["mitigations"] == ["agc"] for c in manifest["cells"]) == 5  # the --with cells are listed (5 seeds)
-    base = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "1", f"results_dir={results}", env=env)
+    base = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "1", f"results_dir={other}", env=env)
     count = int(base.stderr.split(" runs,")[0].split()[-1])
-    assert (
-        f"{count + 5} runs, {count + 5} already finished"
-        in vanex(
-            "study", "mlp_exploding", "--profile", "smoke", "--with", "agc", f"results_dir={results}", env=env
-        ).stderr
-    )
+    with_agc = vanex("study", "mlp_exploding", "--profile", "smoke", "--with", "agc", f"results_dir={other}", env=env)
+    assert f"{count + 5} runs, {count + 5} already finished" in with_agc.stderr
     # editing the installed plugin's mitigation makes the records it trained stale: the study reruns them
     # (and only them), --keep-stale keeps them, and report and claims mark them
     agc_cells = sum("agc" in c["mitigations"] for c in json.loads(study_manifest(results, "agc_mlp"))["cells"])

@@ -240,12 +240,12 @@ def test_a_study_process_for_one_numeric_path_stops_once_the_study_that_started_
 
 
 @pytest.mark.slow
-def test_a_term_to_compare_removes_its_scratch_reports_as_ctrl_c_does(tmp_path):
+def test_a_term_to_compare_removes_its_scratch_reports_as_ctrl_c_does(tmp_path, smoke_records):
     """compare reports a results folder into a temporary folder, which a TERM (a time limit, `kill`) left
     behind; run, report, claims and verify take a TERM as a Ctrl-C too."""
     results, scratch = tmp_path / "results", tmp_path / "tmp"
     scratch.mkdir()
-    assert vanex("study", "rnn_init", "--profile", "smoke", "--jobs", "2", f"results_dir={results}").returncode == 0
+    smoke_records("rnn_init", results)
     script = Path(sys.executable).with_name("vanex")
     env = {**os.environ, "TMPDIR": str(scratch)}
     command = [str(script), "compare", str(results), str(results), "--profile", "smoke"]

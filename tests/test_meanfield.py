@@ -259,14 +259,10 @@ def test_agreement_counts_a_seed_once_when_only_the_training_budget_differs():
 
 
 @pytest.mark.slow
-def test_meanfield_study_reports_its_agreement_and_the_chi1_claim_holds(tmp_path):
+def test_meanfield_study_reports_its_agreement_and_the_chi1_claim_holds(twice):
     from helpers import vanex
 
-    results, out = tmp_path / "results", tmp_path / "report"
-    study = vanex("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
-    assert study.returncode == 0, study.stderr
-    report = vanex("report", "--results", str(results), "--out", str(out), "--profile", "smoke")
-    assert report.returncode == 0, report.stderr
+    results, out = twice / "a", twice / "report"  # the smoke study and its report (tests/conftest.py)
     text = (out / "summary.md").read_text()
     agreement = text[text.index("Agreement over all") :].split("\n")[0]
     r2 = float(agreement.split("R² = ")[1].split(",")[0])
