@@ -130,11 +130,9 @@ def test_every_setting_is_recorded_flat_with_defaults(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_needs_only_records_and_manifests(tmp_path):
+def test_report_needs_only_records_and_manifests(tmp_path, smoke_records):
     """The reporter imports no torch, Hydra or task, so it works without conf/ or plugins."""
-    results, reports = tmp_path / "results", tmp_path / "reports"
-    study = vanex("study", "mlp_exploding", "--profile", "smoke", "--jobs", "2", f"results_dir={results}")
-    assert study.returncode == 0, study.stderr
+    results, reports = smoke_records("rnn_init", tmp_path / "results"), tmp_path / "reports"
     first = vanex("report", "--results", str(results), "--out", str(reports), "--profile", "smoke")
     assert first.returncode == 0, first.stderr
     (reports / "figures" / "stale.png").write_bytes(b"old")  # a figure the previous report wrote, this one not:

@@ -347,6 +347,7 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
 
     report = twice / "report"
     page = (report / "index.html").read_text()
@@ -362,11 +363,17 @@ def test_html_report_opens_offline_in_headless_chromium(twice, tmp_path):
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         driver.get((report / "index.html").as_uri())
+        figures_linked = re.findall(r"^!\[([^\]]+)\]", (report / "summary.md").read_text(), re.M)
+        WebDriverWait(driver, 60).until(  # a loaded CI machine once read the images of a page still parsing
+            lambda d: (
+                d.execute_script("return document.readyState === 'complete' && document.images.length")
+                >= len(figures_linked)
+            )
+        )
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
         )
         tables = driver.execute_script("return document.querySelectorAll('table').length")
-        figures_linked = re.findall(r"^!\[([^\]]+)\]", (report / "summary.md").read_text(), re.M)
         assert sorted(alt for alt, _ in images) == sorted(figures_linked) and all(ok for _, ok in images), images
         assert tables == (report / "summary.md").read_text().count("\n|---")
         body = driver.find_element("tag name", "body").text  # a smoke report: a setup check, not citable

@@ -19,21 +19,24 @@ SMOKE = ["--profile", "smoke", "progress=false"]  # a profile whose step scale t
 SENSITIVE = ["task=deep_mlp", "task.depth=50", "mitigation=[relu,he_init,batchnorm]"]  # step 0 moves ~2% by path
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory) -> Path:
+@pytest.fixture(scope="session")
+def made(shared) -> Path:
     """A smoke run of every built-in task; the deep_mlp one and a rounding-sensitive configuration
-    (a 50-layer batch-normalised ReLU net) also on the second numeric path (~25 s)."""
-    folder = tmp_path_factory.mktemp("made") / "results"
-    for args in (
-        ["-m", "task=deep_mlp,rnn_copy,resnet,transformer"],
-        ["-m", "numerics=generic", "task=rnn_digits,deep_mlp"],
-        ["numerics=pinned", *SENSITIVE],
-        ["numerics=generic", *SENSITIVE],
-    ):
-        multirun = [a for a in args if a == "-m"]  # Hydra's parser takes -m before the overrides only
-        out = vanex("run", *multirun, *SMOKE, *(a for a in args if a != "-m"), f"results_dir={folder}")
-        assert out.returncode == 0, out.stderr
-    return folder
+    (a 50-layer batch-normalised ReLU net) also on the second numeric path (~25 s), made once for
+    the tests here, which only read it or copy it."""
+
+    def make(root: Path) -> None:
+        for args in (
+            ["-m", "task=deep_mlp,rnn_copy,resnet,transformer"],
+            ["-m", "numerics=generic", "task=rnn_digits,deep_mlp"],
+            ["numerics=pinned", *SENSITIVE],
+            ["numerics=generic", *SENSITIVE],
+        ):
+            multirun = [a for a in args if a == "-m"]  # Hydra's parser takes -m before the overrides only
+            out = vanex("run", *multirun, *SMOKE, *(a for a in args if a != "-m"), f"results_dir={root / 'results'}")
+            assert out.returncode == 0, out.stderr
+
+    return shared("verify-made", make) / "results"
 
 
 def _files(folder: Path) -> dict[str, bytes]:
