@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import vanex  # noqa: F401  (first: pins the CPU code paths before anything imports torch)
+from helpers import vanex as run_vanex
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=30, deadline=None)
@@ -37,8 +39,6 @@ def shared(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not done.exists():  # not made, or a worker failed making it: (re)made here
                 if folder.exists():
-                    import shutil
-
                     shutil.rmtree(folder)
                 folder.mkdir()
                 make(folder)
@@ -48,17 +48,20 @@ def shared(tmp_path_factory, worker_id) -> Callable[[str, Callable[[Path], None]
     return get
 
 
+def _smoke_study(study: str, results: Path) -> None:
+    out = run_vanex("study", study, "--profile", "smoke", "--jobs", "2", f"results_dir={results}", "progress=false")
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.fixture(scope="session")
 def twice(shared) -> Path:
     """Two fresh runs of mlp_meanfield's smoke study (``a`` and ``b``, 205 runs each, ~20 s on 2 cores)
     and the report of ``a`` (``report``), made once for every test that reads them."""
-    from helpers import vanex as run
 
     def make(root: Path) -> None:
         for name in ("a", "b"):
-            out = run("study", "mlp_meanfield", "--profile", "smoke", "--jobs", "2", f"results_dir={root / name}")
-            assert out.returncode == 0, out.stderr
-        out = run("report", "--results", str(root / "a"), "--out", str(root / "report"), "--profile", "smoke")
+            _smoke_study("mlp_meanfield", root / name)
+        out = run_vanex("report", "--results", str(root / "a"), "--out", str(root / "report"), "--profile", "smoke")
         assert out.returncode == 0, out.stderr
 
     return shared("meanfield-smoke", make)
@@ -69,16 +72,10 @@ def smoke_records(shared) -> Callable[[str, Path], Path]:
     """``smoke_records(study, folder)``: ``folder`` made a results folder holding a copy of ``study``'s
     smoke records and manifest, trained once in this test run (for tests that need finished records,
     not the training)."""
-    import shutil
-
-    from helpers import vanex as run
 
     def copy(study: str, folder: Path) -> Path:
-        def make(root: Path) -> None:
-            out = run("study", study, "--profile", "smoke", "--jobs", "2", f"results_dir={root}", "progress=false")
-            assert out.returncode == 0, out.stderr
-
-        shutil.copytree(shared(f"{study}-smoke", make), folder, dirs_exist_ok=True)
+        made = shared(f"{study}-smoke", lambda root: _smoke_study(study, root))
+        shutil.copytree(made, folder, dirs_exist_ok=True)
         return folder
 
     return copy

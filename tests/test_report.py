@@ -618,15 +618,11 @@ def test_report_out_never_deletes_records_or_other_files(twice, tmp_path):
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert sorted(p.name for p in results.iterdir()) == before and (proj / "my_thesis.tex").is_file()
     assert (paper / "figures" / "fig1_hand_made.png").read_text() == "mine" and (paper / "summary.md").is_file()
-    few, previous = (
-        tmp_path / "few",
-        tmp_path / "previous",
-    )  # 3 of the runs: drawn in seconds, not 205 runs' half a minute
+    few, previous = tmp_path / "few", tmp_path / "previous"  # 3 of the runs: drawn in seconds, not 205 in 30 s
     shutil.copytree(results, few)
     manifest = few / "_studies" / "mlp_meanfield-smoke.json"
-    manifest.write_text(
-        json.dumps({**json.loads(manifest.read_text()), "cells": json.loads(manifest.read_text())["cells"][:3]})
-    )
+    study = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**study, "cells": study["cells"][:3]}))
     shutil.copytree(twice / "report", previous)
     again = vanex("report", "--results", str(few), "--out", str(previous), "--profile", "smoke")
     assert again.returncode == 0 and "report: 3 records" in again.stderr, again.stderr  # a previous report is replaced

@@ -290,7 +290,7 @@ def save(figure: Any, path: Path, plt: Any, data: pd.DataFrame | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     if _DRAWN.get():
         figure.savefig(path, dpi=DPI, metadata={"Software": None})
-        figure.set_layout_engine("none")  # the PDF keeps the PNG's layout, not worked out again (a third less time)
+        figure.set_layout_engine("none")  # the PDF keeps the PNG's layout instead of working it out again
         figure.savefig(path.with_suffix(".pdf"), metadata={"Creator": None, "Producer": None, "CreationDate": None})
     plt.close(figure)
     if data is not None:
